@@ -1,0 +1,278 @@
+"""What each CLI subcommand does, on top of the Python API (cli.py only parses)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smoothrecon.config import Config, dump_config
+from smoothrecon.errors import UserError
+
+ConfigBuilder = Callable[..., Config]
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False)
+
+
+def cmd_data(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.data import prepare_data
+    from smoothrecon.data.sources import fetch_default_photos
+
+    cfg = build(args)
+    if args.action == "fetch":
+        if cfg.data.source != "default":
+            raise UserError("data fetch only fetches the default photos; --data is already local")
+        print(fetch_default_photos(cfg.data.cache_dir))
+        return 0
+    bundle = prepare_data(cfg.data, progress=_progress(args))
+    s = bundle.summary()
+    print(f"source: {s['source']}  (prescale {s['prescale']:g}, crops {s['crop_size']}px)")
+    for split, names in s["photos"].items():
+        print(f"{split:5s}: {len(names):3d} photos  {', '.join(names)}")
+    c = s["crops"]
+    print(
+        f"crops: train {c['train_per_epoch']} per epoch (fresh), val {c['val']}, "
+        f"test {c['test']} (fixed)"
+    )
+    n = s["normalization"]
+    print(f"normalization ({n['kind']}): mean {n['mean']}  std {n['std']}")
+    print(
+        f"skipped: {len(s['skipped_too_small'])} smaller than one crop, "
+        f"{len(s['unreadable'])} unreadable"
+    )
+    for name in s["skipped_too_small"]:
+        print(f"  too small: {name}")
+    for name in s["unreadable"]:
+        print(f"  unreadable: {name}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.training import train
+
+    cfg = build(args)
+    result = train(cfg, args.out, progress=_progress(args))
+    last = result.epochs[-1] if result.epochs else {}
+    print(f"trained {cfg.model.name} ({result.parameters} parameters) -> {result.best}")
+    if last:
+        print(
+            f"epoch {last['epoch']}: val PSNR {last['val_psnr']:.2f} dB, "
+            f"SSIM {last['val_ssim']:.4f}"
+        )
+    return 0
+
+
+def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
+    from smoothrecon.checkpoint import load_model
+    from smoothrecon.models import build_model
+
+    if args.model in ("bilinear", "bicubic"):
+        cfg = build(args)
+        cfg.model.name = args.model
+        return build_model(cfg.model, cfg.operator.factor), cfg
+    model, meta = load_model(args.model)
+    cfg = build(args, base=meta["config"])
+    trained = meta["config"]["operator"]
+    if (cfg.operator.factor, cfg.operator.quantize) != (trained["factor"], trained["quantize"]):
+        raise UserError(
+            f"the model was trained for operator super_resolution x{trained['factor']} but the "
+            f"config asks for x{cfg.operator.factor}; evaluate it with its own operator"
+        )
+    return model, cfg
+
+
+def _inputs(cfg: Config, runtime, progress: bool):
+    from smoothrecon.data import prepare_data
+    from smoothrecon.evaluation import split_inputs
+    from smoothrecon.operators import build_operator
+
+    data = prepare_data(cfg.data, progress=progress)
+    op = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    inputs = {
+        s: split_inputs(data.eval_set(s).x, op, data.normalization, runtime)
+        for s in ("val", "test")
+    }
+    return data, inputs
+
+
+def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.evaluation import batched_attack, smoothed_metrics
+    from smoothrecon.io import atomic_write_json, ensure_dir, save_checkpoint
+    from smoothrecon.metrics import mean_and_ci
+    from smoothrecon.runtime import Runtime
+    from smoothrecon.smoothing import SmoothedEstimator
+
+    model, cfg = _model_and_config(args, build)
+    out = ensure_dir(args.out)
+    runtime = Runtime.from_config(cfg.runtime)
+    model = runtime.prepare_model(model).eval()
+    data, inputs = _inputs(cfg, runtime, _progress(args))
+    split = inputs[args.split]
+    f = runtime.forward(model)
+    forward = f
+    if args.sigma_g > 0:
+        g = SmoothedEstimator(f, args.sigma_g, cfg.attack.k_attack, cfg.smoothing.chunk_size)
+        forward = g.with_noise(cfg.attack.noise, cfg.evaluation.seed)
+    rows = []
+    for eps_rel in args.eps_rel:
+        e, loss = batched_attack(
+            forward, split, eps_rel, cfg.attack, cfg.evaluation.batch_size, cfg.evaluation.seed
+        )
+        sigma = [args.sigma_g]
+        per = smoothed_metrics(
+            f,
+            split,
+            e,
+            sigma,
+            cfg.smoothing.k,
+            data.normalization,
+            cfg.evaluation.batch_size,
+            cfg.evaluation.seed,
+        )[args.sigma_g]
+        norms = e.flatten(1).norm(dim=1)
+        row = {
+            "eps_rel": eps_rel,
+            "split": args.split,
+            "sigma_g": args.sigma_g,
+            "attack": "pgd_g" if args.sigma_g > 0 else "pgd_f",
+            "e_norm_mean": float(norms.mean()),
+            "loss_mean": float(loss.mean()),
+            "n": len(per["mse"]),
+        }
+        for m in ("mse", "psnr", "ssim"):
+            row[m], row[f"{m}_se"], _ = mean_and_ci(per[m])
+        rows.append(row)
+        print(
+            f"eps_rel {eps_rel:g}: PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
+            f"||e|| {row['e_norm_mean']:.4f}"
+        )
+        if args.save_perturbations:
+            save_checkpoint(
+                out / f"perturbations-eps{eps_rel:g}.safetensors",
+                {"e": e.cpu()},
+                {"eps_rel": eps_rel, "space": "normalized model input"},
+            )
+    atomic_write_json(out / "attack.json", {"config": cfg.to_dict(), "rows": rows})
+    (out / "config.yaml").write_text(dump_config(cfg))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.evaluation import evaluate_unit
+    from smoothrecon.io import atomic_write_json, ensure_dir, read_jsonl, write_jsonl
+    from smoothrecon.runtime import Runtime
+
+    model, cfg = _model_and_config(args, build)
+    eps_rels = args.eps_rel if args.eps_rel is not None else list(cfg.evaluation.eps_rels)
+    if args.sigma_g in (None, "grid"):
+        sigmas = list(cfg.smoothing.sigma_grid)
+    else:
+        from smoothrecon.cli import _floats
+
+        sigmas = _floats(args.sigma_g)
+    if any(s < 0 for s in sigmas):
+        raise UserError(f"--sigma-g values must be >= 0, got {sigmas}")
+    if any(not 0 <= e <= 1 for e in eps_rels):
+        raise UserError(f"--eps-rel values must lie in [0, 1], got {eps_rels}")
+    out = ensure_dir(args.out)
+    runtime = Runtime.from_config(cfg.runtime)
+    model = runtime.prepare_model(model)
+    data, inputs = _inputs(cfg, runtime, _progress(args))
+    path = out / "records.jsonl"
+    done = {r["eps_rel"] for r in read_jsonl(path)}
+    records = read_jsonl(path)
+    for eps_rel in eps_rels:
+        if eps_rel in done:
+            print(f"eps_rel {eps_rel:g}: already evaluated, skipped")
+            continue
+        res = evaluate_unit(
+            model,
+            inputs,
+            data.normalization,
+            eps_rel,
+            sigmas,
+            cfg.smoothing.k,
+            {"pgd": cfg.attack},
+            runtime,
+            cfg.evaluation.batch_size,
+            rs_pgd=args.rs_pgd,
+            seed=cfg.evaluation.seed,
+            chunk_size=cfg.smoothing.chunk_size,
+        )
+        for r in res.records:
+            r["model"] = str(args.model)
+        records += res.records
+        write_jsonl(path, records)
+        _print_choice(res.records, eps_rel)
+    atomic_write_json(out / "chosen_sigma.json", _choices(records))
+    (out / "config.yaml").write_text(dump_config(cfg))
+    return 0
+
+
+def _choices(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from smoothrecon.evaluation import choose_sigma
+
+    out = []
+    for eps_rel in sorted({r["eps_rel"] for r in records}):
+        has_val = any(r["split"] == "val" and r["eps_rel"] == eps_rel for r in records)
+        chosen = choose_sigma(records, "val" if has_val else "test", eps_rel, "pgd")
+        oracle = choose_sigma(records, "test", eps_rel, "pgd")
+        out.append({"eps_rel": eps_rel, "sigma_g_val": chosen, "sigma_g_test_oracle": oracle})
+    return out
+
+
+def _print_choice(records: list[dict[str, Any]], eps_rel: float) -> None:
+    c = next(c for c in _choices(records) if c["eps_rel"] == eps_rel)
+    row = next(
+        r
+        for r in records
+        if r["split"] == "test"
+        and r["sigma_g"] == c["sigma_g_val"]
+        and r["attack"] in ("none", "pgd_f")
+    )
+    print(
+        f"eps_rel {eps_rel:g}: sigma_g {c['sigma_g_val']:g} (chosen on val; test oracle "
+        f"{c['sigma_g_test_oracle']:g})  test PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}"
+    )
+
+
+def cmd_reproduce(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.experiments import reproduce
+
+    cfg = build(args)
+    out = reproduce(cfg, args.out, progress=_progress(args))
+    print(f"done: {out} (make the report with: smoothrecon report {out})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.report import build_report
+
+    page = build_report(Path(args.run))
+    print(f"report: {page}")
+    return 0
+
+
+COMMANDS = {
+    "data": cmd_data,
+    "train": cmd_train,
+    "attack": cmd_attack,
+    "evaluate": cmd_evaluate,
+    "reproduce": cmd_reproduce,
+    "report": cmd_report,
+}
+
+
+def run(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    torch.set_printoptions(precision=4)
+    return COMMANDS[args.command](args, build)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2)

@@ -1,0 +1,398 @@
+"""One typed config tree shared by the CLI, the Python API and the presets.
+
+Every number of the thesis that the code uses lives here once, with the section it comes from.
+Presets (`configs/*.yaml`, shipped inside the package) only change scale, never method. Unknown
+keys are errors (with a "did you mean"), values are type-checked, and `--set a.b=value`
+overrides any field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from smoothrecon.errors import UserError
+
+# Mini-ImageNet statistics used by the thesis' code (thesis-code-notes.md, "Data").
+MINI_IMAGENET_MEAN = (0.4882, 0.4431, 0.3946)
+MINI_IMAGENET_STD = (0.2777, 0.2665, 0.2739)
+
+# Section A.4: the sigma_g grid M.
+THESIS_SIGMA_G_GRID = (
+    0.0,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.75,
+    0.8,
+    0.9,
+    1.0,
+    1.1,
+    1.2,
+)
+# Section 4.4: attack levels of Tables 4.1-4.4.
+THESIS_EPS_RELS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+# Section 4.2.2: sigma_f of the models trained for randomized smoothing.
+THESIS_SIGMA_FS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
+# Section 4.2.3: eps_rel of the adversarially trained models.
+THESIS_AT_EPS_RELS = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+@dataclass
+class DataConfig:
+    """Photos -> crops (section 4.1)."""
+
+    source: str = "default"  # "default" (the Debian photos) or a folder of images
+    cache_dir: str = ""  # "" -> $SMOOTHRECON_CACHE or ~/.cache/smoothrecon
+    crop_size: int = 160  # section 4.1: 160x160 crops
+    # Down-scale photos before cropping: washes out JPEG artefacts and brings the 1280-5312 px
+    # wallpapers closer to ImageNet's object scale while keeping every photo >= 512 px high.
+    prescale: float = 0.5
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / test, by photo
+    train_crops: Literal["random", "center"] = "random"  # "center": the thesis code's protocol
+    flips: bool = True  # random horizontal flips of training crops
+    crops_per_epoch: int = 2048  # an epoch is this many training crops
+    eval_crops_per_photo: int = 8  # fixed crops per validation/test photo ("center": 1)
+    max_eval_crops: int = 0  # cap on validation/test crops per split (0: no cap)
+    normalization: Literal["dataset", "mini-imagenet"] = "dataset"
+    seed: int = 0
+
+
+@dataclass
+class OperatorConfig:
+    """The forward operator A (section 4.1): bilinear down by `factor`, bilinear back up."""
+
+    name: Literal["super_resolution"] = "super_resolution"
+    factor: int = 2  # thesis: 2 and 4
+    quantize: bool = False  # round the low-resolution image to 8 bits as the thesis code did
+
+
+@dataclass
+class ModelConfig:
+    """The U-Net of section 4.2.1 / Fig 4.1 (or a no-learning baseline)."""
+
+    name: Literal["unet", "bilinear", "bicubic"] = "unet"
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)  # section 4.2.1
+    activation: Literal["relu", "leaky_relu"] = "relu"  # text: ReLU; authors' code: LeakyReLU
+    residual: bool = False  # global skip x_hat = y + U-Net(y); the thesis has none
+
+
+@dataclass
+class AttackConfig:
+    """L2 PGD (appendix A.2, eq A.15); eps = sqrt(d) * eps_rel (eq 4.4)."""
+
+    steps: int = 10  # section 4.4: 10 iterations at evaluation
+    step_factor: float = 0.25  # step size = step_factor * eps; section 4.4: eps/4
+    random_start: Literal["ball", "sphere", "none"] = "ball"  # uniform in the ball (thesis code)
+    restarts: int = 1
+    keep: Literal["best", "last"] = "best"  # the thesis kept the last iterate
+    target: Literal["f", "g"] = "f"  # f: "Vanilla PGD"; g: "RS-PGD" (appendix A.3)
+    k_attack: int = 10  # appendix A.3: k = 10 noise draws when attacking g
+    noise: Literal["fixed", "fresh"] = "fixed"  # RS-PGD noise held across steps or redrawn
+
+
+@dataclass
+class TrainConfig:
+    """One training loop; the mode is the input perturbation (sections 4.2.1-4.2.3)."""
+
+    mode: Literal["standard", "gaussian", "adversarial"] = "standard"
+    sigma_f: float = 0.1  # eq 4.2, normalized input space
+    eps_rel: float = 0.02  # eq 4.4/4.5
+    pgd_steps: int = 5  # section 4.2.3: 5 iterations
+    pgd_step_factor: float = 0.5  # section 4.2.3: step eps/2
+    epochs: int = 50  # section 4.2.2
+    batch_size: int = 128  # section 4.2.2
+    lr: float = 1e-4  # section 4.2.2 (the authors' scripts: 1e-3)
+    adam_eps: float = 1e-8  # torch default (the authors' smoothing script: 1e-5)
+    seed: int = 0
+
+
+@dataclass
+class SmoothingConfig:
+    """The smoothed estimator g (eq 2.7) and its sigma_g grid (appendix A.4)."""
+
+    k: int = 50  # section 4.4
+    sigma_grid: tuple[float, ...] = THESIS_SIGMA_G_GRID
+    chunk_size: int = 0  # inputs per forward pass; 0: automatic
+    antithetic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Section 4.4: attack levels, batch size, and which splits are evaluated."""
+
+    eps_rels: tuple[float, ...] = THESIS_EPS_RELS
+    batch_size: int = 64  # section 4.4
+    select_on: Literal["val"] = "val"  # sigma_g is chosen on validation, never on test
+    seed: int = 1234
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how fast: device, threads, precision. Never changes the method."""
+
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    threads: int = 0  # 0: torch's default
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU or CUDA)
+    channels_last: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """The thesis' sweep as data (chapter 4): which models are trained and evaluated."""
+
+    factors: tuple[int, ...] = (2, 4)
+    sigma_fs: tuple[float, ...] = THESIS_SIGMA_FS
+    at_eps_rels: tuple[float, ...] = THESIS_AT_EPS_RELS
+    variants: tuple[str, ...] = ("thesis",)  # "thesis" (no global skip) and/or "residual"
+    baselines: tuple[str, ...] = ("bilinear", "bicubic")
+    rs_pgd: bool = True  # also attack each RS model's smoothed g (worst case reported)
+    image_grid_count: int = 3  # rows of the Fig 4.2/4.3 image grids
+
+
+@dataclass
+class Config:
+    """The whole tree. `Config()` is the thesis' paper-scale setting."""
+
+    preset: str = "paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self, *sections: str) -> str:
+        """Short hash of the named sections (all when none): the key of cached work."""
+        d = self.to_dict()
+        d["data"].pop("cache_dir")  # a location, not a setting
+        picked = {s: d[s] for s in sections} if sections else d
+        blob = json.dumps(picked, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+PRESETS = ("smoke", "cpu", "cpu-full", "paper")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`, converting lists to tuples and ints to floats."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise UserError(f"config {where} = {value!r} is not one of {allowed}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            value = [value]
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UserError(f"config {where} needs {len(args)} values, got {len(value)}")
+        return tuple(
+            _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if origin in (types.UnionType, typing.Union):
+        for a in typing.get_args(tp):
+            try:
+                return _coerce(value, a, where)
+            except UserError:
+                continue
+        raise UserError(f"config {where} = {value!r} has the wrong type")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config {where} = {value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config {where} = {value!r} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"config {where} = {value!r} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config {where} = {value!r} must be a string")
+        return value
+    raise AssertionError(f"unsupported config type {tp} at {where}")
+
+
+def _merge(obj: Any, data: dict[str, Any], where: str) -> None:
+    """Set fields of the dataclass `obj` from `data`, recursively, refusing unknown keys."""
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = (
+                f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(names)}"
+            )
+            raise UserError(f"unknown config key '{path}'{hint}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"config {path} must be a mapping of its fields")
+            _merge(current, value, path)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def _read_preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown preset '{name}'{hint}; choose one of {', '.join(PRESETS)}")
+    text = resources.files("smoothrecon").joinpath("configs", f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """'train.epochs=5' -> {'train': {'epochs': 5}} (values parsed as YAML, never eval'd)."""
+    if "=" not in item:
+        raise UserError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got '{item}'")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    preset: str = "paper",
+    file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    extra: dict[str, Any] | list[dict[str, Any]] | None = None,
+) -> Config:
+    """Build a validated config: defaults <- preset <- YAML file <- `extra` (one mapping or a
+    list applied in order) <- `--set` overrides."""
+    cfg = Config(preset=preset)
+    _merge(cfg, _read_preset(preset), "")
+    if file is not None:
+        p = Path(file)
+        if not p.is_file():
+            raise UserError(f"config file '{p}' does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"config file '{p}' is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file '{p}' must hold a mapping of sections")
+        _merge(cfg, data, "")
+    for layer in [extra] if isinstance(extra, dict) else extra or []:
+        _merge(cfg, layer, "")
+    for item in overrides or []:
+        _merge(cfg, parse_override(item), "")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from `Config.to_dict()` output (e.g. from a checkpoint's metadata)."""
+    cfg = Config()
+    _merge(cfg, data, "")
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Range checks a type cannot express; each failure is one sentence naming the value."""
+    d, t, a, s = cfg.data, cfg.train, cfg.attack, cfg.smoothing
+    _check(d.crop_size >= 8, f"data.crop_size = {d.crop_size} must be at least 8")
+    _check(0 < d.prescale <= 1, f"data.prescale = {d.prescale} must be in (0, 1]")
+    _check(
+        all(p >= 0 for p in d.split) and sum(d.split) > 0,
+        f"data.split = {d.split} must be three non-negative proportions",
+    )
+    _check(d.crops_per_epoch >= 1, f"data.crops_per_epoch = {d.crops_per_epoch} must be >= 1")
+    _check(
+        d.eval_crops_per_photo >= 1,
+        f"data.eval_crops_per_photo = {d.eval_crops_per_photo} must be >= 1",
+    )
+    f = cfg.operator.factor
+    _check(f >= 1, f"operator.factor = {f} must be a positive integer")
+    _check(
+        d.crop_size % f == 0,
+        f"data.crop_size = {d.crop_size} is not divisible by operator.factor = {f}",
+    )
+    _check(
+        all(c >= 1 for c in cfg.model.channels) and len(cfg.model.channels) >= 2,
+        f"model.channels = {cfg.model.channels} needs at least two positive widths",
+    )
+    _check(t.sigma_f >= 0, f"train.sigma_f = {t.sigma_f} must be >= 0")
+    _check(0 <= t.eps_rel <= 1, f"train.eps_rel = {t.eps_rel} must be in [0, 1]")
+    _check(t.pgd_steps >= 1, f"train.pgd_steps = {t.pgd_steps} must be >= 1")
+    _check(t.epochs >= 1, f"train.epochs = {t.epochs} must be >= 1")
+    _check(t.batch_size >= 1, f"train.batch_size = {t.batch_size} must be >= 1")
+    _check(t.lr > 0, f"train.lr = {t.lr} must be > 0")
+    _check(a.steps >= 1, f"attack.steps = {a.steps} must be >= 1")
+    _check(a.step_factor > 0, f"attack.step_factor = {a.step_factor} must be > 0")
+    _check(a.restarts >= 1, f"attack.restarts = {a.restarts} must be >= 1")
+    _check(a.k_attack >= 1, f"attack.k_attack = {a.k_attack} must be >= 1")
+    _check(s.k >= 1, f"smoothing.k = {s.k} must be >= 1")
+    _check(s.chunk_size >= 0, f"smoothing.chunk_size = {s.chunk_size} must be >= 0")
+    _check(
+        all(v >= 0 for v in s.sigma_grid) and len(s.sigma_grid) >= 1,
+        f"smoothing.sigma_grid = {s.sigma_grid} must hold sigmas >= 0",
+    )
+    _check(
+        all(0 <= e <= 1 for e in cfg.evaluation.eps_rels),
+        f"evaluation.eps_rels = {cfg.evaluation.eps_rels} must lie in [0, 1]",
+    )
+    _check(
+        cfg.evaluation.batch_size >= 1,
+        f"evaluation.batch_size = {cfg.evaluation.batch_size} must be >= 1",
+    )
+    _check(
+        all(v in ("thesis", "residual") for v in cfg.experiment.variants),
+        f"experiment.variants = {cfg.experiment.variants}: use 'thesis' and/or 'residual'",
+    )
+    _check(
+        all(b in ("bilinear", "bicubic") for b in cfg.experiment.baselines),
+        f"experiment.baselines = {cfg.experiment.baselines}: use 'bilinear'/'bicubic'",
+    )
+    _check(cfg.runtime.threads >= 0, f"runtime.threads = {cfg.runtime.threads} must be >= 0")
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML (saved beside every result)."""
+    return yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)

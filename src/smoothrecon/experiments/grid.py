@@ -1,0 +1,77 @@
+"""The thesis' sweep as data: which models exist and how each is trained and evaluated.
+
+Chapter 4: per factor, one standard model, one Gaussian-trained model per sigma_f (for
+randomized smoothing) and one adversarially trained model per eps_rel; plus, beyond the thesis,
+the no-learning baselines and the global-residual U-Net variant (issue 8). A preset only changes
+the lists in `ExperimentConfig`, never this logic.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from smoothrecon.config import Config
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row family of the thesis' tables."""
+
+    factor: int
+    kind: str  # "unet", "bilinear", "bicubic"
+    variant: str  # "thesis", "residual", or "-" for baselines
+    mode: str  # "standard", "gaussian", "adversarial", or "none" for baselines
+    value: float = 0.0  # sigma_f (gaussian) or eps_rel (adversarial)
+
+    @property
+    def label(self) -> str:
+        if self.kind != "unet":
+            return f"x{self.factor}/{self.kind}"
+        tag = {
+            "standard": "std",
+            "gaussian": f"rs{self.value:g}",
+            "adversarial": f"at{self.value:g}",
+        }
+        return f"x{self.factor}/{self.variant}/{tag[self.mode]}"
+
+    @property
+    def slug(self) -> str:
+        return self.label.replace("/", "-")
+
+    @property
+    def smoothed(self) -> bool:
+        """Whether the sigma_g grid is evaluated (RS models; standard and baselines as
+        references). Adversarially trained models are evaluated without smoothing."""
+        return self.mode != "adversarial"
+
+    @property
+    def trained(self) -> bool:
+        return self.kind == "unet"
+
+    def config(self, base: Config) -> Config:
+        """The full config of this model: `base` with operator, model and train set."""
+        cfg = copy.deepcopy(base)
+        cfg.operator.factor = self.factor
+        cfg.model.name = self.kind  # type: ignore[assignment]
+        cfg.model.residual = self.variant == "residual"
+        if self.trained:
+            cfg.train.mode = self.mode  # type: ignore[assignment]
+            if self.mode == "gaussian":
+                cfg.train.sigma_f = self.value
+            if self.mode == "adversarial":
+                cfg.train.eps_rel = self.value
+        return cfg
+
+
+def thesis_grid(cfg: Config) -> list[ModelSpec]:
+    """All models of the experiment config, baselines first."""
+    e = cfg.experiment
+    specs: list[ModelSpec] = []
+    for factor in e.factors:
+        specs += [ModelSpec(factor, b, "-", "none") for b in e.baselines]
+        for variant in e.variants:
+            specs.append(ModelSpec(factor, "unet", variant, "standard"))
+            specs += [ModelSpec(factor, "unet", variant, "gaussian", s) for s in e.sigma_fs]
+            specs += [ModelSpec(factor, "unet", variant, "adversarial", a) for a in e.at_eps_rels]
+    return specs

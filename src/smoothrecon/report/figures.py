@@ -1,0 +1,96 @@
+"""Figures as PNG (matplotlib, no display): sigma_g curves (Figs A.3-A.8), RS-PGD vs Vanilla
+PGD (Figs A.1-A.2) and image grids in the layout of Figs 4.2/4.3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from smoothrecon.io import atomic_write  # noqa: E402
+from smoothrecon.report.records import Run, chosen_sigma, pick  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def sigma_curves(run: Run, model: str, out: Path) -> Path:
+    """PSNR and SSIM (test) vs sigma_g, one line per eps_rel; dots mark the validation choice."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for e in run.eps_rels:
+        rows = sorted((r for r in run.records if r["model"] == model and r["eps_rel"] == e
+                       and r["split"] == "test" and r["attack"] in ("none", "pgd_f")),
+                      key=lambda r: r["sigma_g"])  # fmt: skip
+        if not rows:
+            continue
+        s = [r["sigma_g"] for r in rows]
+        chosen = chosen_sigma(run, model, e)
+        for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
+            v = np.array([r[metric] for r in rows])
+            ci = np.array([r[metric + "_ci95"] for r in rows])
+            (line,) = ax.plot(s, v, marker=".", label=f"eps_rel {e:g}")
+            ax.fill_between(s, v - ci, v + ci, alpha=0.12, color=line.get_color())
+            j = s.index(chosen)
+            ax.plot([chosen], [v[j]], "o", color=line.get_color(), markersize=8, mfc="none")
+    for ax, name in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
+        ax.set_xlabel("sigma_g")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{model}: test metrics vs sigma_g (circles: sigma_g chosen on validation)")
+    return _save(fig, out)
+
+
+def attack_comparison(run: Run, model: str, out: Path) -> Path:
+    """PSNR/SSIM vs eps_rel at the chosen sigma_g under PGD on f and RS-PGD on g."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for attack, name in (("pgd_f", "Vanilla PGD (on f)"), ("pgd_g", "RS-PGD (on g)")):
+        xs, rows = [], []
+        for e in run.eps_rels:
+            r = pick(run, model, e, "test", attack if e > 0 else "none", chosen_sigma(run, model, e))
+            if r is not None:
+                xs.append(e)
+                rows.append(r)
+        for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
+            v = np.array([r[metric] for r in rows])
+            ci = np.array([r[metric + "_ci95"] for r in rows])
+            ax.errorbar(xs, v, yerr=ci, marker="o", capsize=3, label=name)
+    for ax, name in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
+        ax.set_xlabel("eps_rel")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{model}: attack on f vs attack on g (test, sigma_g chosen on validation)")
+    return _save(fig, out)
+
+
+def image_grid(run: Run, at_model: str, rs_model: str, eps_rel: float, out: Path) -> Path | None:
+    """Fig 4.2/4.3 layout: LR input | perturbed (AT) | AT output | perturbed (RS) | RS output |
+    ground truth, one row per test crop."""
+    at = run.samples.get((at_model, eps_rel))
+    rs = run.samples.get((rs_model, eps_rel))
+    if at is None or rs is None:
+        return None
+    cols = [("(a) input y", at["input"]), (f"(b) y+e, {at_model}", at["perturbed"]),
+            ("(c) AT output", at["output"]), (f"(d) y+e, {rs_model}", rs["perturbed"]),
+            (f"(e) smoothed, sigma_g={float(rs['sigma_g'][0]):g}", rs["output"]),
+            ("(f) ground truth", at["truth"])]  # fmt: skip
+    n = cols[0][1].shape[0]
+    fig, axes = plt.subplots(n, len(cols), figsize=(2.0 * len(cols), 2.0 * n), squeeze=False)
+    for j, (title, images) in enumerate(cols):
+        for i in range(n):
+            ax = axes[i][j]
+            ax.imshow(images[i].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+    fig.suptitle(f"eps_rel = {eps_rel:g}", fontsize=9)
+    return _save(fig, out)

@@ -1,0 +1,187 @@
+"""The thesis' tables rebuilt from records, each as markdown, CSV and LaTeX.
+
+Tables 4.1-4.4 (one per factor and group of three eps_rel columns): rows are the baselines,
+then per U-Net variant the RS models (at their validation-chosen sigma_g), the standard model
+and the adversarially trained models; cells are mean +- 95% CI half-width over test images;
+the best value of each column is bold. Table A.1: perturbation norms of PGD on f and on g.
+Tables A.2/A.3: the sigma_g chosen per RS model and eps_rel (validation) beside the test oracle.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+from smoothrecon.report.records import Run, chosen_sigma, headline, pick, thesis_row
+
+METRIC_FMT = {"mse": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}"}
+HIGHER_IS_BETTER = {"mse": False, "psnr": True, "ssim": True}
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    note: str = ""
+
+    def markdown(self) -> str:
+        def cell(i: int, j: int, v: str) -> str:
+            return f"**{v}**" if (i, j) in self.bold else v
+
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        for i, row in enumerate(self.rows):
+            lines.append("| " + " | ".join(cell(i, j, v) for j, v in enumerate(row)) + " |")
+        return "\n".join(lines)
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(self.header)
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+    def latex(self) -> str:
+        def esc(v: str) -> str:
+            return v.replace("±", r"$\pm$").replace("_", r"\_").replace("%", r"\%")
+
+        cols = "l" * len(self.header)
+        out = [r"\begin{table}[ht]", r"\centering", f"\\caption{{{esc(self.title)}}}",
+               f"\\begin{{tabular}}{{{cols}}}", r"\hline", " & ".join(map(esc, self.header))
+               + r" \\", r"\hline"]  # fmt: skip
+        for i, row in enumerate(self.rows):
+            cells = [f"\\textbf{{{esc(v)}}}" if (i, j) in self.bold else esc(v)
+                     for j, v in enumerate(row)]  # fmt: skip
+            out.append(" & ".join(cells) + r" \\")
+        out += [r"\hline", r"\end{tabular}", r"\end{table}"]
+        return "\n".join(out) + "\n"
+
+
+def _row_name(m: dict) -> str:
+    if m["kind"] != "unet":
+        return f"{m['kind']} (no learning)"
+    what = {"gaussian": f"RS sigma_f={m['value']:g}", "standard": "standard",
+            "adversarial": f"AT eps_rel={m['value']:g}"}[m["mode"]]  # fmt: skip
+    return f"{what} [{m['variant']}]"
+
+
+def _bold_best(rows_values: list[list[float | None]], metrics: list[str]) -> set[tuple[int, int]]:
+    bold = set()
+    for j, metric in enumerate(metrics):
+        col = [(v[j], i) for i, v in enumerate(rows_values) if v[j] is not None]
+        if col:
+            best = max(col) if HIGHER_IS_BETTER[metric] else min(col)
+            bold.add((best[1], j + 1))
+    return bold
+
+
+def headline_tables(run: Run, per_table: int = 3) -> list[Table]:
+    """Tables 4.1-4.4 analogues: per factor, eps_rel columns in groups of `per_table`."""
+    tables = []
+    number = 1
+    for factor in run.factors:
+        eps = run.eps_rels
+        for start in range(0, len(eps), per_table):
+            group = eps[start : start + per_table]
+            header = ["model"] + [f"{m.upper()} @ {e:g}" for e in group for m in METRIC_FMT]
+            metrics = [m for _ in group for m in METRIC_FMT]
+            rows, values = [], []
+            for m in run.models(factor):
+                cells, vals = [_row_name(m)], []
+                for e in group:
+                    r = headline(run, m, e)
+                    for metric, fmt in METRIC_FMT.items():
+                        if r is None:
+                            cells.append("-")
+                            vals.append(None)
+                            continue
+                        cells.append(f"{fmt.format(r[metric])} ± {fmt.format(r[metric + '_ci95'])}")
+                        vals.append(r[metric])
+                rows.append(cells)
+                values.append(vals)
+            thesis_no = f"4.{number}" if number <= 4 else f"4.{number}*"
+            tables.append(Table(
+                f"table_4_{number}",
+                f"(Table {thesis_no} analogue) x{factor}, eps_rel in {{{', '.join(f'{e:g}' for e in group)}}}: "
+                "test images, mean ± 95% CI; RS rows at the sigma_g chosen on validation, "
+                "worst case of PGD on f and on g",
+                header, rows, _bold_best(values, metrics),
+            ))  # fmt: skip
+            number += 1
+    return tables
+
+
+def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
+    """The thesis' published numbers for the same rows and columns (where it has them)."""
+    out = []
+    for t in ours:
+        factor = int(t.title.split(" x")[1].split(",")[0])
+        group = sorted({float(h.split("@ ")[1]) for h in t.header[1:]})
+        rows = []
+        for m in run.models(factor):
+            if m["kind"] != "unet" or m["variant"] != "thesis":
+                continue
+            cells = [_row_name(m).replace(" [thesis]", "")]
+            found = False
+            for e in group:
+                vals = thesis_row(factor, m["mode"], m["value"], e)
+                found |= vals is not None
+                cells += [METRIC_FMT[k].format(v) for k, v in zip(METRIC_FMT, vals, strict=True)] if vals else ["-"] * 3
+            if found:
+                rows.append(cells)
+        if rows:
+            out.append(Table(t.name + "_thesis", "The thesis' published numbers (Mini-ImageNet, "
+                             "160x160, sigma_g tuned on the test set) for the same rows",
+                             t.header, rows))  # fmt: skip
+    return out
+
+
+def table_a1(run: Run) -> Table:
+    """Perturbation norms and effect of Vanilla PGD (on f) vs RS-PGD (on g), RS models, test."""
+    header = ["model", "eps_rel", "eps", "‖e_f‖ mean", "‖e_g‖ mean", "PSNR f-attack",
+              "PSNR g-attack", "SSIM f-attack", "SSIM g-attack", "stronger"]  # fmt: skip
+    rows = []
+    for factor in run.factors:
+        for m in run.models(factor):
+            if m["mode"] != "gaussian":
+                continue
+            for e in run.eps_rels:
+                if e == 0:
+                    continue
+                s = chosen_sigma(run, m["model"], e)
+                rf = pick(run, m["model"], e, "test", "pgd_f", s)
+                rg = pick(run, m["model"], e, "test", "pgd_g", s)
+                if rf is None or rg is None:
+                    continue
+                eps = e * (3 * run.crop_size**2) ** 0.5
+                stronger = "g (RS-PGD)" if rg["mse"] > rf["mse"] else "f (Vanilla)"
+                rows.append([m["model"], f"{e:g}", f"{eps:.6f}", f"{rf['e_norm_mean']:.6f}",
+                             f"{rg['e_norm_mean']:.6f}", f"{rf['psnr']:.2f}", f"{rg['psnr']:.2f}",
+                             f"{rf['ssim']:.4f}", f"{rg['ssim']:.4f}",
+                             f"{stronger}, ΔPSNR {abs(rf['psnr'] - rg['psnr']):.2f} dB"])  # fmt: skip
+    return Table("table_a_1", "(Table A.1 analogue) Perturbation norms and effect of PGD on the "
+                 "base model f vs on the smoothed model g, at the chosen sigma_g (test)",
+                 header, rows)  # fmt: skip
+
+
+def sigma_tables(run: Run) -> list[Table]:
+    """Tables A.2/A.3 analogues: chosen sigma_g (validation) and the test-set oracle."""
+    out = []
+    for i, factor in enumerate(run.factors):
+        header = ["sigma_f"] + [f"eps_rel {e:g}" for e in run.eps_rels]
+        rows = []
+        for m in run.models(factor):
+            if m["mode"] != "gaussian":
+                continue
+            cells = [f"{m['value']:g} [{m['variant']}]"]
+            for e in run.eps_rels:
+                v, t = chosen_sigma(run, m["model"], e, "val"), chosen_sigma(run, m["model"], e, "test")
+                cells.append(f"{v:g} (test {t:g})")
+            rows.append(cells)
+        out.append(Table(f"table_a_{i + 2}", f"(Table A.{i + 2} analogue) x{factor}: sigma_g "
+                         "chosen by validation SSIM (the test-set oracle in brackets)",
+                         header, rows))  # fmt: skip
+    return out

@@ -1,0 +1,82 @@
+"""Device, threads and precision: how fast, never what is computed.
+
+`Runtime` turns `RuntimeConfig` into a device, an autocast context (bf16 on CPU or CUDA when
+asked), channels_last layout, and the pixel <-> model-input conversions every command shares:
+uint8 crops x -> pixel x in [0, 1] -> y = A(x) -> normalized (y, x) pairs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from smoothrecon.config import RuntimeConfig
+from smoothrecon.data.normalization import Normalization
+from smoothrecon.errors import UserError
+from smoothrecon.operators import SuperResolution
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(
+            f"runtime.device = '{name}' is not a device (use auto, cpu or cuda)"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"runtime.device = '{name}' but no CUDA device is available")
+    return dev
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = True
+
+    @staticmethod
+    def from_config(cfg: RuntimeConfig) -> Runtime:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        return Runtime(pick_device(cfg.device), cfg.precision, cfg.channels_last)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return model
+
+    def layout(self, t: torch.Tensor) -> torch.Tensor:
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
+
+    def forward(self, model: nn.Module) -> Forward:
+        """model as a callable on normalized inputs, in this runtime's layout and precision,
+        returning float32 outputs."""
+
+        def f(y: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                out = model(self.layout(y))
+            return out.float()
+
+        return f
+
+    def pairs(
+        self, x_uint8: torch.Tensor, operator: SuperResolution, norm: Normalization
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """uint8 crops (B, 3, H, W) -> (y normalized input, target x normalized, x pixel [0,1])."""
+        x = x_uint8.to(self.device, non_blocking=True).float().div_(255.0)
+        y = operator(x)
+        return norm.normalize(y), norm.normalize(x), x

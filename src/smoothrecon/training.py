@@ -1,0 +1,250 @@
+"""ONE training loop for the three modes of chapter 4; the mode is the input perturbation.
+
+    standard     y                      eq 4.1
+    gaussian     y + delta, delta ~ N(0, sigma_f^2 I)          eq 4.2
+    adversarial  y + e, e = PGD_L2(f, y, x, eps = sqrt(d) eps_rel, 5 steps of eps/2)  eq 4.5
+
+Perturbations live in the model-input (normalized) space, as in the thesis; the MSE loss is taken
+in the normalized space too (the authors' code). Everything random in epoch e is seeded from
+(seed, e), so a run resumed from the checkpoint of epoch n gives the same weights as an
+uninterrupted run. After every epoch the validation MSE/PSNR/SSIM (on [0, 1] images) is appended
+to metrics.jsonl, and `last.safetensors` and (when better) `best.safetensors` are written
+atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from smoothrecon.attacks import eps_from_rel, pgd_l2
+from smoothrecon.checkpoint import (
+    checkpoint_meta,
+    model_state,
+    optimizer_state,
+    save_model,
+)
+from smoothrecon.config import Config, TrainConfig, dump_config
+from smoothrecon.data import DataBundle, EvalSet, prepare_data
+from smoothrecon.errors import TrainingDiverged, UserError
+from smoothrecon.evaluation import clean_metrics
+from smoothrecon.io import atomic_write_text, ensure_dir, load_checkpoint, read_jsonl, run_lock
+from smoothrecon.io import write_jsonl as _write_jsonl
+from smoothrecon.models import build_model, parameter_count
+from smoothrecon.operators import build_operator
+from smoothrecon.runtime import Runtime
+from smoothrecon.smoothing import make_generator
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
+    """Keep BatchNorm running statistics unchanged (momentum 0) while the model stays in train
+    mode: the training attack then targets the function being trained without polluting the
+    statistics with its extra forward passes."""
+    saved = {}
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            saved[m] = m.momentum
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in saved.items():
+            m.momentum = momentum
+
+
+def perturb(
+    model: nn.Module,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    runtime: Runtime,
+) -> torch.Tensor:
+    """The training input for `cfg.mode`: y, y + N(0, sigma_f^2 I) or y + PGD perturbation.
+
+    y, x: (B, C, H, W) normalized model input and target.
+    """
+    if cfg.mode == "standard":
+        return y
+    if cfg.mode == "gaussian":
+        noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        return y + cfg.sigma_f * noise
+    eps = eps_from_rel(cfg.eps_rel, y.shape[1:])
+    with frozen_batchnorm_stats(model):
+        e = pgd_l2(
+            runtime.forward(model),
+            y,
+            x,
+            eps,
+            steps=cfg.pgd_steps,
+            step_size=cfg.pgd_step_factor * eps,
+            random_start="ball",
+            keep="last",  # the training attack of the thesis: last iterate, no restarts
+            generator=generator,
+        )
+    return y + e
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best: Path
+    last: Path
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    parameters: int = 0
+    seconds: float = 0.0
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DataBundle,
+    cfg: Config,
+    runtime: Runtime,
+    epoch: int,
+    step: int,
+    progress: bool,
+) -> tuple[float, int, float]:
+    """One epoch; returns (mean train loss, global step, images per second)."""
+    operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    gen = make_generator(cfg.train.seed * 1_000_003 + epoch, runtime.device)
+    model.train()
+    total, count, start = 0.0, 0, time.perf_counter()
+    batches = data.train.batches(epoch, cfg.train.batch_size)
+    n_batches = math.ceil(cfg.data.crops_per_epoch / cfg.train.batch_size)
+    bar = tqdm(
+        batches,
+        total=n_batches,
+        desc=f"epoch {epoch}/{cfg.train.epochs}",
+        unit="batch",
+        leave=False,
+        disable=not progress,
+    )
+    for x_uint8 in bar:
+        y, x, _ = runtime.pairs(x_uint8, operator, data.normalization)
+        y_in = perturb(model, y, x, cfg.train, gen, runtime)
+        with runtime.autocast():
+            loss = F.mse_loss(model(runtime.layout(y_in)).float(), x)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
+                f"stopped, the last good checkpoint is kept (try a smaller train.lr)"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        total += loss.item() * y.shape[0]
+        count += y.shape[0]
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return total / max(count, 1), step, count / (time.perf_counter() - start)
+
+
+def validate(
+    model: nn.Module, data: DataBundle, cfg: Config, runtime: Runtime, split: str = "val"
+) -> dict[str, float]:
+    """Clean MSE / PSNR / SSIM of `model` on a fixed split, images in [0, 1]."""
+    operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    evalset: EvalSet = data.eval_set(split)
+    per_image = clean_metrics(
+        runtime.forward(model),
+        evalset.x,
+        operator,
+        data.normalization,
+        runtime,
+        cfg.evaluation.batch_size,
+    )
+    return {k: float(sum(v) / len(v)) for k, v in per_image.items()}
+
+
+def train(
+    cfg: Config,
+    out: str | Path,
+    data: DataBundle | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train `cfg.model` with `cfg.train` into the folder `out`, resuming from its last
+    checkpoint when one of the same config exists. `stop_after` ends after that many epochs
+    of this call (used to test resuming)."""
+    if cfg.model.name != "unet":
+        raise UserError(f"model '{cfg.model.name}' has no weights to train")
+    out = ensure_dir(out)
+    with run_lock(out):
+        return _train_locked(cfg, out, data, progress, stop_after)
+
+
+def _train_locked(
+    cfg: Config, out: Path, data: DataBundle | None, progress: bool, stop_after: int | None
+) -> TrainResult:
+    runtime = Runtime.from_config(cfg.runtime)
+    data = data or prepare_data(cfg.data, progress=progress)
+    torch.manual_seed(cfg.train.seed)
+    model = runtime.prepare_model(build_model(cfg.model, cfg.operator.factor))
+    model.check_size(cfg.data.crop_size, cfg.data.crop_size)  # type: ignore[operator]
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps)
+    last, best = out / "last.safetensors", out / "best.safetensors"
+    key = cfg.hash("data", "operator", "model", "train")
+    epoch, step, best_psnr = 0, 0, -math.inf
+    if last.exists():
+        tensors, meta = load_checkpoint(last)
+        if meta.get("train_key") != key:
+            raise UserError(
+                f"'{out}' holds a training run of another config; choose another --out "
+                f"or delete the folder to start over"
+            )
+        model.load_state_dict(model_state(tensors))
+        optimizer.load_state_dict(optimizer_state(tensors, meta))
+        epoch, step, best_psnr = meta["epoch"], meta["step"], meta["best_val_psnr"]
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["epoch"] <= epoch]
+    started, done_here = time.perf_counter(), 0
+    while epoch < cfg.train.epochs and (stop_after is None or done_here < stop_after):
+        t0 = time.perf_counter()
+        loss, step, ips = _train_epoch(
+            model, optimizer, data, cfg, runtime, epoch + 1, step, progress
+        )
+        epoch += 1
+        done_here += 1
+        val = validate(model, data, cfg, runtime)
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": loss,
+            "images_per_s": ips,
+            "seconds": time.perf_counter() - t0,
+            **{f"val_{k}": v for k, v in val.items()},
+        }
+        rows.append(row)
+        is_best = val["psnr"] > best_psnr
+        best_psnr = max(best_psnr, val["psnr"])
+        meta = checkpoint_meta(
+            cfg,
+            data.normalization,
+            epoch=epoch,
+            step=step,
+            best_val_psnr=best_psnr,
+            train_key=key,
+            val=val,
+        )
+        if is_best:
+            save_model(best, model, meta)
+        save_model(last, model, meta, optimizer)
+        _write_jsonl(out / "metrics.jsonl", rows)
+        if progress:
+            print(
+                f"epoch {epoch}/{cfg.train.epochs}  loss {loss:.4f}  val PSNR "
+                f"{val['psnr']:.2f} dB  SSIM {val['ssim']:.4f}  {ips:.0f} img/s"
+            )
+    return TrainResult(out, best, last, rows, parameter_count(model), time.perf_counter() - started)
