@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -67,11 +67,13 @@ def per_sample_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PGDResult:
-    """e: (B, ...) perturbation; loss: (B,) its loss; trace: (steps + 1, B) loss per iterate."""
+    """e: (B, ...) perturbation; loss: (B,) its loss; trace: (steps + 1, B) loss per iterate;
+    snapshots: {t: (e, loss)} the best iterate among the first t steps (for convergence)."""
 
     e: torch.Tensor
     loss: torch.Tensor
     trace: torch.Tensor
+    snapshots: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 def _validate(y: torch.Tensor, x: torch.Tensor, eps: float, steps: int, restarts: int) -> None:
@@ -97,8 +99,10 @@ def _one_run(
     start: str,
     keep: str,
     generator: torch.Generator | None,
+    snapshots: tuple[int, ...] = (),
 ) -> PGDResult:
     e = random_start(y, eps, start, generator)
+    snaps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     best_e, best_loss = e.clone(), torch.full((y.shape[0],), -math.inf, device=y.device)
     trace = []
     for t in range(steps + 1):
@@ -110,6 +114,8 @@ def _one_run(
         improved = loss.detach() > best_loss
         best_loss = torch.where(improved, loss.detach(), best_loss)
         best_e[improved] = e.detach()[improved]
+        if t in snapshots:
+            snaps[t] = (best_e.clone(), best_loss.clone())
         if final:
             break
         (grad,) = torch.autograd.grad(loss.sum(), e_var)
@@ -117,8 +123,16 @@ def _one_run(
         e = project_l2(e.detach() + step_size * step, eps)
     last_loss = trace[-1]
     if keep == "last":
-        return PGDResult(e.detach(), last_loss, torch.stack(trace))
-    return PGDResult(best_e, best_loss, torch.stack(trace))
+        return PGDResult(e.detach(), last_loss, torch.stack(trace), snaps)
+    return PGDResult(best_e, best_loss, torch.stack(trace), snaps)
+
+
+def _keep_worse(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]):
+    """Per sample, the (e, loss) pair with the larger loss."""
+    better = b[1] > a[1]
+    e = a[0].clone()
+    e[better] = b[0][better]
+    return e, torch.where(better, b[1], a[1])
 
 
 def pgd_l2_run(
@@ -132,21 +146,25 @@ def pgd_l2_run(
     restarts: int = 1,
     keep: str = "best",
     generator: torch.Generator | None = None,
+    snapshots: tuple[int, ...] = (),
 ) -> PGDResult:
     """L2 PGD with its losses. y: (B, ...) model inputs; x: targets in forward's output space.
 
-    Returns the per-sample worst case over `restarts` runs; `trace` is that of the first run.
+    Returns the per-sample worst case over `restarts` runs; `trace` is that of the first run;
+    `snapshots` (best iterate after t steps, worst case over restarts) for each t asked for.
     """
     _validate(y, x, eps, steps, restarts)
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got '{keep}'")
     alpha = eps / 4 if step_size is None else step_size
-    result = _one_run(forward, y, x, eps, steps, alpha, random_start, keep, generator)
+    if snapshots and keep != "best":
+        raise ValueError("snapshots need keep='best'")
+    result = _one_run(forward, y, x, eps, steps, alpha, random_start, keep, generator, snapshots)
     for _ in range(restarts - 1):
-        other = _one_run(forward, y, x, eps, steps, alpha, random_start, keep, generator)
-        better = other.loss > result.loss
-        result.e[better] = other.e[better]
-        result.loss = torch.where(better, other.loss, result.loss)
+        other = _one_run(forward, y, x, eps, steps, alpha, random_start, keep, generator, snapshots)
+        result.e, result.loss = _keep_worse((result.e, result.loss), (other.e, other.loss))
+        for t, snap in other.snapshots.items():
+            result.snapshots[t] = _keep_worse(result.snapshots[t], snap)
     return result
 
 

@@ -49,6 +49,8 @@ THESIS_SIGMA_G_GRID = (
 )
 # Section 4.4: attack levels of Tables 4.1-4.4.
 THESIS_EPS_RELS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+# Section 4.4: the thesis' evaluation attack (10 iterations of eps/4, last iterate, 1 start).
+THESIS_EVAL_STEPS, THESIS_EVAL_STEP_FACTOR = 10, 0.25
 # Section 4.2.2: sigma_f of the models trained for randomized smoothing.
 THESIS_SIGMA_FS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
 # Section 4.2.3: eps_rel of the adversarially trained models.
@@ -165,6 +167,17 @@ class ExperimentConfig:
     baselines: tuple[str, ...] = ("bilinear", "bicubic")
     rs_pgd: bool = True  # also attack each RS model's smoothed g (worst case reported)
     image_grid_count: int = 3  # rows of the Fig 4.2/4.3 image grids
+    # Attack convergence study (issue 8): best-so-far loss after these PGD step counts, for these
+    # step sizes (x eps) and 1 vs `convergence_restarts` restarts, on the first
+    # `convergence_images` validation crops of one model per family, at these eps_rel.
+    convergence_steps: tuple[int, ...] = (5, 10, 20, 50, 100)
+    convergence_step_factors: tuple[float, ...] = (0.25, 0.5)
+    convergence_restarts: int = 5
+    convergence_eps_rels: tuple[float, ...] = (0.02, 0.1)
+    convergence_images: int = 16
+    # The "strong" setting is the cheapest (steps x restarts) whose loss is within this fraction
+    # of the best loss found, for every model and eps_rel of the study.
+    strong_within: float = 0.01
 
 
 @dataclass
@@ -390,6 +403,20 @@ def validate(cfg: Config) -> None:
         all(b in ("bilinear", "bicubic") for b in cfg.experiment.baselines),
         f"experiment.baselines = {cfg.experiment.baselines}: use 'bilinear'/'bicubic'",
     )
+    e = cfg.experiment
+    _check(
+        all(t >= 1 for t in e.convergence_steps) and len(e.convergence_steps) >= 1,
+        f"experiment.convergence_steps = {e.convergence_steps} must be positive step counts",
+    )
+    _check(
+        e.convergence_restarts >= 1,
+        f"experiment.convergence_restarts = {e.convergence_restarts} must be >= 1",
+    )
+    _check(
+        e.convergence_images >= 1,
+        f"experiment.convergence_images = {e.convergence_images} must be >= 1",
+    )
+    _check(0 <= e.strong_within < 1, f"experiment.strong_within = {e.strong_within} not in [0, 1)")
     _check(cfg.runtime.threads >= 0, f"runtime.threads = {cfg.runtime.threads} must be >= 0")
 
 

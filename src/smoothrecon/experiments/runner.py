@@ -1,8 +1,10 @@
-"""The resumable sweep: train every model of the grid, then evaluate each at every eps_rel.
+"""The resumable sweep: train every model of the grid, study attack convergence on one model
+per family, choose the "strong" attack from it, then evaluate every model at every eps_rel.
 
 Each unit of work is an artifact keyed by the hash of the config that produced it:
-    <out>/models/<label>-<key>/        a training run (resumes mid-way, see training.py)
-    <out>/evals/<label>/eps<e>-<key>.json (+ .safetensors with example images)
+    <out>/models/<label>-<key>/                 a training run (resumes mid-way, training.py)
+    <out>/convergence/<label>/eps<e>-<key>.json  loss / PSNR vs PGD steps (convergence.py)
+    <out>/evals/<label>/eps<e>-<key>.json        records (+ .safetensors with example images)
 A rerun skips finished units, an interrupted run continues where it stopped, and a changed
 config recomputes only the units whose key it changes. `run.json` records the config, machine
 and timings for the report.
@@ -10,6 +12,9 @@ and timings for the report.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -21,9 +26,10 @@ import torch
 from tqdm import tqdm
 
 from smoothrecon.checkpoint import load_model
-from smoothrecon.config import Config, dump_config
+from smoothrecon.config import AttackConfig, Config, dump_config
 from smoothrecon.data import DataBundle, prepare_data
-from smoothrecon.evaluation import evaluate_unit, split_inputs
+from smoothrecon.evaluation import SplitInputs, evaluate_unit, split_inputs
+from smoothrecon.experiments.convergence import choose_strong, convergence_rows, thesis_attack
 from smoothrecon.experiments.grid import ModelSpec, thesis_grid
 from smoothrecon.io import (
     atomic_write_json,
@@ -86,41 +92,134 @@ class EvalUnit:
         return self.path.exists()
 
 
-def plan(cfg: Config, out: Path) -> tuple[list[TrainUnit], list[EvalUnit]]:
-    """Every unit of the experiment, keyed by the config hashes that determine them."""
-    trains, evals = [], []
+@dataclass
+class ConvergenceUnit:
+    spec: ModelSpec
+    cfg: Config
+    eps_rel: float
+    path: Path
+    model_folder: Path | None
+
+    def done(self) -> bool:
+        return self.path.exists()
+
+
+def _model_folder(spec: ModelSpec, mcfg: Config, out: Path) -> Path | None:
+    if not spec.trained:
+        return None
+    return out / "models" / f"{spec.slug}-{mcfg.hash('data', 'operator', 'model', 'train')}"
+
+
+def plan_training(cfg: Config, out: Path) -> list[TrainUnit]:
+    """One unit per trained model, keyed by the hash of what determines its weights."""
+    units = []
     for spec in thesis_grid(cfg):
         mcfg = spec.config(cfg)
-        model_key = (
-            mcfg.hash("data", "operator", "model", "train")
-            if spec.trained
-            else mcfg.hash("data", "operator", "model")
-        )
-        folder = None
-        if spec.trained:
-            folder = out / "models" / f"{spec.slug}-{model_key}"
-            trains.append(TrainUnit(spec, mcfg, folder))
-        eval_key = mcfg.hash("data", "operator", "model", "train", "attack", "smoothing")
-        eval_key = f"{eval_key}-{mcfg.hash('evaluation')[:6]}-{int(cfg.experiment.rs_pgd)}"
+        folder = _model_folder(spec, mcfg, out)
+        if folder is not None:
+            units.append(TrainUnit(spec, mcfg, folder))
+    return units
+
+
+def family_representatives(cfg: Config) -> list[ModelSpec]:
+    """One model per family for the convergence study: per factor the bilinear baseline, and
+    per variant the standard, the first RS and the first adversarially trained model."""
+    reps, seen = [], set()
+    for spec in thesis_grid(cfg):
+        family = (spec.factor, spec.variant, spec.mode)
+        if spec.kind == "bicubic" or family in seen:
+            continue
+        seen.add(family)
+        reps.append(spec)
+    return reps
+
+
+def plan_convergence(cfg: Config, out: Path) -> list[ConvergenceUnit]:
+    units = []
+    for spec in family_representatives(cfg):
+        mcfg = spec.config(cfg)
+        key = mcfg.hash("data", "operator", "model", "train", "attack", "experiment")
+        for eps_rel in cfg.experiment.convergence_eps_rels:
+            path = out / "convergence" / spec.slug / f"eps{eps_rel:g}-{key}.json"
+            units.append(ConvergenceUnit(spec, mcfg, eps_rel, path, _model_folder(spec, mcfg, out)))
+    return units
+
+
+def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) -> list[EvalUnit]:
+    """One unit per (model, eps_rel), keyed by everything its records depend on."""
+    blob = json.dumps({k: dataclasses.asdict(v) for k, v in attacks.items()}, sort_keys=True)
+    attack_key = hashlib.sha256(blob.encode()).hexdigest()[:8]
+    units = []
+    for spec in thesis_grid(cfg):
+        mcfg = spec.config(cfg)
+        key = mcfg.hash("data", "operator", "model", "train", "smoothing", "evaluation")
+        key = f"{key}-{attack_key}-{int(cfg.experiment.rs_pgd)}"
         for eps_rel in cfg.evaluation.eps_rels:
-            path = out / "evals" / spec.slug / f"eps{eps_rel:g}-{eval_key}.json"
-            evals.append(EvalUnit(spec, mcfg, eps_rel, path, folder))
-    return trains, evals
+            path = out / "evals" / spec.slug / f"eps{eps_rel:g}-{key}.json"
+            units.append(EvalUnit(spec, mcfg, eps_rel, path, _model_folder(spec, mcfg, out)))
+    return units
 
 
-def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
-    """Evaluate one model at one eps_rel and write its records atomically."""
-    cfg = unit.cfg
-    if unit.model_folder is not None:
-        model, _ = load_model(unit.model_folder / "best.safetensors")
+def _load(cfg: Config, folder: Path | None, runtime: Runtime) -> torch.nn.Module:
+    if folder is not None:
+        model, _ = load_model(folder / "best.safetensors")
     else:
         model = build_model(cfg.model, cfg.operator.factor)
-    model = runtime.prepare_model(model)
+    model = runtime.prepare_model(model).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _inputs(cfg: Config, data: DataBundle, runtime: Runtime, split: str) -> SplitInputs:
     operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
-    inputs = {
-        s: split_inputs(data.eval_set(s).x, operator, data.normalization, runtime)
-        for s in ("val", "test")
-    }
+    return split_inputs(data.eval_set(split).x, operator, data.normalization, runtime)
+
+
+def run_convergence_unit(unit: ConvergenceUnit, data: DataBundle, runtime: Runtime) -> list[dict]:
+    """PGD loss / PSNR vs steps for one model at one eps_rel (validation crops)."""
+    model = _load(unit.cfg, unit.model_folder, runtime)
+    split = "val" if len(data.val) else "test"
+    t0 = time.perf_counter()
+    inputs = _inputs(unit.cfg, data, runtime, split)
+    rows = convergence_rows(
+        runtime.forward(model),
+        inputs,
+        data.normalization,
+        unit.eps_rel,
+        unit.cfg.experiment,
+        unit.cfg.attack.random_start,
+        unit.cfg.evaluation.seed,
+    )
+    for r in rows:
+        r.update(
+            {
+                "model": unit.spec.label,
+                "factor": unit.spec.factor,
+                "mode": unit.spec.mode,
+                "variant": unit.spec.variant,
+                "split": split,
+            }
+        )
+    atomic_write_json(
+        unit.path,
+        {
+            "label": unit.spec.label,
+            "eps_rel": unit.eps_rel,
+            "seconds": time.perf_counter() - t0,
+            "rows": rows,
+        },
+    )
+    return rows
+
+
+def run_eval_unit(
+    unit: EvalUnit, data: DataBundle, runtime: Runtime, attacks: dict[str, AttackConfig]
+) -> dict[str, Any]:
+    """Evaluate one model at one eps_rel and write its records atomically."""
+    cfg = unit.cfg
+    model = _load(cfg, unit.model_folder, runtime)
+    inputs = {s: _inputs(cfg, data, runtime, s) for s in ("val", "test")}
     sigmas = list(cfg.smoothing.sigma_grid) if unit.spec.smoothed else [0.0]
     t0 = time.perf_counter()
     result = evaluate_unit(
@@ -130,7 +229,7 @@ def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[st
         unit.eps_rel,
         sigmas,
         cfg.smoothing.k,
-        {"pgd": cfg.attack},
+        attacks,
         runtime,
         cfg.evaluation.batch_size,
         rs_pgd=cfg.experiment.rs_pgd and unit.spec.mode == "gaussian",
@@ -165,12 +264,13 @@ def reproduce(
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         data = prepare_data(cfg.data, progress=progress)
         runtime = Runtime.from_config(cfg.runtime)
-        trains, evals = plan(cfg, out)
+        trains = plan_training(cfg, out)
+        convs = plan_convergence(cfg, out)
         todo_t = [u for u in trains if not u.done()]
-        todo_e = [u for u in evals if not u.done()]
+        todo_c = [u for u in convs if not u.done()]
         log(
-            f"{len(trains)} models ({len(todo_t)} to train), {len(evals)} evaluations "
-            f"({len(todo_e)} to run) -> {out}"
+            f"{len(trains)} models ({len(todo_t)} to train), {len(convs)} convergence studies "
+            f"({len(todo_c)} to run) -> {out}"
         )
         timings: dict[str, float] = {}
         for i, unit in enumerate(todo_t, 1):
@@ -178,10 +278,24 @@ def reproduce(
             t0 = time.perf_counter()
             train(unit.cfg, unit.folder, data=data, progress=progress)
             timings[f"train:{unit.spec.label}"] = time.perf_counter() - t0
+        rows: list[dict] = []
+        for cu in tqdm(convs, desc="attack convergence", unit="unit", disable=not progress):
+            if cu.done():
+                rows += json.loads(cu.path.read_text())["rows"]
+            else:
+                rows += run_convergence_unit(cu, data, runtime)
+        strong = choose_strong(rows, cfg.experiment.strong_within, cfg.attack)
+        attacks = {"strong": strong, "thesis": thesis_attack(cfg.attack)}
+        evals = plan_evaluation(cfg, out, attacks)
+        todo_e = [u for u in evals if not u.done()]
+        log(
+            f"strong attack: {strong.steps} steps of {strong.step_factor:g} eps, "
+            f"{strong.restarts} restart(s); {len(evals)} evaluations ({len(todo_e)} to run)"
+        )
         bar = tqdm(todo_e, desc="evaluating", unit="unit", disable=not progress)
         for ev in bar:
             bar.set_postfix_str(f"{ev.spec.label} eps_rel={ev.eps_rel:g}")
-            payload = run_eval_unit(ev, data, runtime)
+            payload = run_eval_unit(ev, data, runtime, attacks)
             timings[f"eval:{ev.spec.label}:{ev.eps_rel:g}"] = payload["seconds"]
         manifest = {
             "preset": cfg.preset,
@@ -191,12 +305,14 @@ def reproduce(
             "models": [
                 {"label": u.spec.label, "folder": str(u.folder.relative_to(out))} for u in trains
             ],
+            "convergence": [str(u.path.relative_to(out)) for u in convs],
             "evals": [str(u.path.relative_to(out)) for u in evals],
+            "attacks": {k: dataclasses.asdict(v) for k, v in attacks.items()},
             "seconds_this_call": time.perf_counter() - started,
             "timings_this_call": timings,
         }
         previous = out / "run.json"
-        if previous.exists() and not todo_t and not todo_e:
+        if previous.exists() and not todo_t and not todo_c and not todo_e:
             return out  # nothing ran: keep the manifest of the run that did the work
         atomic_write_json(previous, manifest)
     return out

@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from smoothrecon.io import atomic_write  # noqa: E402
-from smoothrecon.report.records import Run, chosen_sigma, pick  # noqa: E402
+from smoothrecon.io import atomic_write
+from smoothrecon.report.records import Run, chosen_sigma, pick
 
 
 def _save(fig, path: Path) -> Path:
@@ -25,9 +25,17 @@ def sigma_curves(run: Run, model: str, out: Path) -> Path:
     """PSNR and SSIM (test) vs sigma_g, one line per eps_rel; dots mark the validation choice."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for e in run.eps_rels:
-        rows = sorted((r for r in run.records if r["model"] == model and r["eps_rel"] == e
-                       and r["split"] == "test" and r["attack"] in ("none", "pgd_f")),
-                      key=lambda r: r["sigma_g"])  # fmt: skip
+        rows = sorted(
+            (
+                r
+                for r in run.records
+                if r["model"] == model
+                and r["eps_rel"] == e
+                and r["split"] == "test"
+                and r["attack"] in ("none", "pgd_f")
+            ),
+            key=lambda r: r["sigma_g"],
+        )
         if not rows:
             continue
         s = [r["sigma_g"] for r in rows]
@@ -54,7 +62,9 @@ def attack_comparison(run: Run, model: str, out: Path) -> Path:
     for attack, name in (("pgd_f", "Vanilla PGD (on f)"), ("pgd_g", "RS-PGD (on g)")):
         xs, rows = [], []
         for e in run.eps_rels:
-            r = pick(run, model, e, "test", attack if e > 0 else "none", chosen_sigma(run, model, e))
+            r = pick(
+                run, model, e, "test", attack if e > 0 else "none", chosen_sigma(run, model, e)
+            )
             if r is not None:
                 xs.append(e)
                 rows.append(r)
@@ -78,10 +88,14 @@ def image_grid(run: Run, at_model: str, rs_model: str, eps_rel: float, out: Path
     rs = run.samples.get((rs_model, eps_rel))
     if at is None or rs is None:
         return None
-    cols = [("(a) input y", at["input"]), (f"(b) y+e, {at_model}", at["perturbed"]),
-            ("(c) AT output", at["output"]), (f"(d) y+e, {rs_model}", rs["perturbed"]),
-            (f"(e) smoothed, sigma_g={float(rs['sigma_g'][0]):g}", rs["output"]),
-            ("(f) ground truth", at["truth"])]  # fmt: skip
+    cols = [
+        ("(a) input y", at["input"]),
+        (f"(b) y+e, {at_model}", at["perturbed"]),
+        ("(c) AT output", at["output"]),
+        (f"(d) y+e, {rs_model}", rs["perturbed"]),
+        (f"(e) smoothed, sigma_g={float(rs['sigma_g'][0]):g}", rs["output"]),
+        ("(f) ground truth", at["truth"]),
+    ]
     n = cols[0][1].shape[0]
     fig, axes = plt.subplots(n, len(cols), figsize=(2.0 * len(cols), 2.0 * n), squeeze=False)
     for j, (title, images) in enumerate(cols):
@@ -93,4 +107,49 @@ def image_grid(run: Run, at_model: str, rs_model: str, eps_rel: float, out: Path
             if i == 0:
                 ax.set_title(title, fontsize=7)
     fig.suptitle(f"eps_rel = {eps_rel:g}", fontsize=9)
+    return _save(fig, out)
+
+
+def convergence_figure(run: Run, out: Path) -> Path | None:
+    """Attack loss relative to the best found, vs PGD steps (log scale), per eps_rel: one
+    colour per model family, solid eps/4 vs dashed eps/2, dots 1 restart vs squares R."""
+    rows = run.convergence
+    if not rows:
+        return None
+    eps_rels = sorted({r["eps_rel"] for r in rows})
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(eps_rels), figsize=(6 * len(eps_rels), 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    best: dict[tuple[str, float], float] = {}
+    for r in rows:
+        key = (r["model"], r["eps_rel"])
+        best[key] = max(best.get(key, 0.0), r["loss"])
+    for ax, e in zip(axes[0], eps_rels, strict=True):
+        for i, model in enumerate(models):
+            for factor in sorted({r["step_factor"] for r in rows}):
+                for restarts in sorted({r["restarts"] for r in rows}):
+                    pts = sorted(
+                        (r["steps"], r["loss"] / max(best[(model, e)], 1e-30))
+                        for r in rows
+                        if (r["model"], r["eps_rel"], r["step_factor"], r["restarts"])
+                        == (model, e, factor, restarts)
+                    )
+                    if not pts:
+                        continue
+                    ax.plot(
+                        *zip(*pts, strict=True),
+                        color=colors[i % len(colors)],
+                        linestyle="-" if factor <= 0.25 else "--",
+                        marker="o" if restarts == 1 else "s",
+                        markersize=3,
+                        label=f"{model}, {factor:g} eps, {restarts} start(s)",
+                    )
+        ax.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("PGD steps")
+        ax.set_ylabel("attack loss / best loss found")
+        ax.set_title(f"eps_rel {e:g}")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=5, loc="lower right")
+    fig.suptitle("Attack convergence (validation crops; dotted line: 99% of the best loss)")
     return _save(fig, out)

@@ -28,12 +28,23 @@ class Run:
     manifest: dict[str, Any]
     records: list[dict[str, Any]]
     samples: dict[tuple[str, float], dict[str, torch.Tensor]] = field(default_factory=dict)
+    convergence: list[dict[str, Any]] = field(default_factory=list)
     eval_seconds: float = 0.0
     train_seconds: float = 0.0
 
     @property
     def eps_rels(self) -> list[float]:
         return sorted({r["eps_rel"] for r in self.records})
+
+    @property
+    def settings(self) -> list[str]:
+        """Attack setting names in the order the run used them (the first is primary)."""
+        names = list(self.manifest.get("attacks", {}))
+        return names or sorted({r["setting"] for r in self.records})
+
+    @property
+    def primary(self) -> str:
+        return self.settings[0]
 
     @property
     def crop_size(self) -> int:
@@ -51,9 +62,14 @@ class Run:
                 seen[r["model"]] = {k: r[k] for k in ("model", "kind", "variant", "mode", "value")}
         return sorted(
             seen.values(),
-            key=lambda m: (m["kind"] != "bilinear", m["kind"] == "unet", m["variant"],
-                           MODE_ORDER[m["mode"]], m["value"]),
-        )  # fmt: skip
+            key=lambda m: (
+                m["kind"] != "bilinear",
+                m["kind"] == "unet",
+                m["variant"],
+                MODE_ORDER[m["mode"]],
+                m["value"],
+            ),
+        )
 
 
 def load_run(folder: str | Path) -> Run:
@@ -78,6 +94,12 @@ def load_run(folder: str | Path) -> Run:
         if samples.is_file():
             tensors, _ = load_checkpoint(samples)
             run.samples[(payload["label"], payload["eps_rel"])] = tensors
+    for rel in manifest.get("convergence", []):
+        path = folder / rel
+        if path.is_file():
+            payload = json.loads(path.read_text())
+            run.convergence.extend(payload["rows"])
+            run.eval_seconds += payload["seconds"]
     for m in manifest["models"]:
         metrics = folder / m["folder"] / "metrics.jsonl"
         if metrics.is_file():
@@ -86,32 +108,54 @@ def load_run(folder: str | Path) -> Run:
     return run
 
 
-def chosen_sigma(run: Run, model: str, eps_rel: float, split: str = "val") -> float:
-    rows = [r for r in run.records if r["model"] == model and r["eps_rel"] == eps_rel
-            and r["split"] == split and r["attack"] in ("none", "pgd_f")]  # fmt: skip
+def chosen_sigma(
+    run: Run, model: str, eps_rel: float, split: str = "val", setting: str = ""
+) -> float:
+    """sigma_g with the highest mean SSIM of `split` under the attack on f of `setting`."""
+    rows = [
+        r
+        for r in run.records
+        if r["model"] == model
+        and r["eps_rel"] == eps_rel
+        and r["split"] == split
+        and r["attack"] in ("none", "pgd_f")
+        and _setting_ok(run, r, setting)
+    ]
     if not rows:
         return 0.0
     return float(max(rows, key=lambda r: (r["ssim"], -r["sigma_g"]))["sigma_g"])
 
 
-def pick(run: Run, model: str, eps_rel: float, split: str, attack: str, sigma: float) -> dict | None:
+def _setting_ok(run: Run, r: dict, setting: str) -> bool:
+    """At eps_rel 0 there is no attack: the one record stands for every setting."""
+    return r["eps_rel"] == 0 or r["setting"] == (setting or run.primary)
+
+
+def pick(
+    run: Run, model: str, eps_rel: float, split: str, attack: str, sigma: float, setting: str = ""
+) -> dict | None:
+    """The record of exactly this condition, or None."""
     for r in run.records:
-        if (r["model"], r["eps_rel"], r["split"], r["attack"]) == (model, eps_rel, split, attack) \
-                and abs(r["sigma_g"] - sigma) < 1e-12:  # fmt: skip
+        if (
+            (r["model"], r["eps_rel"], r["split"], r["attack"]) == (model, eps_rel, split, attack)
+            and abs(r["sigma_g"] - sigma) < 1e-12
+            and _setting_ok(run, r, setting)
+        ):
             return r
     return None
 
 
-def headline(run: Run, m: dict[str, Any], eps_rel: float) -> dict | None:
+def headline(run: Run, m: dict[str, Any], eps_rel: float, setting: str = "") -> dict | None:
     """The test record a table shows for model `m` at `eps_rel` (see the module docstring)."""
     label = m["model"]
     if m["mode"] != "gaussian":
-        return pick(run, label, eps_rel, "test", "none" if eps_rel == 0 else "pgd_f", 0.0)
-    sigma = chosen_sigma(run, label, eps_rel)
+        attack = "none" if eps_rel == 0 else "pgd_f"
+        return pick(run, label, eps_rel, "test", attack, 0.0, setting)
+    sigma = chosen_sigma(run, label, eps_rel, "val", setting)
     if eps_rel == 0:
-        return pick(run, label, eps_rel, "test", "none", sigma)
-    return pick(run, label, eps_rel, "test", "worst", sigma) or pick(
-        run, label, eps_rel, "test", "pgd_f", sigma
+        return pick(run, label, eps_rel, "test", "none", sigma, setting)
+    return pick(run, label, eps_rel, "test", "worst", sigma, setting) or pick(
+        run, label, eps_rel, "test", "pgd_f", sigma, setting
     )
 
 

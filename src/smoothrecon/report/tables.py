@@ -49,12 +49,20 @@ class Table:
             return v.replace("±", r"$\pm$").replace("_", r"\_").replace("%", r"\%")
 
         cols = "l" * len(self.header)
-        out = [r"\begin{table}[ht]", r"\centering", f"\\caption{{{esc(self.title)}}}",
-               f"\\begin{{tabular}}{{{cols}}}", r"\hline", " & ".join(map(esc, self.header))
-               + r" \\", r"\hline"]  # fmt: skip
+        out = [
+            r"\begin{table}[ht]",
+            r"\centering",
+            f"\\caption{{{esc(self.title)}}}",
+            f"\\begin{{tabular}}{{{cols}}}",
+            r"\hline",
+            " & ".join(map(esc, self.header)) + r" \\",
+            r"\hline",
+        ]
         for i, row in enumerate(self.rows):
-            cells = [f"\\textbf{{{esc(v)}}}" if (i, j) in self.bold else esc(v)
-                     for j, v in enumerate(row)]  # fmt: skip
+            cells = [
+                f"\\textbf{{{esc(v)}}}" if (i, j) in self.bold else esc(v)
+                for j, v in enumerate(row)
+            ]
             out.append(" & ".join(cells) + r" \\")
         out += [r"\hline", r"\end{tabular}", r"\end{table}"]
         return "\n".join(out) + "\n"
@@ -63,8 +71,11 @@ class Table:
 def _row_name(m: dict) -> str:
     if m["kind"] != "unet":
         return f"{m['kind']} (no learning)"
-    what = {"gaussian": f"RS sigma_f={m['value']:g}", "standard": "standard",
-            "adversarial": f"AT eps_rel={m['value']:g}"}[m["mode"]]  # fmt: skip
+    what = {
+        "gaussian": f"RS sigma_f={m['value']:g}",
+        "standard": "standard",
+        "adversarial": f"AT eps_rel={m['value']:g}",
+    }[m["mode"]]
     return f"{what} [{m['variant']}]"
 
 
@@ -78,8 +89,11 @@ def _bold_best(rows_values: list[list[float | None]], metrics: list[str]) -> set
     return bold
 
 
-def headline_tables(run: Run, per_table: int = 3) -> list[Table]:
-    """Tables 4.1-4.4 analogues: per factor, eps_rel columns in groups of `per_table`."""
+def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Table]:
+    """Tables 4.1-4.4 analogues: per factor, eps_rel columns in groups of `per_table`, under
+    the attack setting `setting` (default: the run's primary, "strong")."""
+    setting = setting or run.primary
+    suffix = "" if setting == run.primary else f"_{setting}_attack"
     tables = []
     number = 1
     for factor in run.factors:
@@ -90,9 +104,9 @@ def headline_tables(run: Run, per_table: int = 3) -> list[Table]:
             metrics = [m for _ in group for m in METRIC_FMT]
             rows, values = [], []
             for m in run.models(factor):
-                cells, vals = [_row_name(m)], []
+                cells, vals = [_row_name(m)], list[float | None]()
                 for e in group:
-                    r = headline(run, m, e)
+                    r = headline(run, m, e, setting)
                     for metric, fmt in METRIC_FMT.items():
                         if r is None:
                             cells.append("-")
@@ -103,13 +117,18 @@ def headline_tables(run: Run, per_table: int = 3) -> list[Table]:
                 rows.append(cells)
                 values.append(vals)
             thesis_no = f"4.{number}" if number <= 4 else f"4.{number}*"
-            tables.append(Table(
-                f"table_4_{number}",
-                f"(Table {thesis_no} analogue) x{factor}, eps_rel in {{{', '.join(f'{e:g}' for e in group)}}}: "
-                "test images, mean ± 95% CI; RS rows at the sigma_g chosen on validation, "
-                "worst case of PGD on f and on g",
-                header, rows, _bold_best(values, metrics),
-            ))  # fmt: skip
+            columns = ", ".join(f"{e:g}" for e in group)
+            tables.append(
+                Table(
+                    f"table_4_{number}{suffix}",
+                    f"(Table {thesis_no} analogue) x{factor}, eps_rel in {{{columns}}}: "
+                    "test images, mean ± 95% CI; RS rows at the sigma_g chosen on validation, "
+                    f"worst case of PGD on f and on g; attack setting '{setting}'",
+                    header,
+                    rows,
+                    _bold_best(values, metrics),
+                )
+            )
             number += 1
     return tables
 
@@ -118,7 +137,7 @@ def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
     """The thesis' published numbers for the same rows and columns (where it has them)."""
     out = []
     for t in ours:
-        factor = int(t.title.split(" x")[1].split(",")[0])
+        factor = int(t.title.split(") x")[1].split(",")[0])
         group = sorted({float(h.split("@ ")[1]) for h in t.header[1:]})
         rows = []
         for m in run.models(factor):
@@ -129,20 +148,40 @@ def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
             for e in group:
                 vals = thesis_row(factor, m["mode"], m["value"], e)
                 found |= vals is not None
-                cells += [METRIC_FMT[k].format(v) for k, v in zip(METRIC_FMT, vals, strict=True)] if vals else ["-"] * 3
+                cells += (
+                    [METRIC_FMT[k].format(v) for k, v in zip(METRIC_FMT, vals, strict=True)]
+                    if vals
+                    else ["-"] * 3
+                )
             if found:
                 rows.append(cells)
         if rows:
-            out.append(Table(t.name + "_thesis", "The thesis' published numbers (Mini-ImageNet, "
-                             "160x160, sigma_g tuned on the test set) for the same rows",
-                             t.header, rows))  # fmt: skip
+            out.append(
+                Table(
+                    t.name + "_published",
+                    "The thesis' published numbers (Mini-ImageNet, "
+                    "160x160, sigma_g tuned on the test set) for the same rows",
+                    t.header,
+                    rows,
+                )
+            )
     return out
 
 
 def table_a1(run: Run) -> Table:
     """Perturbation norms and effect of Vanilla PGD (on f) vs RS-PGD (on g), RS models, test."""
-    header = ["model", "eps_rel", "eps", "‖e_f‖ mean", "‖e_g‖ mean", "PSNR f-attack",
-              "PSNR g-attack", "SSIM f-attack", "SSIM g-attack", "stronger"]  # fmt: skip
+    header = [
+        "model",
+        "eps_rel",
+        "eps",
+        "‖e_f‖ mean",
+        "‖e_g‖ mean",
+        "PSNR f-attack",
+        "PSNR g-attack",
+        "SSIM f-attack",
+        "SSIM g-attack",
+        "stronger",
+    ]
     rows = []
     for factor in run.factors:
         for m in run.models(factor):
@@ -158,13 +197,27 @@ def table_a1(run: Run) -> Table:
                     continue
                 eps = e * (3 * run.crop_size**2) ** 0.5
                 stronger = "g (RS-PGD)" if rg["mse"] > rf["mse"] else "f (Vanilla)"
-                rows.append([m["model"], f"{e:g}", f"{eps:.6f}", f"{rf['e_norm_mean']:.6f}",
-                             f"{rg['e_norm_mean']:.6f}", f"{rf['psnr']:.2f}", f"{rg['psnr']:.2f}",
-                             f"{rf['ssim']:.4f}", f"{rg['ssim']:.4f}",
-                             f"{stronger}, ΔPSNR {abs(rf['psnr'] - rg['psnr']):.2f} dB"])  # fmt: skip
-    return Table("table_a_1", "(Table A.1 analogue) Perturbation norms and effect of PGD on the "
-                 "base model f vs on the smoothed model g, at the chosen sigma_g (test)",
-                 header, rows)  # fmt: skip
+                rows.append(
+                    [
+                        m["model"],
+                        f"{e:g}",
+                        f"{eps:.6f}",
+                        f"{rf['e_norm_mean']:.6f}",
+                        f"{rg['e_norm_mean']:.6f}",
+                        f"{rf['psnr']:.2f}",
+                        f"{rg['psnr']:.2f}",
+                        f"{rf['ssim']:.4f}",
+                        f"{rg['ssim']:.4f}",
+                        f"{stronger}, ΔPSNR {abs(rf['psnr'] - rg['psnr']):.2f} dB",
+                    ]
+                )
+    return Table(
+        "table_a_1",
+        "(Table A.1 analogue) Perturbation norms and effect of PGD on the "
+        "base model f vs on the smoothed model g, at the chosen sigma_g (test)",
+        header,
+        rows,
+    )
 
 
 def sigma_tables(run: Run) -> list[Table]:
@@ -178,10 +231,55 @@ def sigma_tables(run: Run) -> list[Table]:
                 continue
             cells = [f"{m['value']:g} [{m['variant']}]"]
             for e in run.eps_rels:
-                v, t = chosen_sigma(run, m["model"], e, "val"), chosen_sigma(run, m["model"], e, "test")
+                v, t = (
+                    chosen_sigma(run, m["model"], e, "val"),
+                    chosen_sigma(run, m["model"], e, "test"),
+                )
                 cells.append(f"{v:g} (test {t:g})")
             rows.append(cells)
-        out.append(Table(f"table_a_{i + 2}", f"(Table A.{i + 2} analogue) x{factor}: sigma_g "
-                         "chosen by validation SSIM (the test-set oracle in brackets)",
-                         header, rows))  # fmt: skip
+        out.append(
+            Table(
+                f"table_a_{i + 2}",
+                f"(Table A.{i + 2} analogue) x{factor}: sigma_g "
+                "chosen by validation SSIM (the test-set oracle in brackets)",
+                header,
+                rows,
+            )
+        )
     return out
+
+
+def convergence_table(run: Run) -> Table:
+    """Attack loss (normalized-space MSE) and PSNR vs PGD steps, per model family (issue 8)."""
+    rows_in = run.convergence
+    steps = sorted({r["steps"] for r in rows_in})
+    header = ["model", "eps_rel", "step", "restarts"] + [f"loss/PSNR @ {t}" for t in steps]
+    rows = []
+    keys = sorted({(r["model"], r["eps_rel"], r["step_factor"], r["restarts"]) for r in rows_in})
+    for model, eps, factor, restarts in keys:
+        cells = [model, f"{eps:g}", f"{factor:g} eps", str(restarts)]
+        index = {
+            r["steps"]: r
+            for r in rows_in
+            if (r["model"], r["eps_rel"], r["step_factor"], r["restarts"])
+            == (model, eps, factor, restarts)
+        }
+        for t in steps:
+            r = index.get(t)
+            cells.append(f"{r['loss']:.4g} / {r['psnr']:.2f}" if r else "-")
+        rows.append(cells)
+    strong = run.manifest.get("attacks", {}).get("strong")
+    note = ""
+    if strong:
+        note = (
+            f"; strong setting chosen: {strong['steps']} steps of {strong['step_factor']:g} "
+            f"eps, {strong['restarts']} restart(s), best iterate"
+        )
+    return Table(
+        "table_attack_convergence",
+        "Attack convergence on validation crops: mean "
+        "attack loss (per-pixel MSE, normalized space) / PSNR (dB) of the best iterate "
+        f"after t steps{note}",
+        header,
+        rows,
+    )
