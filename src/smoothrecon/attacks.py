@@ -118,7 +118,12 @@ def _one_run(
             snaps[t] = (best_e.clone(), best_loss.clone())
         if final:
             break
-        (grad,) = torch.autograd.grad(loss.sum(), e_var)
+        if loss.requires_grad:
+            (grad,) = torch.autograd.grad(
+                loss.sum(), e_var, allow_unused=True, materialize_grads=True
+            )
+        else:  # the output does not depend on the input: nothing to ascend
+            grad = torch.zeros_like(e_var)
         step = grad / _norms(grad).clamp_min(1e-30)
         e = project_l2(e.detach() + step_size * step, eps)
     last_loss = trace[-1]

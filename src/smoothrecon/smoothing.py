@@ -43,13 +43,29 @@ class SmoothedOutput:
     se: torch.Tensor | None = None
 
 
+def _rows(n: int, shape: tuple[int, ...], like: torch.Tensor, gen) -> torch.Tensor:
+    """(n, *shape) standard normals, the same rows however n is split into calls (on CPU).
+
+    torch's CPU sampler fills tensors of 16 or more values in blocks of 16 and redraws a ragged
+    tail, so rows are drawn padded to a multiple of 16 values: then drawing 3 + 3 rows equals
+    drawing 6, and results do not depend on the chunk size. (On CUDA the seed and the chunk
+    size together fix the numbers.)
+    """
+    d = 1
+    for s in shape:
+        d *= s
+    padded = -(-d // 16) * 16
+    z = torch.randn((n, padded), generator=gen, device=like.device, dtype=like.dtype)
+    return z[:, :d].reshape(n, *shape)
+
+
 def _noise(
     n: int, shape: tuple[int, ...], antithetic: bool, like: torch.Tensor, gen
 ) -> torch.Tensor:
     """(n, *shape) standard normals; with antithetic pairs row 2m+1 = -row 2m."""
     if not antithetic:
-        return torch.randn((n, *shape), generator=gen, device=like.device, dtype=like.dtype)
-    half = torch.randn(((n + 1) // 2, *shape), generator=gen, device=like.device, dtype=like.dtype)
+        return _rows(n, shape, like, gen)
+    half = _rows((n + 1) // 2, shape, like, gen)
     return torch.stack([half, -half], dim=1).flatten(0, 1)[:n]
 
 
@@ -85,7 +101,10 @@ def predict_many(
     chunk = chunk_size or auto_chunk(shape, y.device)
     chunk = max(2, chunk - chunk % 2) if antithetic else max(1, chunk)
     sums: dict[float, torch.Tensor] = {}
-    sqs: dict[float, torch.Tensor] = {}
+    # For the standard error: float64 first and second moments (float32 would lose the
+    # variance to cancellation when it is small against the mean).
+    m1: dict[float, torch.Tensor] = {}
+    m2: dict[float, torch.Tensor] = {}
     total = b * k
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
@@ -97,16 +116,23 @@ def predict_many(
             if s not in sums:
                 sums[s] = torch.zeros((b, *pred.shape[1:]), device=pred.device, dtype=pred.dtype)
                 if with_se:
-                    sqs[s] = torch.zeros_like(sums[s])
+                    m1[s] = torch.zeros(sums[s].shape, device=pred.device, dtype=torch.float64)
+                    m2[s] = torch.zeros_like(m1[s])
             sums[s] = sums[s].index_add(0, images, pred)
             if with_se:
-                sqs[s] = sqs[s].index_add(0, images, pred.detach() ** 2)
+                # Antithetic pairs are not independent: the variance is that of pair means.
+                p, idx = pred.detach().double(), images
+                if antithetic:
+                    p, idx = (p[0::2] + p[1::2]) / 2, images[0::2]
+                m1[s] = m1[s].index_add(0, idx, p)
+                m2[s] = m2[s].index_add(0, idx, p**2)
     for s in noisy:
         mean = sums[s] / k
         se = None
         if with_se:
-            var = (sqs[s] / k - mean.detach() ** 2).clamp_min(0) * (k / max(k - 1, 1))
-            se = (var / k).sqrt()
+            m = k // 2 if antithetic else k  # independent samples per image
+            var = (m2[s] / m - (m1[s] / m) ** 2).clamp_min(0) * (m / max(m - 1, 1))
+            se = (var / m).sqrt().to(mean.dtype)
         out[s] = SmoothedOutput(mean, se)
     return out
 

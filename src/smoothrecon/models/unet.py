@@ -69,10 +69,16 @@ class UNet(nn.Module):
     def check_size(self, h: int, w: int) -> None:
         d = self.divisor
         if h % d or w % d:
-            near = sorted({max(d, (h // d) * d), (h // d + 1) * d})
+
+            def down(n: int) -> int:
+                return max(d, (n // d) * d)
+
+            def up(n: int) -> int:
+                return -(-n // d) * d
+
             raise ValueError(
                 f"the U-Net with {len(self.channels) - 1} pooling steps needs height and width "
-                f"divisible by {d}, got {h}x{w} (e.g. {' or '.join(str(n) for n in near)})"
+                f"divisible by {d}, got {h}x{w} (e.g. {down(h)}x{down(w)} or {up(h)}x{up(w)})"
             )
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

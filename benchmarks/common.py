@@ -1,0 +1,71 @@
+"""Shared pieces of the benchmark suite: machine facts, a timer, and a small trained model.
+
+Every benchmark reports a ratio of two timings measured in the same process, back to back,
+interleaved over several rounds (the median of each), because absolute timings on shared
+machines are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from smoothrecon.config import Config, load_config
+from smoothrecon.data import DataBundle, prepare_data
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads{gpu}")  # fmt: skip
+
+
+def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
+    """Median seconds of `fn` over `repeat` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def compare(a: Callable[[], object], b: Callable[[], object], rounds: int = 3) -> tuple[float, float]:
+    """Median seconds of a and of b, measured interleaved (a, b, a, b, ...) after a warm-up."""
+    a()
+    b()
+    ta, tb = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        a()
+        ta.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b()
+        tb.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def bench_config(overrides: list[str] | None = None) -> Config:
+    """The cpu preset (48x48 crops) unless SMOOTHRECON_BENCH_PRESET says otherwise."""
+    preset = os.environ.get("SMOOTHRECON_BENCH_PRESET", "cpu")
+    return load_config(preset, overrides=overrides or [])
+
+
+def bench_data(cfg: Config) -> DataBundle:
+    return prepare_data(cfg.data, progress=False)
