@@ -30,8 +30,10 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads{gpu}")  # fmt: skip
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads{gpu}"
+    )
 
 
 def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
@@ -46,7 +48,9 @@ def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def compare(a: Callable[[], object], b: Callable[[], object], rounds: int = 3) -> tuple[float, float]:
+def compare(
+    a: Callable[[], object], b: Callable[[], object], rounds: int = 3
+) -> tuple[float, float]:
     """Median seconds of a and of b, measured interleaved (a, b, a, b, ...) after a warm-up."""
     a()
     b()

@@ -99,8 +99,13 @@ def bench_train_step(cfg: Config, data: DataBundle) -> Row:
     t_real, t_bare = compare(real, bare)
     ratio = t_real / t_bare
     ips = n_batches * bs / t_real
-    return Row("training step: real loop / bare fwd+bwd+Adam", ratio, "<= 1.15", ratio <= 1.15,
-               f"{ips:.0f} img/s in the real loop, batch {bs}, {cfg.data.crop_size}px, bf16+CL")
+    return Row(
+        "training step: real loop / bare fwd+bwd+Adam",
+        ratio,
+        "<= 1.15",
+        ratio <= 1.15,
+        f"{ips:.0f} img/s in the real loop, batch {bs}, {cfg.data.crop_size}px, bf16+CL",
+    )
 
 
 def bench_data_pipeline(cfg: Config, data: DataBundle) -> Row:
@@ -129,8 +134,13 @@ def bench_data_pipeline(cfg: Config, data: DataBundle) -> Row:
 
     t_deliver, t_consume = compare(deliver, consume)
     ratio = t_consume / t_deliver
-    return Row("data pipeline: images/s delivered / images/s consumed", ratio, ">= 3",
-               ratio >= 3, f"{n * bs / t_deliver:.0f} img/s delivered (crop + A(x) + normalize)")
+    return Row(
+        "data pipeline: images/s delivered / images/s consumed",
+        ratio,
+        ">= 3",
+        ratio >= 3,
+        f"{n * bs / t_deliver:.0f} img/s delivered (crop + A(x) + normalize)",
+    )
 
 
 def bench_pgd(cfg: Config, data: DataBundle) -> Row:
@@ -155,9 +165,14 @@ def bench_pgd(cfg: Config, data: DataBundle) -> Row:
 
     t_attack, t_fb = compare(attack, fwd_bwd)
     ratio = t_attack / t_fb
-    return Row("PGD iteration / forward+backward", ratio, "<= 1.15", ratio <= 1.15,
-               f"{steps} steps on {inputs.y.shape[0]} crops (the attack also pays one final "
-               "forward for the loss of the last iterate)")
+    return Row(
+        "PGD iteration / forward+backward",
+        ratio,
+        "<= 1.15",
+        ratio <= 1.15,
+        f"{steps} steps on {inputs.y.shape[0]} crops (the attack also pays one final "
+        "forward for the loss of the last iterate)",
+    )
 
 
 def bench_smoothing(cfg: Config, data: DataBundle) -> Row:
@@ -182,8 +197,13 @@ def bench_smoothing(cfg: Config, data: DataBundle) -> Row:
 
     t_s, t_f = compare(smoothed, forwards)
     ratio = t_s / t_f
-    return Row("smoothed evaluation k=50 / k batched forwards", ratio, "<= 1.1", ratio <= 1.1,
-               f"automatic chunk {chunk} inputs; {16 * k / t_s:.0f} noisy forwards/s")
+    return Row(
+        "smoothed evaluation k=50 / k batched forwards",
+        ratio,
+        "<= 1.1",
+        ratio <= 1.1,
+        f"automatic chunk {chunk} inputs; {16 * k / t_s:.0f} noisy forwards/s",
+    )
 
 
 def bench_attack_reuse(cfg: Config, data: DataBundle) -> Row:
@@ -209,8 +229,13 @@ def bench_attack_reuse(cfg: Config, data: DataBundle) -> Row:
             smoothed_metrics(f, inputs, e, [s], k, data.normalization, bs, 0)
 
     t_r, t_p = compare(reused, per_sigma, rounds=1)
-    return Row("attack reuse: one attack per sigma_g / one attack for 17 sigma_g", t_p / t_r,
-               "> 1 (informative)", t_p > t_r, f"k = {k}, {len(sigmas)} sigma_g, 8 crops")
+    return Row(
+        "attack reuse: one attack per sigma_g / one attack for 17 sigma_g",
+        t_p / t_r,
+        "> 1 (informative)",
+        t_p > t_r,
+        f"k = {k}, {len(sigmas)} sigma_g, 8 crops",
+    )
 
 
 def _accuracy(model: torch.nn.Module, runtime: Runtime, inputs: SplitInputs, norm) -> tuple:
@@ -241,11 +266,20 @@ def bench_fast_path(cfg: Config, data: DataBundle) -> list[Row]:
         return run
 
     t_slow, t_fast = compare(fwd(slow, m_slow), fwd(fast, m_fast))
-    acc = (f"validation PSNR {p_slow:.3f} -> {p_fast:.3f} dB, SSIM {s_slow:.4f} -> {s_fast:.4f} "
-           f"(change {s_fast - s_slow:+.4f})")  # fmt: skip
+    acc = (
+        f"validation PSNR {p_slow:.3f} -> {p_fast:.3f} dB, SSIM {s_slow:.4f} -> {s_fast:.4f} "
+        f"(change {s_fast - s_slow:+.4f})"
+    )
     ok = abs(s_fast - s_slow) <= 0.002
-    rows.append(Row("fast path forward: fp32 NCHW / bf16 channels_last", t_slow / t_fast, ">= 2",
-                    t_slow / t_fast >= 2 and ok, acc))
+    rows.append(
+        Row(
+            "fast path forward: fp32 NCHW / bf16 channels_last",
+            t_slow / t_fast,
+            ">= 2",
+            t_slow / t_fast >= 2 and ok,
+            acc,
+        )
+    )
 
     def train_step(rt: Runtime, m: torch.nn.Module) -> Callable[[], None]:
         m = copy.deepcopy(m).train()
@@ -262,8 +296,15 @@ def bench_fast_path(cfg: Config, data: DataBundle) -> list[Row]:
         return run
 
     t_slow, t_fast = compare(train_step(slow, m_slow), train_step(fast, m_fast))
-    rows.append(Row("fast path training step: fp32 NCHW / bf16 channels_last", t_slow / t_fast,
-                    ">= 2", t_slow / t_fast >= 2, "batch 32"))
+    rows.append(
+        Row(
+            "fast path training step: fp32 NCHW / bf16 channels_last",
+            t_slow / t_fast,
+            ">= 2",
+            t_slow / t_fast >= 2,
+            "batch 32",
+        )
+    )
 
     def smooth(rt: Runtime, m: torch.nn.Module) -> Callable[[], None]:
         def run() -> None:
@@ -273,8 +314,15 @@ def bench_fast_path(cfg: Config, data: DataBundle) -> list[Row]:
         return run
 
     t_slow, t_fast = compare(smooth(slow, m_slow), smooth(fast, m_fast))
-    rows.append(Row("fast path smoothed evaluation (k=16): fp32 NCHW / bf16 channels_last",
-                    t_slow / t_fast, ">= 2", t_slow / t_fast >= 2, "8 crops"))
+    rows.append(
+        Row(
+            "fast path smoothed evaluation (k=16): fp32 NCHW / bf16 channels_last",
+            t_slow / t_fast,
+            ">= 2",
+            t_slow / t_fast >= 2,
+            "8 crops",
+        )
+    )
     try:
         compiled = torch.compile(m_fast)
         t0 = time.perf_counter()
@@ -282,12 +330,25 @@ def bench_fast_path(cfg: Config, data: DataBundle) -> list[Row]:
             fast.forward(compiled)(y)
         warm = time.perf_counter() - t0
         t_eager, t_comp = compare(fwd(fast, m_fast), fwd(fast, compiled))
-        rows.append(Row("torch.compile forward: eager / compiled (bf16 channels_last)",
-                        t_eager / t_comp, "> 1 to be worth it", t_eager > t_comp,
-                        f"first call (compilation) {warm:.1f} s"))
+        rows.append(
+            Row(
+                "torch.compile forward: eager / compiled (bf16 channels_last)",
+                t_eager / t_comp,
+                "> 1 to be worth it",
+                t_eager > t_comp,
+                f"first call (compilation) {warm:.1f} s",
+            )
+        )
     except Exception as exc:  # compile needs a working C++ toolchain; report, don't fail
-        rows.append(Row("torch.compile forward", math.nan, "> 1", False,
-                        f"unavailable: {type(exc).__name__}"))
+        rows.append(
+            Row(
+                "torch.compile forward",
+                math.nan,
+                "> 1",
+                False,
+                f"unavailable: {type(exc).__name__}",
+            )
+        )
     return rows
 
 
@@ -314,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         result = BENCHMARKS[name](cfg, data)
         for row in result if isinstance(result, list) else [result]:
             rows.append(row)
-            print(f"{row.name}: {row.ratio:.2f} (goal {row.goal}, "
-                  f"{'met' if row.met else 'NOT met'}) — {row.detail}", flush=True)  # fmt: skip
+            print(
+                f"{row.name}: {row.ratio:.2f} (goal {row.goal}, "
+                f"{'met' if row.met else 'NOT met'}) — {row.detail}",
+                flush=True,
+            )
     lines = [
         "# Benchmarks",
         "",
@@ -328,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         "| benchmark | ratio | goal | met | detail |",
         "|---|---|---|---|---|",
     ]
-    lines += [f"| {r.name} | {r.ratio:.2f} | {r.goal} | {'yes' if r.met else 'no'} | {r.detail} |"
-              for r in rows]  # fmt: skip
+    lines += [
+        f"| {r.name} | {r.ratio:.2f} | {r.goal} | {'yes' if r.met else 'no'} | {r.detail} |"
+        for r in rows
+    ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"written: {args.out}")

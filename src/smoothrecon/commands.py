@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from smoothrecon import distributed
 from smoothrecon.config import Config, dump_config
 from smoothrecon.errors import UserError
 
@@ -58,6 +59,8 @@ def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
     cfg = build(args)
     result = train(cfg, args.out, progress=_progress(args))
+    if not distributed.current().main:
+        return 0
     last = result.epochs[-1] if result.epochs else {}
     print(f"trained {cfg.model.name} ({result.parameters} parameters) -> {result.best}")
     if last:

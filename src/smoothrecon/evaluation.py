@@ -25,6 +25,7 @@ import torch
 from smoothrecon.attacks import eps_from_rel, pgd_l2_run
 from smoothrecon.config import AttackConfig
 from smoothrecon.data.normalization import Normalization
+from smoothrecon.distributed import map_batches
 from smoothrecon.metrics import all_metrics, mean_and_ci
 from smoothrecon.operators import SuperResolution
 from smoothrecon.runtime import Runtime
@@ -138,24 +139,30 @@ def smoothed_metrics(
 ) -> dict[float, dict[str, list[float]]]:
     """Per-image metrics of g_hat(y + e) for every sigma (common random numbers), plus
     'mc_share': the share of each image's MSE that is Monte-Carlo variance of g_hat."""
-    out: dict[float, dict[str, list[float]]] = {
-        s: {m: [] for m in (*METRICS, "mc_share")} for s in sigmas
-    }
     std = torch.tensor(norm.std, device=data.y.device).view(1, -1, 1, 1)
-    with torch.no_grad():
-        for start in range(0, data.y.shape[0], batch_size):
-            sl = slice(start, start + batch_size)
-            gen = make_generator(_seed(seed, start), data.y.device)
+
+    def batch(start: int) -> dict[float, dict[str, list[float]]]:
+        sl = slice(start, start + batch_size)
+        gen = make_generator(_seed(seed, start), data.y.device)
+        with torch.no_grad():
             preds = predict_many(
                 forward, data.y[sl] + e[sl], sigmas, k, gen, chunk_size, antithetic, with_se=True
             )
-            for s, p in preds.items():
-                metrics = all_metrics(_to_pixels(p.mean, norm), data.x[sl])
-                for m, v in metrics.items():
-                    out[s][m].extend(v.tolist())
-                assert p.se is not None
-                mc = (p.se * std).pow(2).flatten(1).mean(1) / metrics["mse"].clamp_min(1e-12)
-                out[s]["mc_share"].extend(mc.tolist())
+        res = {}
+        for s, p in preds.items():
+            metrics = all_metrics(_to_pixels(p.mean, norm), data.x[sl])
+            assert p.se is not None
+            mc = (p.se * std).pow(2).flatten(1).mean(1) / metrics["mse"].clamp_min(1e-12)
+            res[s] = {**{m: v.tolist() for m, v in metrics.items()}, "mc_share": mc.tolist()}
+        return res
+
+    out: dict[float, dict[str, list[float]]] = {
+        s: {m: [] for m in (*METRICS, "mc_share")} for s in sigmas
+    }
+    for part in map_batches(data.y.shape[0], batch_size, batch):
+        for s, per in part.items():
+            for m, values in per.items():
+                out[s][m].extend(values)
     return out
 
 
@@ -167,14 +174,14 @@ def batched_attack(
     batch_size: int,
     seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PGD over a whole split in batches: (e, per-sample loss)."""
-    es, losses = [], []
-    for start in range(0, data.y.shape[0], batch_size):
+    """PGD over a whole split in batches (shared across ranks): (e, per-sample loss)."""
+
+    def batch(start: int) -> tuple[torch.Tensor, torch.Tensor]:
         sl = slice(start, start + batch_size)
-        e, loss = attack(forward, data.y[sl], data.target[sl], eps_rel, cfg, _seed(seed, start))
-        es.append(e)
-        losses.append(loss)
-    return torch.cat(es), torch.cat(losses)
+        return attack(forward, data.y[sl], data.target[sl], eps_rel, cfg, _seed(seed, start))
+
+    parts = map_batches(data.y.shape[0], batch_size, batch)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def _norm_stats(e: torch.Tensor) -> dict[str, float]:

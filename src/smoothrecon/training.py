@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from smoothrecon import distributed
 from smoothrecon.attacks import eps_from_rel, pgd_l2
 from smoothrecon.checkpoint import (
     checkpoint_meta,
@@ -107,6 +108,7 @@ class TrainResult:
 
 
 def _train_epoch(
+    net: nn.Module,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: DataBundle,
@@ -118,10 +120,11 @@ def _train_epoch(
 ) -> tuple[float, int, float]:
     """One epoch; returns (mean train loss, global step, images per second)."""
     operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
-    gen = make_generator(cfg.train.seed * 1_000_003 + epoch, runtime.device)
-    model.train()
+    d = distributed.current()
+    gen = make_generator(cfg.train.seed * 1_000_003 + epoch + 7919 * d.rank, runtime.device)
+    net.train()
     total, count, start = 0.0, 0, time.perf_counter()
-    batches = data.train.batches(epoch, cfg.train.batch_size)
+    batches = data.train.batches(epoch, cfg.train.batch_size, d.rank, d.world)
     n_batches = math.ceil(cfg.data.crops_per_epoch / cfg.train.batch_size)
     bar = tqdm(
         batches,
@@ -135,8 +138,8 @@ def _train_epoch(
         y, x, _ = runtime.pairs(x_uint8, operator, data.normalization)
         y_in = perturb(model, y, x, cfg.train, gen, runtime)
         with runtime.autocast():
-            loss = F.mse_loss(model(runtime.layout(y_in)).float(), x)
-        if not torch.isfinite(loss):
+            loss = F.mse_loss(net(runtime.layout(y_in)).float(), x)
+        if not _all_finite(loss, d):
             raise TrainingDiverged(
                 f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
                 f"stopped, the last good checkpoint is kept (try a smaller train.lr)"
@@ -148,7 +151,20 @@ def _train_epoch(
         total += loss.item() * y.shape[0]
         count += y.shape[0]
         bar.set_postfix(loss=f"{loss.item():.4f}")
-    return total / max(count, 1), step, count / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if d.active:  # report the loss and throughput of the whole global batch
+        sums = torch.tensor([total, float(count)])
+        torch.distributed.all_reduce(sums)
+        total, count = float(sums[0]), int(sums[1])
+    return total / max(count, 1), step, count / seconds
+
+
+def _all_finite(loss: torch.Tensor, d: distributed.Dist) -> bool:
+    """Whether the loss is finite on every rank (all ranks stop together, none hangs)."""
+    ok = torch.isfinite(loss.detach()).float().reshape(1)
+    if d.active:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item() > 0)
 
 
 def validate(
@@ -157,6 +173,7 @@ def validate(
     """Clean MSE / PSNR / SSIM of `model` on a fixed split, images in [0, 1]."""
     operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
     evalset: EvalSet = data.eval_set(split)
+    model.eval()
     per_image = clean_metrics(
         runtime.forward(model),
         evalset.x,
@@ -180,6 +197,9 @@ def train(
     of this call (used to test resuming)."""
     if cfg.model.name != "unet":
         raise UserError(f"model '{cfg.model.name}' has no weights to train")
+    d = distributed.init_from_env()
+    if not d.main:  # rank 0 owns the folder; the others only read its checkpoint
+        return _train_locked(cfg, Path(out), data, False, stop_after)
     out = ensure_dir(out)
     with run_lock(out):
         return _train_locked(cfg, out, data, progress, stop_after)
@@ -207,16 +227,24 @@ def _train_locked(
         model.load_state_dict(model_state(tensors))
         optimizer.load_state_dict(optimizer_state(tensors, meta))
         epoch, step, best_psnr = meta["epoch"], meta["step"], meta["best_val_psnr"]
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    d = distributed.current()
+    net = model
+    if d.active:
+        ids = [runtime.device.index or 0] if runtime.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if d.main:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["epoch"] <= epoch]
     started, done_here = time.perf_counter(), 0
     while epoch < cfg.train.epochs and (stop_after is None or done_here < stop_after):
         t0 = time.perf_counter()
         loss, step, ips = _train_epoch(
-            model, optimizer, data, cfg, runtime, epoch + 1, step, progress
+            net, model, optimizer, data, cfg, runtime, epoch + 1, step, progress
         )
         epoch += 1
         done_here += 1
+        if not d.main:
+            continue
         val = validate(model, data, cfg, runtime)
         row = {
             "epoch": epoch,
@@ -247,4 +275,5 @@ def _train_locked(
                 f"epoch {epoch}/{cfg.train.epochs}  loss {loss:.4f}  val PSNR "
                 f"{val['psnr']:.2f} dB  SSIM {val['ssim']:.4f}  {ips:.0f} img/s"
             )
+    distributed.barrier()
     return TrainResult(out, best, last, rows, parameter_count(model), time.perf_counter() - started)
