@@ -21,7 +21,9 @@ def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"expected comma-separated numbers, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got '{text}'"
+        ) from None
 
 
 def _common(p: argparse.ArgumentParser, preset: bool = True) -> None:

@@ -106,7 +106,7 @@ def _inputs(cfg: Config, runtime, progress: bool):
 
 def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
     from smoothrecon.evaluation import batched_attack, smoothed_metrics
-    from smoothrecon.io import atomic_write_json, ensure_dir, save_checkpoint
+    from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, save_checkpoint
     from smoothrecon.metrics import mean_and_ci
     from smoothrecon.runtime import Runtime
     from smoothrecon.smoothing import SmoothedEstimator
@@ -162,13 +162,19 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
                 {"eps_rel": eps_rel, "space": "normalized model input"},
             )
     atomic_write_json(out / "attack.json", {"config": cfg.to_dict(), "rows": rows})
-    (out / "config.yaml").write_text(dump_config(cfg))
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     from smoothrecon.evaluation import evaluate_unit
-    from smoothrecon.io import atomic_write_json, ensure_dir, read_jsonl, write_jsonl
+    from smoothrecon.io import (
+        atomic_write_json,
+        atomic_write_text,
+        ensure_dir,
+        read_jsonl,
+        write_jsonl,
+    )
     from smoothrecon.runtime import Runtime
 
     model, cfg = _model_and_config(args, build)
@@ -176,17 +182,21 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     if args.sigma_g in (None, "grid"):
         sigmas = list(cfg.smoothing.sigma_grid)
     else:
-        from smoothrecon.cli import _floats
-
-        sigmas = _floats(args.sigma_g)
+        try:
+            sigmas = [float(v) for v in args.sigma_g.split(",") if v.strip()]
+        except ValueError:
+            raise UserError(
+                f"--sigma-g expects 'grid' or numbers like 0,0.1, got '{args.sigma_g}'"
+            ) from None
     if any(s < 0 for s in sigmas):
         raise UserError(f"--sigma-g values must be >= 0, got {sigmas}")
     if any(not 0 <= e <= 1 for e in eps_rels):
         raise UserError(f"--eps-rel values must lie in [0, 1], got {eps_rels}")
-    out = ensure_dir(args.out)
+    main = distributed.current().main
+    out = ensure_dir(args.out) if main else Path(args.out)
     runtime = Runtime.from_config(cfg.runtime)
     model = runtime.prepare_model(model)
-    data, inputs = _inputs(cfg, runtime, _progress(args))
+    data, inputs = _inputs(cfg, runtime, _progress(args) and main)
     path = out / "records.jsonl"
     done = {r["eps_rel"] for r in read_jsonl(path)}
     records = read_jsonl(path)
@@ -211,10 +221,12 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
         for r in res.records:
             r["model"] = str(args.model)
         records += res.records
-        write_jsonl(path, records)
-        _print_choice(res.records, eps_rel)
-    atomic_write_json(out / "chosen_sigma.json", _choices(records))
-    (out / "config.yaml").write_text(dump_config(cfg))
+        if main:
+            write_jsonl(path, records)
+            _print_choice(res.records, eps_rel)
+    if main:
+        atomic_write_json(out / "chosen_sigma.json", _choices(records))
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     return 0
 
 
@@ -274,6 +286,8 @@ COMMANDS = {
 
 def run(args: argparse.Namespace, build: ConfigBuilder) -> int:
     torch.set_printoptions(precision=4)
+    if args.command in ("train", "evaluate"):
+        distributed.init_from_env()  # under torchrun: join the process group
     return COMMANDS[args.command](args, build)
 
 

@@ -8,6 +8,7 @@ overrides any field.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -247,6 +248,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise UserError(f"config {where} = {value!r} must be an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"config {where} = {value!r} must be a number")
         return float(value)
@@ -371,6 +375,13 @@ def validate(cfg: Config) -> None:
         all(c >= 1 for c in cfg.model.channels) and len(cfg.model.channels) >= 2,
         f"model.channels = {cfg.model.channels} needs at least two positive widths",
     )
+    if cfg.model.name == "unet":
+        div = 2 ** (len(cfg.model.channels) - 1)
+        _check(
+            d.crop_size % div == 0,
+            f"data.crop_size = {d.crop_size} is not divisible by {div}, which the U-Net with "
+            f"{len(cfg.model.channels) - 1} pooling steps needs",
+        )
     _check(t.sigma_f >= 0, f"train.sigma_f = {t.sigma_f} must be >= 0")
     _check(0 <= t.eps_rel <= 1, f"train.eps_rel = {t.eps_rel} must be in [0, 1]")
     _check(t.pgd_steps >= 1, f"train.pgd_steps = {t.pgd_steps} must be >= 1")

@@ -1,0 +1,186 @@
+"""`smoothrecon reproduce` + `smoothrecon report` at the smoke preset: the report's files parse,
+a rerun does no work, and a run killed mid-way resumes to the same tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+
+def reproduce_args(photo_dir: Path, out: Path) -> list[str]:
+    return [
+        "reproduce",
+        "--preset",
+        "smoke",
+        "--data",
+        str(photo_dir),
+        "--set",
+        "data.prescale=1.0",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+
+
+def todo_counts(stdout: str) -> dict[str, list[int]]:
+    """The '(N to train)' and '(N to run)' counts the runner prints."""
+    found = re.findall(r"\((\d+) to (train|run)\)", stdout)
+    counts: dict[str, list[int]] = {"train": [], "run": []}
+    for n, kind in found:
+        counts[kind].append(int(n))
+    return counts
+
+
+def checked(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    assert "Traceback" not in r.stderr
+    return r
+
+
+def eval_files(run: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(run)): p.stat().st_mtime_ns
+        for p in sorted((run / "evals").rglob("*.json"))
+    }
+
+
+def model_weights(run: Path) -> dict[str, dict]:
+    return {
+        p.parent.name: {k: v for k, v in load_file(str(p)).items() if k.startswith("model.")}
+        for p in sorted((run / "models").glob("*/last.safetensors"))
+    }
+
+
+@pytest.fixture(scope="module")
+def full_run(cli, photo_dir: Path, tmp_path_factory) -> dict:
+    """One uninterrupted reproduce + report."""
+    out = tmp_path_factory.mktemp("reproduce") / "run"
+    first = checked(cli(*reproduce_args(photo_dir, out)))
+    report = checked(cli("report", out))
+    return {"out": out, "first": first, "report": report}
+
+
+def test_first_run_does_all_the_work(full_run) -> None:
+    counts = todo_counts(full_run["first"].stdout)
+    assert counts["train"] and all(n > 0 for n in counts["train"]), full_run["first"].stdout
+    assert counts["run"] and all(n > 0 for n in counts["run"]), full_run["first"].stdout
+    out = full_run["out"]
+    assert (out / "run.json").exists() and (out / "config.yaml").exists()
+    assert not (out / ".lock").exists()
+    assert eval_files(out)
+    assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
+
+
+def test_report_tables_exist_and_parse(full_run) -> None:
+    tables = full_run["out"] / "report" / "tables"
+    stems = {p.stem for p in tables.iterdir()}
+    assert stems, "no tables"
+    assert any(s.startswith("table_4_1") for s in stems)
+    for stem in sorted(stems):
+        for suffix in (".md", ".csv", ".tex"):
+            assert (tables / f"{stem}{suffix}").is_file(), f"{stem}{suffix} is missing"
+        with open(tables / f"{stem}.csv", newline="") as fh:
+            rows = list(csv.reader(fh))
+        assert len(rows) >= 2, f"{stem}.csv has no data rows"
+        assert all(len(r) == len(rows[0]) for r in rows), f"{stem}.csv is ragged"
+        assert all(cell.strip() for cell in rows[0]), f"{stem}.csv has an empty header cell"
+        md = (tables / f"{stem}.md").read_text()
+        table_lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+        assert len(table_lines) == len(rows) + 1, f"{stem}.md: header, rule and one line per row"
+        tex = (tables / f"{stem}.tex").read_text()
+        assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
+        assert tex.count("\\\\") >= len(rows), f"{stem}.tex lacks rows"
+
+
+def test_report_figures_exist_and_are_pngs(full_run) -> None:
+    report = full_run["out"] / "report"
+    md = (report / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    pngs = sorted((report / "figures").glob("*.png"))
+    assert pngs, "no figures"
+    assert sorted(report / p for p in linked) == pngs  # every figure linked, every link a figure
+    for p in pngs:
+        with Image.open(p) as im:
+            assert im.format == "PNG"
+            im.verify()
+        with Image.open(p) as im:
+            im.load()
+            assert im.size[0] >= 100 and im.size[1] >= 100
+
+
+def test_report_html_is_self_contained(full_run) -> None:
+    page = full_run["out"] / "report" / "report.html"
+    assert page.is_file()
+    assert f"report: {page}" in full_run["report"].stdout
+    html = page.read_text()
+    assert "<html" in html.lower() and "</html>" in html.lower()
+    n_figures = len(list((page.parent / "figures").glob("*.png")))
+    assert html.count("data:image/png;base64,") == n_figures
+    assert "<table" in html
+
+
+def test_rerun_does_no_work(cli, photo_dir: Path, full_run) -> None:
+    out = full_run["out"]
+    evals = eval_files(out)
+    weights = {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.safetensors")}
+    manifest = (out / "run.json").read_text()
+    again = checked(cli(*reproduce_args(photo_dir, out)))
+    counts = todo_counts(again.stdout)
+    assert counts["train"] == [0] * len(counts["train"]) and counts["train"], again.stdout
+    assert counts["run"] == [0] * len(counts["run"]) and counts["run"], again.stdout
+    assert "[train" not in again.stdout
+    assert eval_files(out) == evals
+    assert {p: p.stat().st_mtime_ns for p in weights} == weights
+    assert (out / "run.json").read_text() == manifest
+
+
+def test_kill_and_resume_gives_the_same_tables(cli, photo_dir, tmp_path, full_run) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smoothrecon", *reproduce_args(photo_dir, out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("models/*/last.safetensors")):
+            assert proc.poll() is None, "reproduce ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 240 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert (out / ".lock").exists()  # the killed run's stale lock
+    assert not (out / "run.json").exists()
+
+    resumed = checked(cli(*reproduce_args(photo_dir, out)))
+    counts = todo_counts(resumed.stdout)
+    assert counts["train"] and counts["train"][0] >= 1, resumed.stdout
+    checked(cli("report", out))
+
+    ref_tables = full_run["out"] / "report" / "tables"
+    tables = out / "report" / "tables"
+    ref_csv = sorted(p.name for p in ref_tables.glob("*.csv"))
+    assert sorted(p.name for p in tables.glob("*.csv")) == ref_csv
+    for name in ref_csv:
+        assert (tables / name).read_text() == (ref_tables / name).read_text(), name
+
+    ref_weights, weights = model_weights(full_run["out"]), model_weights(out)
+    assert weights.keys() == ref_weights.keys()
+    for model, tensors in ref_weights.items():
+        for k, v in tensors.items():
+            assert (weights[model][k] == v).all(), f"{model}: {k} differs after the resume"
+    assert not (out / ".lock").exists()
