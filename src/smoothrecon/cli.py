@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the thesis' experiment at a preset: train+attack+eval")
     _common(p)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--executor",
+        choices=["serial", "ray"],
+        default="serial",
+        help="serial (default) or ray: each unit a Ray task",
+    )
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
 
     p = sub.add_parser("report", help="tables, figures and one page from a reproduce run")
     p.add_argument("run", help="the --out folder of `smoothrecon reproduce`")

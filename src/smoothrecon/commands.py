@@ -261,7 +261,9 @@ def cmd_reproduce(args: argparse.Namespace, build: ConfigBuilder) -> int:
     from smoothrecon.experiments import reproduce
 
     cfg = build(args)
-    out = reproduce(cfg, args.out, progress=_progress(args))
+    out = reproduce(
+        cfg, args.out, progress=_progress(args), executor=args.executor, address=args.address
+    )
     print(f"done: {out} (make the report with: smoothrecon report {out})")
     return 0
 

@@ -179,6 +179,12 @@ class ExperimentConfig:
     # The "strong" setting is the cheapest (steps x restarts) whose loss is within this fraction
     # of the best loss found, for every model and eps_rel of the study.
     strong_within: float = 0.01
+    # Cost cap (steps x restarts) of the strong setting (0: none). When no setting under the cap
+    # comes within `strong_within`, the one closest to the best loss is used and the report says
+    # how close it gets.
+    strong_max_cost: int = 0
+    # RS-PGD (the attack on g) runs on the test split at these eps_rel (empty: all > 0).
+    rs_pgd_eps_rels: tuple[float, ...] = ()
 
 
 @dataclass
@@ -428,6 +434,7 @@ def validate(cfg: Config) -> None:
         f"experiment.convergence_images = {e.convergence_images} must be >= 1",
     )
     _check(0 <= e.strong_within < 1, f"experiment.strong_within = {e.strong_within} not in [0, 1)")
+    _check(e.strong_max_cost >= 0, f"experiment.strong_max_cost = {e.strong_max_cost} must be >= 0")
     _check(cfg.runtime.threads >= 0, f"runtime.threads = {cfg.runtime.threads} must be >= 0")
 
 

@@ -7,8 +7,8 @@ Protocol of one unit (one model at one eps_rel):
    we never look at test data to choose);
 3. test split: the same attack and grid, reported at sigma_g* (the test-set oracle is reported
    beside it by the report, from the same records);
-4. for smoothed models, the white-box attack on g at sigma_g* ("RS-PGD", EOT) on both splits,
-   and the per-image worst case of the two attacks.
+4. for smoothed models, the white-box attack on g at sigma_g* ("RS-PGD", EOT) on the test
+   split (nothing is chosen with it), and the per-image worst case of the two attacks.
 Every record is one (split, eps_rel, attack, setting, sigma_g) row with per-image MSE / PSNR /
 SSIM on images de-normalized and clamped to [0, 1], their means and standard errors, and the
 share of the MSE that is Monte-Carlo noise of the smoothed estimate.
@@ -271,7 +271,7 @@ def evaluate_unit(
             chosen = choose_sigma(records, select_on, eps_rel, setting)
             if split == "test" and setting == primary and n_samples:
                 samples.update(_samples(f, data, e, chosen, k, norm, n_samples, seed))
-            if rs_pgd and eps_rel > 0 and chosen > 0:
+            if rs_pgd and eps_rel > 0 and chosen > 0 and split == "test":
                 records.extend(
                     _rs_pgd(
                         f,

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from smoothrecon.checkpoint import load_model
 from smoothrecon.config import AttackConfig, Config, dump_config
 from smoothrecon.data import DataBundle, prepare_data
 from smoothrecon.evaluation import SplitInputs, evaluate_unit, split_inputs
 from smoothrecon.experiments.convergence import choose_strong, convergence_rows, thesis_attack
+from smoothrecon.experiments.executors import make_executor
 from smoothrecon.experiments.grid import ModelSpec, thesis_grid
 from smoothrecon.io import (
     atomic_write_json,
@@ -176,7 +176,9 @@ def _inputs(cfg: Config, data: DataBundle, runtime: Runtime, split: str) -> Spli
     return split_inputs(data.eval_set(split).x, operator, data.normalization, runtime)
 
 
-def run_convergence_unit(unit: ConvergenceUnit, data: DataBundle, runtime: Runtime) -> list[dict]:
+def run_convergence_unit(
+    unit: ConvergenceUnit, data: DataBundle, runtime: Runtime
+) -> dict[str, Any]:
     """PGD loss / PSNR vs steps for one model at one eps_rel (validation crops)."""
     model = _load(unit.cfg, unit.model_folder, runtime)
     split = "val" if len(data.val) else "test"
@@ -201,16 +203,14 @@ def run_convergence_unit(unit: ConvergenceUnit, data: DataBundle, runtime: Runti
                 "split": split,
             }
         )
-    atomic_write_json(
-        unit.path,
-        {
-            "label": unit.spec.label,
-            "eps_rel": unit.eps_rel,
-            "seconds": time.perf_counter() - t0,
-            "rows": rows,
-        },
-    )
-    return rows
+    payload = {
+        "label": unit.spec.label,
+        "eps_rel": unit.eps_rel,
+        "seconds": time.perf_counter() - t0,
+        "rows": rows,
+    }
+    atomic_write_json(unit.path, payload)
+    return payload
 
 
 def run_eval_unit(
@@ -232,7 +232,9 @@ def run_eval_unit(
         attacks,
         runtime,
         cfg.evaluation.batch_size,
-        rs_pgd=cfg.experiment.rs_pgd and unit.spec.mode == "gaussian",
+        rs_pgd=cfg.experiment.rs_pgd
+        and unit.spec.mode == "gaussian"
+        and (not cfg.experiment.rs_pgd_eps_rels or unit.eps_rel in cfg.experiment.rs_pgd_eps_rels),
         seed=cfg.evaluation.seed,
         n_samples=cfg.experiment.image_grid_count,
         chunk_size=cfg.smoothing.chunk_size,
@@ -254,16 +256,49 @@ def run_eval_unit(
     return payload
 
 
+Unit = TrainUnit | ConvergenceUnit | EvalUnit
+
+
+def run_unit(
+    unit: Unit,
+    data: DataBundle,
+    runtime: Runtime,
+    attacks: dict[str, AttackConfig] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Do one unit of work (or read its finished result): the one thing every executor calls."""
+    if isinstance(unit, TrainUnit):
+        t0 = time.perf_counter()
+        train(unit.cfg, unit.folder, data=data, progress=progress)
+        return {"seconds": time.perf_counter() - t0}
+    if unit.done():
+        return json.loads(unit.path.read_text())
+    if isinstance(unit, ConvergenceUnit):
+        return run_convergence_unit(unit, data, runtime)
+    assert attacks is not None
+    return run_eval_unit(unit, data, runtime, attacks)
+
+
 def reproduce(
-    cfg: Config, out: str | Path, progress: bool = True, log: Callable[[str], None] = print
+    cfg: Config,
+    out: str | Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    executor: str = "serial",
+    address: str | None = None,
 ) -> Path:
-    """Run (or resume) the whole experiment of `cfg` into `out`; returns `out`."""
+    """Run (or resume) the whole experiment of `cfg` into `out`; returns `out`.
+
+    Phases run in order (training, convergence, evaluation) because each needs the previous
+    one's results; the units inside a phase are independent and go to the executor.
+    """
     out = ensure_dir(out)
     with run_lock(out):
         started = time.perf_counter()
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         data = prepare_data(cfg.data, progress=progress)
         runtime = Runtime.from_config(cfg.runtime)
+        pool = make_executor(executor, data, runtime, progress, address)
         trains = plan_training(cfg, out)
         convs = plan_convergence(cfg, out)
         todo_t = [u for u in trains if not u.done()]
@@ -273,41 +308,35 @@ def reproduce(
             f"({len(todo_c)} to run) -> {out}"
         )
         timings: dict[str, float] = {}
-        for i, unit in enumerate(todo_t, 1):
-            log(f"[train {i}/{len(todo_t)}] {unit.spec.label}")
-            t0 = time.perf_counter()
-            train(unit.cfg, unit.folder, data=data, progress=progress)
-            timings[f"train:{unit.spec.label}"] = time.perf_counter() - t0
-        rows: list[dict] = []
-        for cu in tqdm(convs, desc="attack convergence", unit="unit", disable=not progress):
-            if cu.done():
-                rows += json.loads(cu.path.read_text())["rows"]
-            else:
-                rows += run_convergence_unit(cu, data, runtime)
-        strong = choose_strong(rows, cfg.experiment.strong_within, cfg.attack)
+        for unit, payload in zip(todo_t, pool.map(todo_t, "training"), strict=True):
+            timings[f"train:{unit.spec.label}"] = payload["seconds"]
+        rows = [r for p in pool.map(convs, "attack convergence") for r in p["rows"]]
+        strong, score = choose_strong(
+            rows, cfg.experiment.strong_within, cfg.attack, cfg.experiment.strong_max_cost
+        )
         attacks = {"strong": strong, "thesis": thesis_attack(cfg.attack)}
         evals = plan_evaluation(cfg, out, attacks)
         todo_e = [u for u in evals if not u.done()]
         log(
             f"strong attack: {strong.steps} steps of {strong.step_factor:g} eps, "
-            f"{strong.restarts} restart(s); {len(evals)} evaluations ({len(todo_e)} to run)"
+            f"{strong.restarts} restart(s), >= {score['min_ratio']:.1%} of the best loss found; "
+            f"{len(evals)} evaluations ({len(todo_e)} to run)"
         )
-        bar = tqdm(todo_e, desc="evaluating", unit="unit", disable=not progress)
-        for ev in bar:
-            bar.set_postfix_str(f"{ev.spec.label} eps_rel={ev.eps_rel:g}")
-            payload = run_eval_unit(ev, data, runtime, attacks)
+        for ev, payload in zip(todo_e, pool.map(todo_e, "evaluating", attacks), strict=True):
             timings[f"eval:{ev.spec.label}:{ev.eps_rel:g}"] = payload["seconds"]
         manifest = {
             "preset": cfg.preset,
             "config": cfg.to_dict(),
             "machine": machine_info(),
             "data": data.summary(),
+            "executor": executor,
             "models": [
                 {"label": u.spec.label, "folder": str(u.folder.relative_to(out))} for u in trains
             ],
             "convergence": [str(u.path.relative_to(out)) for u in convs],
             "evals": [str(u.path.relative_to(out)) for u in evals],
             "attacks": {k: dataclasses.asdict(v) for k, v in attacks.items()},
+            "strong_score": score,
             "seconds_this_call": time.perf_counter() - started,
             "timings_this_call": timings,
         }

@@ -113,7 +113,7 @@ def image_grid(run: Run, at_model: str, rs_model: str, eps_rel: float, out: Path
 def convergence_figure(run: Run, out: Path) -> Path | None:
     """Attack loss relative to the best found, vs PGD steps (log scale), per eps_rel: one
     colour per model family, solid eps/4 vs dashed eps/2, dots 1 restart vs squares R."""
-    rows = run.convergence
+    rows = [r for r in run.convergence if not r.get("thesis")]
     if not rows:
         return None
     eps_rels = sorted({r["eps_rel"] for r in rows})

@@ -255,14 +255,20 @@ def convergence_table(run: Run) -> Table:
     steps = sorted({r["steps"] for r in rows_in})
     header = ["model", "eps_rel", "step", "restarts"] + [f"loss/PSNR @ {t}" for t in steps]
     rows = []
-    keys = sorted({(r["model"], r["eps_rel"], r["step_factor"], r["restarts"]) for r in rows_in})
-    for model, eps, factor, restarts in keys:
-        cells = [model, f"{eps:g}", f"{factor:g} eps", str(restarts)]
+    keys = sorted(
+        {
+            (r["model"], r["eps_rel"], bool(r.get("thesis")), r["step_factor"], r["restarts"])
+            for r in rows_in
+        }
+    )
+    for model, eps, thesis, factor, restarts in keys:
+        starts = "thesis attack (last iterate)" if thesis else str(restarts)
+        cells = [model, f"{eps:g}", f"{factor:g} eps", starts]
         index = {
             r["steps"]: r
             for r in rows_in
-            if (r["model"], r["eps_rel"], r["step_factor"], r["restarts"])
-            == (model, eps, factor, restarts)
+            if (r["model"], r["eps_rel"], bool(r.get("thesis")), r["step_factor"], r["restarts"])
+            == (model, eps, thesis, factor, restarts)
         }
         for t in steps:
             r = index.get(t)
