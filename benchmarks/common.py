@@ -8,30 +8,23 @@ machines are noisy.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from smoothrecon.config import Config, load_config
 from smoothrecon.data import DataBundle, prepare_data
+from smoothrecon.experiments.runner import machine_info
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    """The machine in one line (the same facts the reproduce runner records)."""
+    m = machine_info()
+    gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{m['cpu']}, {os.cpu_count()} cores, torch {m['torch']}, "
         f"{torch.get_num_threads()} threads{gpu}"
     )
 

@@ -66,8 +66,9 @@ class DataConfig:
     cache_dir: str = ""  # "" -> $SMOOTHRECON_CACHE or ~/.cache/smoothrecon
     crop_size: int = 160  # section 4.1: 160x160 crops
     # Down-scale photos before cropping: washes out JPEG artefacts and brings the 1280-5312 px
-    # wallpapers closer to ImageNet's object scale while keeping every photo >= 512 px high.
-    prescale: float = 0.5
+    # wallpapers to ImageNet's scale (short sides 256-792 px, ~450 on average; ImageNet ~400).
+    # At 0.5 the crops are so smooth that bilinear x2 upsampling scores 45 dB.
+    prescale: float = 0.25
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / test, by photo
     train_crops: Literal["random", "center"] = "random"  # "center": the thesis code's protocol
     flips: bool = True  # random horizontal flips of training crops

@@ -81,19 +81,10 @@ class TrainUnit:
 
 
 @dataclass
-class EvalUnit:
-    spec: ModelSpec
-    cfg: Config
-    eps_rel: float
-    path: Path
-    model_folder: Path | None
+class StudyUnit:
+    """One model at one eps_rel: a convergence study or an evaluation, one JSON file each."""
 
-    def done(self) -> bool:
-        return self.path.exists()
-
-
-@dataclass
-class ConvergenceUnit:
+    kind: str  # "convergence" or "evaluation"
     spec: ModelSpec
     cfg: Config
     eps_rel: float
@@ -134,30 +125,51 @@ def family_representatives(cfg: Config) -> list[ModelSpec]:
     return reps
 
 
-def plan_convergence(cfg: Config, out: Path) -> list[ConvergenceUnit]:
+def _study_units(
+    kind: str,
+    specs: list[ModelSpec],
+    cfg: Config,
+    out: Path,
+    eps_rels: tuple[float, ...],
+    sections: tuple[str, ...],
+    suffix: str = "",
+) -> list[StudyUnit]:
+    """One unit per (model, eps_rel), its file keyed by the config sections it depends on."""
+    folder = {"convergence": "convergence", "evaluation": "evals"}[kind]
     units = []
-    for spec in family_representatives(cfg):
+    for spec in specs:
         mcfg = spec.config(cfg)
-        key = mcfg.hash("data", "operator", "model", "train", "attack", "experiment")
-        for eps_rel in cfg.experiment.convergence_eps_rels:
-            path = out / "convergence" / spec.slug / f"eps{eps_rel:g}-{key}.json"
-            units.append(ConvergenceUnit(spec, mcfg, eps_rel, path, _model_folder(spec, mcfg, out)))
+        key = mcfg.hash("data", "operator", "model", "train", *sections) + suffix
+        for eps_rel in eps_rels:
+            path = out / folder / spec.slug / f"eps{eps_rel:g}-{key}.json"
+            units.append(StudyUnit(kind, spec, mcfg, eps_rel, path, _model_folder(spec, mcfg, out)))
     return units
 
 
-def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) -> list[EvalUnit]:
+def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
+    return _study_units(
+        "convergence",
+        family_representatives(cfg),
+        cfg,
+        out,
+        cfg.experiment.convergence_eps_rels,
+        ("attack", "experiment"),
+    )
+
+
+def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) -> list[StudyUnit]:
     """One unit per (model, eps_rel), keyed by everything its records depend on."""
     blob = json.dumps({k: dataclasses.asdict(v) for k, v in attacks.items()}, sort_keys=True)
-    attack_key = hashlib.sha256(blob.encode()).hexdigest()[:8]
-    units = []
-    for spec in thesis_grid(cfg):
-        mcfg = spec.config(cfg)
-        key = mcfg.hash("data", "operator", "model", "train", "smoothing", "evaluation")
-        key = f"{key}-{attack_key}-{int(cfg.experiment.rs_pgd)}"
-        for eps_rel in cfg.evaluation.eps_rels:
-            path = out / "evals" / spec.slug / f"eps{eps_rel:g}-{key}.json"
-            units.append(EvalUnit(spec, mcfg, eps_rel, path, _model_folder(spec, mcfg, out)))
-    return units
+    suffix = f"-{hashlib.sha256(blob.encode()).hexdigest()[:8]}-{int(cfg.experiment.rs_pgd)}"
+    return _study_units(
+        "evaluation",
+        thesis_grid(cfg),
+        cfg,
+        out,
+        cfg.evaluation.eps_rels,
+        ("smoothing", "evaluation"),
+        suffix,
+    )
 
 
 def _load(cfg: Config, folder: Path | None, runtime: Runtime) -> torch.nn.Module:
@@ -176,9 +188,7 @@ def _inputs(cfg: Config, data: DataBundle, runtime: Runtime, split: str) -> Spli
     return split_inputs(data.eval_set(split).x, operator, data.normalization, runtime)
 
 
-def run_convergence_unit(
-    unit: ConvergenceUnit, data: DataBundle, runtime: Runtime
-) -> dict[str, Any]:
+def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
     """PGD loss / PSNR vs steps for one model at one eps_rel (validation crops)."""
     model = _load(unit.cfg, unit.model_folder, runtime)
     split = "val" if len(data.val) else "test"
@@ -214,7 +224,7 @@ def run_convergence_unit(
 
 
 def run_eval_unit(
-    unit: EvalUnit, data: DataBundle, runtime: Runtime, attacks: dict[str, AttackConfig]
+    unit: StudyUnit, data: DataBundle, runtime: Runtime, attacks: dict[str, AttackConfig]
 ) -> dict[str, Any]:
     """Evaluate one model at one eps_rel and write its records atomically."""
     cfg = unit.cfg
@@ -256,7 +266,7 @@ def run_eval_unit(
     return payload
 
 
-Unit = TrainUnit | ConvergenceUnit | EvalUnit
+Unit = TrainUnit | StudyUnit
 
 
 def run_unit(
@@ -273,7 +283,7 @@ def run_unit(
         return {"seconds": time.perf_counter() - t0}
     if unit.done():
         return json.loads(unit.path.read_text())
-    if isinstance(unit, ConvergenceUnit):
+    if unit.kind == "convergence":
         return run_convergence_unit(unit, data, runtime)
     assert attacks is not None
     return run_eval_unit(unit, data, runtime, attacks)

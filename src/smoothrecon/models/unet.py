@@ -60,6 +60,10 @@ class UNet(nn.Module):
             for i in reversed(range(len(channels) - 1))
         )
         self.head = nn.Conv2d(channels[0], out_channels, 1)
+        if residual:
+            # Start as the identity on y (the bilinear baseline) and learn a correction.
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     @property
     def divisor(self) -> int:
