@@ -62,8 +62,9 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(channels[0], out_channels, 1)
         if residual:
             # Start as the identity on y (the bilinear baseline) and learn a correction.
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+            with torch.no_grad():
+                self.head.weight.zero_()
+                self.head.bias.zero_()  # type: ignore[union-attr]
 
     @property
     def divisor(self) -> int:
