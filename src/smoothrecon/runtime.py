@@ -55,9 +55,8 @@ class Runtime:
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        return model
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return model.to(memory_format=layout)  # type: ignore[call-overload]
 
     def layout(self, t: torch.Tensor) -> torch.Tensor:
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
