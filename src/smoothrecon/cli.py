@@ -7,7 +7,6 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,10 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,11 +104,12 @@ def _inputs(cfg: Config, runtime, progress: bool):
 
 
 def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.attacks import eps_from_rel, random_start
     from smoothrecon.evaluation import batched_attack, smoothed_metrics
     from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, save_checkpoint
     from smoothrecon.metrics import mean_and_ci
     from smoothrecon.runtime import Runtime
-    from smoothrecon.smoothing import SmoothedEstimator
+    from smoothrecon.smoothing import SmoothedEstimator, make_generator
 
     model, cfg = _model_and_config(args, build)
     out = ensure_dir(args.out)
@@ -127,17 +127,23 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
         e, loss = batched_attack(
             forward, split, eps_rel, cfg.attack, cfg.evaluation.batch_size, cfg.evaluation.seed
         )
-        sigma = [args.sigma_g]
-        per = smoothed_metrics(
-            f,
-            split,
-            e,
-            sigma,
-            cfg.smoothing.k,
-            data.normalization,
-            cfg.evaluation.batch_size,
-            cfg.evaluation.seed,
-        )[args.sigma_g]
+        # The reference an attack must beat: random directions of the same norm.
+        gen = make_generator(cfg.evaluation.seed, split.y.device)
+        e_random = random_start(split.y, eps_from_rel(eps_rel, split.y.shape[1:]), "sphere", gen)
+
+        def metrics(pert: torch.Tensor) -> dict[str, list[float]]:
+            return smoothed_metrics(
+                f,
+                split,
+                pert,
+                [args.sigma_g],
+                cfg.smoothing.k,
+                data.normalization,
+                cfg.evaluation.batch_size,
+                cfg.evaluation.seed,
+            )[args.sigma_g]
+
+        per, per_random = metrics(e), metrics(e_random)
         norms = e.flatten(1).norm(dim=1)
         row = {
             "eps_rel": eps_rel,
@@ -150,10 +156,12 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
         }
         for m in ("mse", "psnr", "ssim"):
             row[m], row[f"{m}_se"], _ = mean_and_ci(per[m])
+            row[f"random_{m}"], row[f"random_{m}_se"], _ = mean_and_ci(per_random[m])
         rows.append(row)
         print(
-            f"eps_rel {eps_rel:g}: PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
-            f"||e|| {row['e_norm_mean']:.4f}"
+            f"eps_rel {eps_rel:g}: PGD PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
+            f"(random noise of the same norm: {row['random_psnr']:.2f} dB, "
+            f"{row['random_ssim']:.4f})  ||e|| {row['e_norm_mean']:.4f}"
         )
         if args.save_perturbations:
             save_checkpoint(
@@ -291,7 +299,3 @@ def run(args: argparse.Namespace, build: ConfigBuilder) -> int:
     if args.command in ("train", "evaluate"):
         distributed.init_from_env()  # under torchrun: join the process group
     return COMMANDS[args.command](args, build)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2)

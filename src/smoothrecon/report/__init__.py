@@ -171,7 +171,8 @@ def build_report(run_folder: str | Path) -> Path:
                 "and chose sigma_g on its test set; this run uses other photos, another scale and "
                 "chooses sigma_g on a validation split disjoint from the test split, so absolute "
                 "numbers differ. Compare orderings and trends, not digits. Cells are mean ± 95% "
-                "confidence half-width over test crops; the best value per column is bold."
+                "confidence half-width over test crops; the best value per column is bold. "
+                "Findings compare two models on the same crops (paired differences)."
             ),
         ),
         Block("h2", "Which of the thesis' findings hold in this run"),

@@ -2,8 +2,8 @@
 
 It states the scale first (data, preset, machine, time), the baseline comparison in its first
 lines, then the tables beside the thesis' numbers, the figures, which of the thesis'
-qualitative findings hold in this run (a difference counts only when the 95% intervals
-separate), and the resolved config.
+qualitative findings hold in this run (a difference counts only when the 95% interval of the
+paired per-crop differences excludes zero), and the resolved config.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from smoothrecon.metrics import mean_and_ci
 from smoothrecon.report.records import Run, headline
 from smoothrecon.report.tables import Table
 
@@ -26,8 +27,15 @@ class Block:
     content: Any
 
 
-def _separated(a: dict, b: dict, metric: str) -> bool:
-    return abs(a[metric] - b[metric]) > a[metric + "_ci95"] + b[metric + "_ci95"]
+def difference_ci(a: dict, b: dict, metric: str) -> tuple[float, float]:
+    """Mean and 95% half-width of a - b. Both records cover the same test crops in the same
+    order, so the interval is that of the per-image (paired) differences; records without
+    per-image values fall back to the sum of the two half-widths."""
+    pa, pb = a.get("per_image", {}).get(metric), b.get("per_image", {}).get(metric)
+    if pa and pb and len(pa) == len(pb) and len(pa) > 1:
+        mean, _, half = mean_and_ci([x - y for x, y in zip(pa, pb, strict=True)])
+        return mean, half
+    return a[metric] - b[metric], a[metric + "_ci95"] + b[metric + "_ci95"]
 
 
 def _best(
@@ -47,14 +55,15 @@ def _verdict(a: dict | None, b: dict | None, metric: str, claim_a_better: bool =
     if a is None or b is None:
         return "not measured in this run"
     better = a[metric] > b[metric] if metric != "mse" else a[metric] < b[metric]
-    if not _separated(a, b, metric):
-        return (
-            f"inconclusive: {a['model']} {a[metric]:.4g} vs {b['model']} {b[metric]:.4g}, "
-            "95% intervals overlap"
-        )
+    diff, half = difference_ci(a, b, metric)
+    numbers = (
+        f"{a['model']} {a[metric]:.4g} vs {b['model']} {b[metric]:.4g} "
+        f"(difference {diff:+.4g} ± {half:.2g}, 95% CI over the paired test crops)"
+    )
+    if abs(diff) <= half:
+        return f"inconclusive: {numbers}"
     holds = better == claim_a_better
-    word = "holds" if holds else "does NOT hold"
-    return f"{word}: {a['model']} {a[metric]:.4g} vs {b['model']} {b[metric]:.4g}"
+    return f"{'holds' if holds else 'does NOT hold'}: {numbers}"
 
 
 def findings(run: Run) -> list[str]:
