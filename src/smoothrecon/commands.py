@@ -298,4 +298,10 @@ def run(args: argparse.Namespace, build: ConfigBuilder) -> int:
     torch.set_printoptions(precision=4)
     if args.command in ("train", "evaluate"):
         distributed.init_from_env()  # under torchrun: join the process group
-    return COMMANDS[args.command](args, build)
+    try:
+        code = COMMANDS[args.command](args, build)
+    except BaseException:
+        distributed.shutdown(clean=False)  # others may be mid-collective: no barrier
+        raise
+    distributed.shutdown()
+    return code

@@ -54,6 +54,15 @@ def init_from_env() -> Dist:
     return current()
 
 
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group (after a barrier when `clean`), so no rank exits while its
+    communication threads still run."""
+    if dist.is_available() and dist.is_initialized():
+        if clean:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if current().active:
         dist.barrier()
