@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from smoothrecon.io import atomic_write
-from smoothrecon.report.records import Run, chosen_sigma, pick
+from smoothrecon.report.records import Run, chosen_sigma, pick, setting_ok
 
 
 def _save(fig, path: Path) -> Path:
@@ -33,6 +33,7 @@ def sigma_curves(run: Run, model: str, out: Path) -> Path:
                 and r["eps_rel"] == e
                 and r["split"] == "test"
                 and r["attack"] in ("none", "pgd_f")
+                and setting_ok(run, r, "")
             ),
             key=lambda r: r["sigma_g"],
         )
@@ -150,6 +151,7 @@ def convergence_figure(run: Run, out: Path) -> Path | None:
         ax.set_ylabel("attack loss / best loss found")
         ax.set_title(f"eps_rel {e:g}")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=5, loc="lower right")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("Attack convergence (validation crops; dotted line: 99% of the best loss)")
     return _save(fig, out)

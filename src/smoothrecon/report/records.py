@@ -119,14 +119,14 @@ def chosen_sigma(
         and r["eps_rel"] == eps_rel
         and r["split"] == split
         and r["attack"] in ("none", "pgd_f")
-        and _setting_ok(run, r, setting)
+        and setting_ok(run, r, setting)
     ]
     if not rows:
         return 0.0
     return float(max(rows, key=lambda r: (r["ssim"], -r["sigma_g"]))["sigma_g"])
 
 
-def _setting_ok(run: Run, r: dict, setting: str) -> bool:
+def setting_ok(run: Run, r: dict, setting: str) -> bool:
     """At eps_rel 0 there is no attack: the one record stands for every setting."""
     return r["eps_rel"] == 0 or r["setting"] == (setting or run.primary)
 
@@ -139,7 +139,7 @@ def pick(
         if (
             (r["model"], r["eps_rel"], r["split"], r["attack"]) == (model, eps_rel, split, attack)
             and abs(r["sigma_g"] - sigma) < 1e-12
-            and _setting_ok(run, r, setting)
+            and setting_ok(run, r, setting)
         ):
             return r
     return None
