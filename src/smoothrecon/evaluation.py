@@ -370,7 +370,7 @@ def evaluate(
 ) -> list[dict]:
     """Records for every eps_rel (see `evaluate_unit`), with the default attack setting."""
     runtime = runtime or Runtime(torch.device("cpu"), "fp32", False)
-    attacks = {"thesis": attack_cfg or AttackConfig()}
+    attacks = {"pgd": attack_cfg or AttackConfig()}
     records: list[dict] = []
     for eps_rel in eps_rels:
         records += evaluate_unit(

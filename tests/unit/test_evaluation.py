@@ -106,3 +106,23 @@ def test_sigma_g_is_chosen_on_validation_and_never_sees_test_data() -> None:
     # The attack on g and the worst case are run at the validation choice on the test split.
     g_rows = [r for r in records if r["split"] == "test" and r["attack"] in ("pgd_g", "worst")]
     assert g_rows and all(r["sigma_g"] == best_val for r in g_rows)
+
+
+def test_public_evaluate_gives_one_record_per_condition() -> None:
+    from smoothrecon import evaluate
+
+    inputs = {"val": _split(1, False), "test": _split(2, False)}
+    records = evaluate(
+        Shrink(),
+        inputs,
+        NORM,
+        eps_rels=[0.0, 0.02],
+        sigmas=[0.0, 0.2],
+        k=2,
+        attack_cfg=AttackConfig(steps=2),
+        batch_size=6,
+    )
+    keys = {(r["split"], r["eps_rel"], r["attack"], r["sigma_g"]) for r in records}
+    assert len(keys) == len(records) == 8
+    assert all(r["n"] == 6 and len(r["per_image"]["ssim"]) == 6 for r in records)
+    assert {r["attack"] for r in records} == {"none", "pgd_f"}
