@@ -225,6 +225,7 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
             rs_pgd=args.rs_pgd,
             seed=cfg.evaluation.seed,
             chunk_size=cfg.smoothing.chunk_size,
+            antithetic=cfg.smoothing.antithetic,
         )
         for r in res.records:
             r["model"] = str(args.model)

@@ -237,6 +237,7 @@ def evaluate_unit(
     seed: int = 0,
     n_samples: int = 0,
     chunk_size: int = 0,
+    antithetic: bool = False,
 ) -> UnitResult:
     """The protocol of this module's docstring for one model at one eps_rel.
 
@@ -259,8 +260,9 @@ def evaluate_unit(
             continue
         for setting, cfg in settings.items():
             e, _ = batched_attack(f, data, eps_rel, cfg, batch_size, _seed(seed, split, setting))
+            noise_seed = _seed(seed, split, "noise")
             per_sigma = smoothed_metrics(
-                f, data, e, sigmas, k, norm, batch_size, _seed(seed, split, "noise"), chunk_size
+                f, data, e, sigmas, k, norm, batch_size, noise_seed, chunk_size, antithetic
             )
             for s, per_image in per_sigma.items():
                 mc = per_image.pop("mc_share")
@@ -287,6 +289,7 @@ def evaluate_unit(
                         seed,
                         chunk_size,
                         per_sigma[chosen],
+                        antithetic,
                     )
                 )
     return UnitResult(records, samples)
@@ -306,6 +309,7 @@ def _rs_pgd(
     seed: int,
     chunk_size: int,
     vanilla: dict[str, list[float]],
+    antithetic: bool = False,
 ) -> list[dict]:
     """RS-PGD on g at sigma (k_attack draws) and the per-image worst case with Vanilla PGD."""
     g = SmoothedEstimator(f, sigma, cfg.k_attack, chunk_size)
@@ -313,8 +317,9 @@ def _rs_pgd(
     e_g, _ = batched_attack(
         forward, data, eps_rel, cfg, batch_size, _seed(seed, split, setting, "rs")
     )
+    noise_seed = _seed(seed, split, "noise")
     per_image = smoothed_metrics(
-        f, data, e_g, [sigma], k, norm, batch_size, _seed(seed, split, "noise"), chunk_size
+        f, data, e_g, [sigma], k, norm, batch_size, noise_seed, chunk_size, antithetic
     )[sigma]
     mc = per_image.pop("mc_share")
     rows = [

@@ -124,7 +124,8 @@ def _train_epoch(
     gen = make_generator(cfg.train.seed * 1_000_003 + epoch + 7919 * d.rank, runtime.device)
     net.train()
     total, count, start = 0.0, 0, time.perf_counter()
-    batches = data.train.batches(epoch, cfg.train.batch_size, d.rank, d.world)
+    pin = runtime.device.type == "cuda"
+    batches = data.train.batches(epoch, cfg.train.batch_size, d.rank, d.world, pin)
     n_batches = math.ceil(cfg.data.crops_per_epoch / cfg.train.batch_size)
     bar = tqdm(
         batches,

@@ -126,3 +126,26 @@ def test_public_evaluate_gives_one_record_per_condition() -> None:
     assert len(keys) == len(records) == 8
     assert all(r["n"] == 6 and len(r["per_image"]["ssim"]) == 6 for r in records)
     assert {r["attack"] for r in records} == {"none", "pgd_f"}
+
+
+def test_antithetic_evaluation_of_a_linear_model_is_exact() -> None:
+    # Lemma A.1.2 through the whole evaluation: with antithetic pairs the smoothed linear map
+    # equals the map itself, so every sigma_g scores like sigma_g = 0.
+    linear = nn.Conv2d(3, 3, 3, padding=1).eval()
+    inputs = {"val": _split(1, False), "test": _split(2, False)}
+    records = evaluate_unit(
+        linear,
+        inputs,
+        NORM,
+        0.0,
+        [0.0, 0.3, 1.0],
+        4,
+        {"pgd": AttackConfig()},
+        RUNTIME,
+        batch_size=6,
+        antithetic=True,
+    ).records
+    for split in ("val", "test"):
+        rows = {r["sigma_g"]: r for r in records if r["split"] == split}
+        for s in (0.3, 1.0):
+            assert abs(rows[s]["psnr"] - rows[0.0]["psnr"]) < 1e-3, (split, s)

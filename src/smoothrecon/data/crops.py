@@ -106,12 +106,13 @@ class TrainCrops:
         return specs
 
     def batches(
-        self, epoch: int, batch_size: int, rank: int = 0, world: int = 1
+        self, epoch: int, batch_size: int, rank: int = 0, world: int = 1, pin: bool = False
     ) -> Iterator[torch.Tensor]:
         """Yield (B, 3, S, S) uint8 batches of `epoch`, prefetched by a background thread.
 
         With `world` > 1 processes, each global batch is split into contiguous per-rank slices,
-        so N processes see exactly the crops of the 1-process run.
+        so N processes see exactly the crops of the 1-process run. `pin` puts each batch in
+        pinned memory (for asynchronous copies to a GPU).
         """
         specs = self.epoch_specs(epoch)
         starts = list(range(0, len(specs), batch_size))
@@ -125,7 +126,8 @@ class TrainCrops:
 
         def producer() -> None:
             for s in starts:
-                q.put(cut(self.photos, local(s), self.size))
+                batch = cut(self.photos, local(s), self.size)
+                q.put(batch.pin_memory() if pin else batch)
             q.put(None)
 
         thread = threading.Thread(target=producer, daemon=True)

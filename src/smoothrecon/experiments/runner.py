@@ -248,6 +248,7 @@ def run_eval_unit(
         seed=cfg.evaluation.seed,
         n_samples=cfg.experiment.image_grid_count,
         chunk_size=cfg.smoothing.chunk_size,
+        antithetic=cfg.smoothing.antithetic,
     )
     seconds = time.perf_counter() - t0
     label = {"model": unit.spec.label, **unit.spec.__dict__}
