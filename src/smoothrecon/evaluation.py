@@ -16,6 +16,7 @@ share of the MSE that is Monte-Carlo noise of the smoothed estimate.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -252,87 +253,48 @@ def evaluate_unit(
     samples: dict[str, torch.Tensor] = {}
     primary = next(iter(attacks))
     settings = dict(attacks) if eps_rel > 0 else {primary: attacks[primary]}
-    kind = "pgd_f" if eps_rel > 0 else "none"
     select_on = "val" if inputs["val"].y.shape[0] else "test"
+
+    def score(
+        data: SplitInputs, e: torch.Tensor, sigmas: Sequence[float], cond: Condition
+    ) -> dict[float, dict[str, list[float]]]:
+        """Metrics of g(y + e) per sigma; one record each (`cond` with that sigma)."""
+        noise_seed = _seed(seed, cond.split, "noise")
+        per_sigma = smoothed_metrics(
+            f, data, e, sigmas, k, norm, batch_size, noise_seed, chunk_size, antithetic
+        )
+        for s, per_image in per_sigma.items():
+            mc = per_image.pop("mc_share")
+            row = dataclasses.replace(cond, sigma_g=s, k=k if s > 0 else 1)
+            records.append(
+                make_record(row, per_image, mc_share=sum(mc) / len(mc), **_norm_stats(e))
+            )
+        return per_sigma
+
     for split in ("val", "test"):
         data = inputs[split]
         if data.y.shape[0] == 0:
             continue
         for setting, cfg in settings.items():
             e, _ = batched_attack(f, data, eps_rel, cfg, batch_size, _seed(seed, split, setting))
-            noise_seed = _seed(seed, split, "noise")
-            per_sigma = smoothed_metrics(
-                f, data, e, sigmas, k, norm, batch_size, noise_seed, chunk_size, antithetic
-            )
-            for s, per_image in per_sigma.items():
-                mc = per_image.pop("mc_share")
-                cond = Condition(split, eps_rel, kind, setting, s, k if s > 0 else 1)
-                records.append(
-                    make_record(cond, per_image, mc_share=sum(mc) / len(mc), **_norm_stats(e))
-                )
+            kind = "pgd_f" if eps_rel > 0 else "none"
+            per_sigma = score(data, e, sigmas, Condition(split, eps_rel, kind, setting, 0.0, k))
             chosen = choose_sigma(records, select_on, eps_rel, setting)
             if split == "test" and setting == primary and n_samples:
                 samples.update(_samples(f, data, e, chosen, k, norm, n_samples, seed))
             if rs_pgd and eps_rel > 0 and chosen > 0 and split == "test":
-                records.extend(
-                    _rs_pgd(
-                        f,
-                        data,
-                        eps_rel,
-                        chosen,
-                        k,
-                        cfg,
-                        setting,
-                        split,
-                        norm,
-                        batch_size,
-                        seed,
-                        chunk_size,
-                        per_sigma[chosen],
-                        antithetic,
-                    )
+                # RS-PGD: the same attack on g at sigma_g* with k_attack draws (EOT), then the
+                # per-image worse of the two attacks.
+                g = SmoothedEstimator(f, chosen, cfg.k_attack, chunk_size)
+                forward = g.with_noise(cfg.noise, _seed(seed, split, setting, "eot"))
+                e_g, _ = batched_attack(
+                    forward, data, eps_rel, cfg, batch_size, _seed(seed, split, setting, "rs")
                 )
+                on_g = score(data, e_g, [chosen], Condition(split, eps_rel, "pgd_g", setting, 0, k))
+                worst = worst_case(per_sigma[chosen], on_g[chosen])
+                cond = Condition(split, eps_rel, "worst", setting, chosen, k)
+                records.append(make_record(cond, worst))
     return UnitResult(records, samples)
-
-
-def _rs_pgd(
-    f: Forward,
-    data: SplitInputs,
-    eps_rel: float,
-    sigma: float,
-    k: int,
-    cfg: AttackConfig,
-    setting: str,
-    split: str,
-    norm: Normalization,
-    batch_size: int,
-    seed: int,
-    chunk_size: int,
-    vanilla: dict[str, list[float]],
-    antithetic: bool = False,
-) -> list[dict]:
-    """RS-PGD on g at sigma (k_attack draws) and the per-image worst case with Vanilla PGD."""
-    g = SmoothedEstimator(f, sigma, cfg.k_attack, chunk_size)
-    forward = g.with_noise(cfg.noise, _seed(seed, split, setting, "eot"))
-    e_g, _ = batched_attack(
-        forward, data, eps_rel, cfg, batch_size, _seed(seed, split, setting, "rs")
-    )
-    noise_seed = _seed(seed, split, "noise")
-    per_image = smoothed_metrics(
-        f, data, e_g, [sigma], k, norm, batch_size, noise_seed, chunk_size, antithetic
-    )[sigma]
-    mc = per_image.pop("mc_share")
-    rows = [
-        make_record(
-            Condition(split, eps_rel, "pgd_g", setting, sigma, k),
-            per_image,
-            mc_share=sum(mc) / len(mc),
-            **_norm_stats(e_g),
-        )
-    ]
-    worst = worst_case({m: vanilla[m] for m in METRICS}, per_image)
-    rows.append(make_record(Condition(split, eps_rel, "worst", setting, sigma, k), worst))
-    return rows
 
 
 def _samples(
