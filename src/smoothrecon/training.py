@@ -154,7 +154,7 @@ def _train_epoch(
         bar.set_postfix(loss=f"{loss.item():.4f}")
     seconds = time.perf_counter() - start
     if d.active:  # report the loss and throughput of the whole global batch
-        sums = torch.tensor([total, float(count)])
+        sums = torch.tensor([total, float(count)], device=runtime.device)  # NCCL: on the GPU
         torch.distributed.all_reduce(sums)
         total, count = float(sums[0]), int(sums[1])
     return total / max(count, 1), step, count / seconds

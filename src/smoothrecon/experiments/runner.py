@@ -146,21 +146,40 @@ def _study_units(
     return units
 
 
+def _key(obj: object) -> str:
+    """Short hash of a JSON-able object (attack settings, chosen experiment fields)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _experiment_fields(cfg: Config, *names: str) -> dict[str, Any]:
+    """The experiment fields a unit depends on (not the whole section: adding a model to the
+    grid must not invalidate the other models' studies)."""
+    return {n: getattr(cfg.experiment, n) for n in names}
+
+
 def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
+    fields = _experiment_fields(
+        cfg,
+        "convergence_steps",
+        "convergence_step_factors",
+        "convergence_restarts",
+        "convergence_images",
+    )
     return _study_units(
         "convergence",
         family_representatives(cfg),
         cfg,
         out,
         cfg.experiment.convergence_eps_rels,
-        ("attack", "experiment"),
+        ("attack", "evaluation"),
+        f"-{_key(fields)}",
     )
 
 
 def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) -> list[StudyUnit]:
     """One unit per (model, eps_rel), keyed by everything its records depend on."""
-    blob = json.dumps({k: dataclasses.asdict(v) for k, v in attacks.items()}, sort_keys=True)
-    suffix = f"-{hashlib.sha256(blob.encode()).hexdigest()[:8]}-{int(cfg.experiment.rs_pgd)}"
+    fields = _experiment_fields(cfg, "rs_pgd", "rs_pgd_eps_rels", "image_grid_count")
+    suffix = f"-{_key({k: dataclasses.asdict(v) for k, v in attacks.items()})}-{_key(fields)}"
     return _study_units(
         "evaluation",
         thesis_grid(cfg),
