@@ -86,7 +86,7 @@ def smoke_config(photo_dir: str | Path, *sets: str, **overrides: object) -> Conf
     Extra settings come as "section.key=value" strings or as keyword arguments written
     section__key=value (e.g. train__epochs=3).
     """
-    items = [f"data.source={photo_dir}", "data.prescale=1.0", *sets]
+    items = [f"data.source={photo_dir}", "data.short_side=0", *sets]
     items += [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
     return load_config("smoke", overrides=items)
 

@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, preset=False)
     p.add_argument("--model", required=True, help="checkpoint file or run folder")
     p.add_argument("--eps-rel", type=_floats, required=True, help="e.g. 0.01,0.02")
-    p.add_argument("--split", choices=["val", "test"], default="test")
+    p.add_argument(
+        "--split",
+        choices=["val", "test", "all"],
+        default="test",
+        help="the crops attacked: val, test (default) or all (every photo of the folder)",
+    )
     p.add_argument("--sigma-g", type=float, default=0.0, help="attack g at this sigma (RS-PGD)")
     p.add_argument("--save-perturbations", action="store_true")
     p.add_argument("--out", required=True)
@@ -83,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-g", default=None, help="'grid' (the config's) or e.g. 0,0.1,0.2")
     p.add_argument("--k", type=int, help="noise draws of the smoothed estimator")
     p.add_argument("--rs-pgd", action="store_true", help="also attack g at the chosen sigma_g")
+    p.add_argument(
+        "--split",
+        choices=["val", "test", "all"],
+        default="test",
+        help="test (default: sigma_g chosen on val, reported on test), val, or all (every "
+        "photo of the folder, e.g. a held-out one; sigma_g is then chosen on the same crops)",
+    )
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("reproduce", help="the thesis' experiment at a preset: train+attack+eval")

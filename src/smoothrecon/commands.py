@@ -32,7 +32,7 @@ def cmd_data(args: argparse.Namespace, build: ConfigBuilder) -> int:
         return 0
     bundle = prepare_data(cfg.data, progress=_progress(args))
     s = bundle.summary()
-    print(f"source: {s['source']}  (prescale {s['prescale']:g}, crops {s['crop_size']}px)")
+    print(f"source: {s['source']}  ({s['resize']}, crops {s['crop_size']}px)")
     for split, names in s["photos"].items():
         print(f"{split:5s}: {len(names):3d} photos  {', '.join(names)}")
     c = s["crops"]
@@ -50,7 +50,22 @@ def cmd_data(args: argparse.Namespace, build: ConfigBuilder) -> int:
         print(f"  too small: {name}")
     for name in s["unreadable"]:
         print(f"  unreadable: {name}")
+    _print_difficulty(bundle, cfg.operator.factor)
     return 0
+
+
+def _print_difficulty(bundle, factor: int) -> None:
+    """How hard the evaluation crops are: the no-learning baselines' PSNR per split."""
+    from smoothrecon.difficulty import difficulty
+
+    print(f"difficulty (PSNR of the no-learning baselines at x{factor}, per crop):")
+    for split in ("val", "test"):
+        for kind in ("bilinear", "bicubic"):
+            d = difficulty(bundle.eval_set(split).x, split, factor, kind)
+            print(
+                f"  {split:4s} {kind:8s}: median {d.median:.2f} dB, mean {d.mean:.2f} dB "
+                f"({d.n} crops)"
+            )
 
 
 def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
@@ -71,13 +86,15 @@ def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
 
 def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
-    from smoothrecon.checkpoint import load_model
+    """(model, config, normalization): a checkpoint brings its operator, architecture and
+    normalization (never the data folder's statistics); a baseline takes the data's."""
+    from smoothrecon.checkpoint import load_model, model_normalization
     from smoothrecon.models import build_model
 
     if args.model in ("bilinear", "bicubic"):
         cfg = build(args)
         cfg.model.name = args.model
-        return build_model(cfg.model, cfg.operator.factor), cfg
+        return build_model(cfg.model, cfg.operator.factor), cfg, None
     model, meta = load_model(args.model)
     cfg = build(args, base=meta["config"])
     trained = meta["config"]["operator"]
@@ -86,21 +103,32 @@ def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
             f"the model was trained for operator super_resolution x{trained['factor']} but the "
             f"config asks for x{cfg.operator.factor}; evaluate it with its own operator"
         )
-    return model, cfg
+    return model, cfg, model_normalization(meta)
 
 
-def _inputs(cfg: Config, runtime, progress: bool):
+def _eval_splits(split: str) -> tuple[str, ...]:
+    """The splits an evaluation reads: 'test' also needs 'val' to choose sigma_g on."""
+    return ("val", "test") if split == "test" else (split,)
+
+
+def _inputs(cfg: Config, runtime, progress: bool, norm, splits: tuple[str, ...]):
+    """(normalization, {split: SplitInputs}) for `splits` of the configured data, normalized
+    with `norm` (the model's) or, for a baseline, the data's own training-split statistics."""
     from smoothrecon.data import prepare_data
     from smoothrecon.evaluation import split_inputs
     from smoothrecon.operators import build_operator
 
-    data = prepare_data(cfg.data, progress=progress)
+    data = prepare_data(cfg.data, progress=progress, purpose="evaluate")
+    norm = norm or data.normalization
     op = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
-    inputs = {
-        s: split_inputs(data.eval_set(s).x, op, data.normalization, runtime)
-        for s in ("val", "test")
-    }
-    return data, inputs
+    crops = {s: data.eval_set(s).x for s in splits}
+    reported = splits[-1]
+    if crops[reported].shape[0] == 0:
+        raise UserError(
+            f"the {reported} split of '{cfg.data.source}' holds no crops; use --split all to "
+            f"evaluate every photo of a folder"
+        )
+    return norm, {s: split_inputs(x, op, norm, runtime) for s, x in crops.items() if len(x)}
 
 
 def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
@@ -111,11 +139,11 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
     from smoothrecon.runtime import Runtime
     from smoothrecon.smoothing import SmoothedEstimator, make_generator
 
-    model, cfg = _model_and_config(args, build)
+    model, cfg, norm = _model_and_config(args, build)
     out = ensure_dir(args.out)
     runtime = Runtime.from_config(cfg.runtime)
     model = runtime.prepare_model(model).eval()
-    data, inputs = _inputs(cfg, runtime, _progress(args))
+    norm, inputs = _inputs(cfg, runtime, _progress(args), norm, (args.split,))
     split = inputs[args.split]
     f = runtime.forward(model)
     forward = f
@@ -138,7 +166,7 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
                 pert,
                 [args.sigma_g],
                 cfg.smoothing.k,
-                data.normalization,
+                norm,
                 cfg.evaluation.batch_size,
                 cfg.evaluation.seed,
             )[args.sigma_g]
@@ -185,7 +213,7 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     )
     from smoothrecon.runtime import Runtime
 
-    model, cfg = _model_and_config(args, build)
+    model, cfg, norm = _model_and_config(args, build)
     eps_rels = args.eps_rel if args.eps_rel is not None else list(cfg.evaluation.eps_rels)
     if args.sigma_g in (None, "grid"):
         sigmas = list(cfg.smoothing.sigma_grid)
@@ -204,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     out = ensure_dir(args.out) if main else Path(args.out)
     runtime = Runtime.from_config(cfg.runtime)
     model = runtime.prepare_model(model)
-    data, inputs = _inputs(cfg, runtime, _progress(args) and main)
+    norm, inputs = _inputs(cfg, runtime, _progress(args) and main, norm, _eval_splits(args.split))
     path = out / "records.jsonl"
     done = {r["eps_rel"] for r in read_jsonl(path)}
     records = read_jsonl(path)
@@ -215,7 +243,7 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
         res = evaluate_unit(
             model,
             inputs,
-            data.normalization,
+            norm,
             eps_rel,
             sigmas,
             cfg.smoothing.k,
@@ -240,14 +268,25 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
 
 def _choices(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per eps_rel: sigma_g* chosen on validation (or, without one, on the reported split
+    itself, flagged as an oracle) and the reported split's oracle."""
     from smoothrecon.evaluation import choose_sigma
 
     out = []
+    reported = next(s for s in ("test", "all", "val") if any(r["split"] == s for r in records))
     for eps_rel in sorted({r["eps_rel"] for r in records}):
         has_val = any(r["split"] == "val" and r["eps_rel"] == eps_rel for r in records)
-        chosen = choose_sigma(records, "val" if has_val else "test", eps_rel, "pgd")
-        oracle = choose_sigma(records, "test", eps_rel, "pgd")
-        out.append({"eps_rel": eps_rel, "sigma_g_val": chosen, "sigma_g_test_oracle": oracle})
+        chosen = choose_sigma(records, "val" if has_val else reported, eps_rel, "pgd")
+        oracle = choose_sigma(records, reported, eps_rel, "pgd")
+        out.append(
+            {
+                "eps_rel": eps_rel,
+                "split": reported,
+                "chosen_on": "val" if has_val else reported,
+                "sigma_g_val": chosen,
+                "sigma_g_test_oracle": oracle,
+            }
+        )
     return out
 
 
@@ -256,13 +295,19 @@ def _print_choice(records: list[dict[str, Any]], eps_rel: float) -> None:
     row = next(
         r
         for r in records
-        if r["split"] == "test"
+        if r["split"] == c["split"]
         and r["sigma_g"] == c["sigma_g_val"]
         and r["attack"] in ("none", "pgd_f")
     )
+    where = (
+        "chosen on val"
+        if c["chosen_on"] == "val"
+        else f"chosen on the {c['split']} crops themselves: no validation split, an oracle"
+    )
     print(
-        f"eps_rel {eps_rel:g}: sigma_g {c['sigma_g_val']:g} (chosen on val; test oracle "
-        f"{c['sigma_g_test_oracle']:g})  test PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}"
+        f"eps_rel {eps_rel:g}: sigma_g {c['sigma_g_val']:g} ({where}; {c['split']} oracle "
+        f"{c['sigma_g_test_oracle']:g})  {c['split']} PSNR {row['psnr']:.2f} dB  "
+        f"SSIM {row['ssim']:.4f}"
     )
 
 

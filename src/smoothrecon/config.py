@@ -62,18 +62,22 @@ THESIS_AT_EPS_RELS = (0.01, 0.02, 0.05, 0.1, 0.2)
 class DataConfig:
     """Photos -> crops (section 4.1)."""
 
-    source: str = "default"  # "default" (the Debian photos) or a folder of images
+    source: str = "default"  # "default" (the 28 default photos, DATA.md) or a folder of images
     cache_dir: str = ""  # "" -> $SMOOTHRECON_CACHE or ~/.cache/smoothrecon
     crop_size: int = 160  # section 4.1: 160x160 crops
-    # Down-scale photos before cropping: washes out JPEG artefacts and brings the 1280-5312 px
-    # wallpapers to ImageNet's scale (short sides 256-792 px, ~450 on average; ImageNet ~400).
-    # At 0.5 the crops are so smooth that bilinear x2 upsampling scores 45 dB.
-    prescale: float = 0.25
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train / validation / test, by photo
+    # Resize every photo so its short side is this many pixels (never enlarging; 0: off, use
+    # `prescale`). A fixed short side treats a 5000 px wallpaper and a 500 px photo alike, as
+    # ImageNet-style data does (short sides mostly 300-500 px); 192 puts the default photos'
+    # evaluation crops in the natural-image regime (docs/choices.md: bilinear x2 ~28 dB).
+    short_side: int = 192
+    prescale: float = 1.0  # a fixed scale factor instead, when short_side is 0
+    # train / validation / test proportions, by photo: the 28 default photos -> 14 / 6 / 8.
+    split: tuple[float, float, float] = (0.5, 0.2, 0.3)
     train_crops: Literal["random", "center"] = "random"  # "center": the thesis code's protocol
     flips: bool = True  # random horizontal flips of training crops
     crops_per_epoch: int = 2048  # an epoch is this many training crops
-    eval_crops_per_photo: int = 8  # fixed crops per validation/test photo ("center": 1)
+    eval_crops_per_photo: int = 8  # fixed crops per test photo ("center": 1)
+    val_crops_per_photo: int = 0  # fixed crops per validation photo (0: eval_crops_per_photo)
     max_eval_crops: int = 0  # cap on validation/test crops per split (0: no cap)
     normalization: Literal["dataset", "mini-imagenet"] = "dataset"
     seed: int = 0
@@ -81,11 +85,25 @@ class DataConfig:
 
 @dataclass
 class OperatorConfig:
-    """The forward operator A (section 4.1): bilinear down by `factor`, bilinear back up."""
+    """The forward operator A and its noise (docs/operators.md). Each operator reads only its
+    own fields: super_resolution (section 4.1: bilinear down by `factor`, bilinear back up)
+    factor, quantize; deblurring blur_std; inpainting keep_fraction, mask_seed;
+    compressed_sensing acceleration, center_fraction, mask_seed, grayscale; all sigma_y."""
 
-    name: Literal["super_resolution"] = "super_resolution"
+    name: Literal[
+        "super_resolution", "denoising", "deblurring", "inpainting", "compressed_sensing"
+    ] = "super_resolution"
     factor: int = 2  # thesis: 2 and 4
     quantize: bool = False  # round the low-resolution image to 8 bits as the thesis code did
+    # Measurement noise std in pixel units; "default": the operator's own (denoising 0.1,
+    # Krainovic et al. 2023 use 0.05-0.2; deblurring 0.01; the others 0, as in the thesis).
+    sigma_y: float | str = "default"
+    blur_std: float = 1.5  # Gaussian blur std in pixels (literature: 1 to 2)
+    keep_fraction: float = 0.5  # inpainting: fraction of pixels kept (literature: 0.3 to 0.7)
+    acceleration: float = 4.0  # compressed sensing: W / sampled k-space columns (MRI: 4x)
+    center_fraction: float = 0.08  # compressed sensing: fully sampled centre (fastMRI at 4x)
+    mask_seed: int = 0  # seed of the inpainting / k-space masks (one mask per image size)
+    grayscale: bool = False  # compressed sensing: measure the luminance, not every channel
 
 
 @dataclass
@@ -215,7 +233,7 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-PRESETS = ("smoke", "cpu", "cpu-full", "paper")
+PRESETS = ("smoke", "cpu", "cpu-long", "cpu-full", "paper")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -358,11 +376,45 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+def _validate_operator(o: OperatorConfig, crop_size: int) -> None:
+    """The operator's fields; the factor must divide the crop only for super-resolution."""
+    _check(o.factor >= 1, f"operator.factor = {o.factor} must be a positive integer")
+    if o.name == "super_resolution":
+        _check(
+            crop_size % o.factor == 0,
+            f"data.crop_size = {crop_size} is not divisible by operator.factor = {o.factor}",
+        )
+    _check(
+        o.sigma_y == "default" or (isinstance(o.sigma_y, float) and o.sigma_y >= 0),
+        f"operator.sigma_y = {o.sigma_y!r} must be a number >= 0 or 'default'",
+    )
+    _check(o.blur_std > 0, f"operator.blur_std = {o.blur_std} must be > 0 pixels")
+    _check(
+        0 < o.keep_fraction <= 1, f"operator.keep_fraction = {o.keep_fraction} must be in (0, 1]"
+    )
+    _check(o.acceleration >= 1, f"operator.acceleration = {o.acceleration} must be >= 1")
+    _check(
+        0 <= o.center_fraction <= 1,
+        f"operator.center_fraction = {o.center_fraction} must be in [0, 1]",
+    )
+
+
 def validate(cfg: Config) -> None:
     """Range checks a type cannot express; each failure is one sentence naming the value."""
     d, t, a, s = cfg.data, cfg.train, cfg.attack, cfg.smoothing
     _check(d.crop_size >= 8, f"data.crop_size = {d.crop_size} must be at least 8")
     _check(0 < d.prescale <= 1, f"data.prescale = {d.prescale} must be in (0, 1]")
+    _check(
+        d.short_side == 0 or d.short_side >= d.crop_size,
+        f"data.short_side = {d.short_side} must be 0 (off) or at least data.crop_size = "
+        f"{d.crop_size}",
+    )
+    _check(
+        d.short_side == 0 or d.prescale == 1.0,
+        f"data.short_side = {d.short_side} and data.prescale = {d.prescale}: set one of them "
+        f"(short_side 0 turns the short-side resizing off)",
+    )
+    _check(d.val_crops_per_photo >= 0, f"data.val_crops_per_photo = {d.val_crops_per_photo} < 0")
     _check(
         all(p >= 0 for p in d.split) and sum(d.split) > 0,
         f"data.split = {d.split} must be three non-negative proportions",
@@ -372,12 +424,7 @@ def validate(cfg: Config) -> None:
         d.eval_crops_per_photo >= 1,
         f"data.eval_crops_per_photo = {d.eval_crops_per_photo} must be >= 1",
     )
-    f = cfg.operator.factor
-    _check(f >= 1, f"operator.factor = {f} must be a positive integer")
-    _check(
-        d.crop_size % f == 0,
-        f"data.crop_size = {d.crop_size} is not divisible by operator.factor = {f}",
-    )
+    _validate_operator(cfg.operator, d.crop_size)
     _check(
         all(c >= 1 for c in cfg.model.channels) and len(cfg.model.channels) >= 2,
         f"model.channels = {cfg.model.channels} needs at least two positive widths",

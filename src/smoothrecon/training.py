@@ -125,7 +125,7 @@ def _train_epoch(
     net.train()
     total, count, start = 0.0, 0, time.perf_counter()
     pin = runtime.device.type == "cuda"
-    batches = data.train.batches(epoch, cfg.train.batch_size, d.rank, d.world, pin)
+    batches = data.training_crops().batches(epoch, cfg.train.batch_size, d.rank, d.world, pin)
     n_batches = math.ceil(cfg.data.crops_per_epoch / cfg.train.batch_size)
     bar = tqdm(
         batches,

@@ -81,7 +81,7 @@ def test_help(helps, name: str) -> None:
 
 
 def test_data_info(cli, photo_dir: Path) -> None:
-    r = cli("data", "info", "--preset", "smoke", "--data", photo_dir, "--set", "data.prescale=1.0")
+    r = cli("data", "info", "--preset", "smoke", "--data", photo_dir, "--set", "data.short_side=0")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "prescale 1" in out and "crops 32px" in out
@@ -125,7 +125,7 @@ def bad(cli, tmp_path_factory, photo_dir: Path) -> dict:
     (broken / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg" * 20)
     (broken / "empty.png").write_bytes(b"")
 
-    data = ["--data", photo_dir, "--set", "data.prescale=1.0"]
+    data = ["--data", photo_dir, "--set", "data.short_side=0"]
     smoke = ["--preset", "smoke", *data]
     commands = {
         "missing data folder": (["data", "info", "--preset", "smoke", "--data", root / "nope"],

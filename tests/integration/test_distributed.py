@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-COMMON = ["--preset", "smoke", "--set", "data.prescale=1.0", "--quiet"]
+COMMON = ["--preset", "smoke", "--set", "data.short_side=0", "--quiet"]
 
 
 def _run(args: list[str], nproc: int, cwd: Path) -> None:

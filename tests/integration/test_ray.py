@@ -18,7 +18,7 @@ ARGS = [
     "--preset",
     "smoke",
     "--set",
-    "data.prescale=1.0",
+    "data.short_side=0",
     "--set",
     "runtime.threads=1",
     "--quiet",

@@ -25,7 +25,7 @@ def reproduce_args(photo_dir: Path, out: Path) -> list[str]:
         "--data",
         str(photo_dir),
         "--set",
-        "data.prescale=1.0",
+        "data.short_side=0",
         "--quiet",
         "--out",
         str(out),

@@ -182,6 +182,25 @@ def test_decode_prescale(tmp_path: Path) -> None:
     assert rgb is not None and rgb.shape == (30, 45, 3) and rgb.dtype == np.uint8
 
 
+@pytest.mark.parametrize(
+    ("shape", "short_side", "expected"),
+    [((60, 90), 30, (30, 45)), ((91, 47), 20, (39, 20)), ((40, 50), 64, (40, 50))],
+)
+def test_decode_to_a_short_side(tmp_path: Path, shape, short_side: int, expected) -> None:
+    """The short side becomes `short_side` (aspect kept, rounded); smaller photos keep theirs."""
+    a = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rgb = decode_image(save(Image.fromarray(a), tmp_path / "p.png"), short_side=short_side)
+    assert rgb is not None and rgb.shape == (*expected, 3)
+
+
+def test_short_side_resizing_is_cached_under_its_own_key(tmp_path: Path, make_config) -> None:
+    cache = tmp_path / "cache"
+    bundle = prepare_data(make_config(f"data.cache_dir={cache}", "data.short_side=128").data)
+    assert all(name.endswith("-ss128.npy") for name in npy_files(cache))
+    for s in SPLITS:
+        assert all(min(p.height, p.width) == 128 for p in bundle.photos[s])
+
+
 def bad_files(folder: Path, photo: Path) -> list[str]:
     """Write corrupt, truncated and empty images into `folder`; returns their names."""
     jpeg = io.BytesIO()
@@ -344,6 +363,47 @@ def test_eval_crops_come_only_from_their_split(make_config) -> None:
             expected = crop_of(photos[spec.photo].pixels, spec, 32)
             np.testing.assert_array_equal(ev.x[i].numpy(), expected)
             assert ev.photo_names[i] == photos[spec.photo].name
+
+
+def test_split_all_holds_crops_of_every_photo(make_config) -> None:
+    bundle = prepare_data(make_config("data.eval_crops_per_photo=2", "data.max_eval_crops=0").data)
+    every = bundle.eval_set("all")
+    names = sorted(p.name for s in SPLITS for p in bundle.photos[s])
+    assert every.split == "all" and len(every) == 2 * len(names)
+    assert sorted(set(every.photo_names)) == names
+    photos = bundle.all_photos()
+    for i, spec in enumerate(every.specs):
+        np.testing.assert_array_equal(
+            every.x[i].numpy(), crop_of(photos[spec.photo].pixels, spec, 32)
+        )
+    # The test crops of a photo are the same crops in "all" (same seeded positions).
+    test_names = set(bundle.test.photo_names)
+    in_all = [i for i, n in enumerate(every.photo_names) if n in test_names]
+    assert torch.equal(every.x[in_all].sort(0).values, bundle.test.x.sort(0).values)
+    with pytest.raises(UserError, match="not one of val, test, all"):
+        bundle.eval_set("train")
+
+
+def test_validation_has_its_own_crop_count(make_config) -> None:
+    cfg = make_config(
+        "data.eval_crops_per_photo=3", "data.val_crops_per_photo=1", "data.max_eval_crops=0"
+    ).data
+    bundle = prepare_data(cfg)
+    assert len(bundle.val) == len(bundle.photos["val"])
+    assert len(bundle.test) == 3 * len(bundle.photos["test"])
+
+
+def test_one_photo_is_enough_to_evaluate(tmp_path: Path, photo_dir: Path, make_config) -> None:
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(sorted(photo_dir.iterdir())[0], one)
+    cfg = make_config(f"data.source={one}", "data.eval_crops_per_photo=3").data
+    bundle = prepare_data(cfg, purpose="evaluate")
+    assert len(bundle.eval_set("all")) == 3 and bundle.train is None
+    with pytest.raises(UserError, match="no photo for training"):
+        bundle.training_crops()
+    with pytest.raises(UserError, match=r"1 usable photos \(need at least 3"):
+        prepare_data(cfg)
 
 
 def test_max_eval_crops_caps_each_split(make_config) -> None:

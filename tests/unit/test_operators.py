@@ -1,12 +1,15 @@
-"""SuperResolution: shapes, linearity, adjointness, a hand-computed example, PIL, quantization."""
+"""SuperResolution: shapes, linearity, adjointness, a hand-computed example, PIL, quantization,
+and the operator interface (A = D, A_dagger = U) with numbers identical to the old operator."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from smoothrecon.config import OperatorConfig
 from smoothrecon.operators import SuperResolution, build_operator
 
 
@@ -133,3 +136,72 @@ def test_build_operator() -> None:
     assert op.describe() == {"name": "super_resolution", "factor": 4, "quantize": True}
     with pytest.raises(ValueError):
         build_operator("deblur", 2)
+
+
+# The operator interface on super-resolution: A = D, A_dagger = U, op(x) = U(D(x)) unchanged.
+
+
+def _old_sr(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """The pre-interface SuperResolution.__call__, written out with F.interpolate."""
+    h, w = x.shape[-2:]
+    lr = F.interpolate(
+        x, size=(h // factor, w // factor), mode="bilinear", antialias=True, align_corners=False
+    )
+    return F.interpolate(lr, size=(h, w), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize(("factor", "h", "w"), [(2, 12, 20), (4, 16, 12), (3, 9, 15)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_network_input_bit_identical_to_old_implementation(
+    factor: int, h: int, w: int, dtype: torch.dtype
+) -> None:
+    op = SuperResolution(factor)
+    x = _rand(2, 3, h, w, seed=8, dtype=dtype)
+    assert torch.equal(op(x), _old_sr(x, factor))
+    assert torch.equal(op.A_dagger(op.A(x)), _old_sr(x, factor))
+    assert torch.equal(op.measure(x, None), op.downsample(x))
+
+
+def test_a_is_downsampling_and_a_dagger_upsampling() -> None:
+    op = SuperResolution(2)
+    x = _rand(1, 3, 10, 14, seed=9)
+    lr = op.A(x)
+    assert lr.shape == (1, 3, 5, 7)
+    assert torch.equal(lr, op.downsample(x))
+    assert torch.equal(op.A_dagger(lr), op.upsample(lr, (10, 14)))
+
+
+@pytest.mark.parametrize(("factor", "h", "w"), [(2, 10, 14), (3, 9, 15)])
+def test_a_adjoint_is_the_adjoint_of_downsampling(factor: int, h: int, w: int) -> None:
+    op = SuperResolution(factor)
+    x = _rand(2, 3, h, w, seed=10) - 0.5
+    v = _rand(2, 3, h // factor, w // factor, seed=11) - 0.5
+    lhs, rhs = (op.A(x) * v).sum(), (x * op.A_adjoint(v)).sum()
+    assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
+
+
+def test_a_adjoint_matches_the_hand_computed_matrix() -> None:
+    down = torch.from_numpy(DOWN_2)  # D acts separably: D(x) = M x M^T, so D^T(v) = M^T v M
+    v = _rand(1, 1, 2, 2, seed=13)
+    assert torch.allclose(SuperResolution(2).A_adjoint(v)[0, 0], down.T @ v[0, 0] @ down)
+
+
+def test_noisy_measurement_and_config_path() -> None:
+    op = build_operator(OperatorConfig(factor=2, sigma_y=0.1))
+    assert isinstance(op, SuperResolution)
+    assert op.describe() == {
+        "name": "super_resolution",
+        "factor": 2,
+        "quantize": False,
+        "sigma_y": 0.1,
+    }
+    x = _rand(1, 3, 8, 12, seed=14)
+    noisy = op(x, torch.Generator().manual_seed(0))
+    assert noisy.shape == x.shape
+    assert not torch.allclose(noisy, op(x))
+    assert build_operator(OperatorConfig(factor=4)).describe() == SuperResolution(4).describe()
+
+
+def test_legacy_build_operator_refuses_other_operators() -> None:
+    with pytest.raises(ValueError, match="denoising"):
+        build_operator("deblurring", 2)

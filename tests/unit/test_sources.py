@@ -1,5 +1,6 @@
 """The default photos' fetch: one clear line when apt is missing, a refusal when the fetched
-files differ from the pinned hashes, and the pinned list itself (26 photos)."""
+files differ from the pinned hashes, the photos shipped in wheels, and the pinned list itself
+(28 photos)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,43 @@ from pathlib import Path
 
 import pytest
 
-from smoothrecon.data.sources import fetch_default_photos, pinned_hashes
+from smoothrecon.data import sources
+from smoothrecon.data.sources import (
+    EXCLUDED,
+    WHEEL_PHOTOS,
+    fetch_default_photos,
+    pinned_hashes,
+    sha256_file,
+    wheel_photo_paths,
+)
 from smoothrecon.errors import UserError
 
 
-def test_the_pinned_list_holds_the_26_default_photos() -> None:
+def test_the_pinned_list_holds_the_28_default_photos() -> None:
     pins = pinned_hashes()
-    assert len(pins) == 26 and "umang_by_Abhishek_Mudgal.jpg" not in pins
+    assert len(pins) == 28 and not set(EXCLUDED) & set(pins)
+    assert set(WHEEL_PHOTOS) <= set(pins)  # 13 from wheels, 15 from the Debian packages
+    assert len(set(pins) - set(WHEEL_PHOTOS)) == 15
     assert all(len(h) == 64 for h in pins.values())
+
+
+def test_the_photos_shipped_in_wheels_match_their_pins() -> None:
+    pins = pinned_hashes()
+    paths = wheel_photo_paths()
+    assert [p.name for p in paths] == list(WHEEL_PHOTOS)
+    for p in paths:
+        assert sha256_file(p) == pins[p.name], p
+
+
+def test_a_missing_wheel_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sources.importlib.util.find_spec
+    monkeypatch.setattr(
+        sources.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sklearn" else real(name, *a),
+    )
+    with pytest.raises(UserError, match=r"scikit-learn, which is not installed.*--data PATH"):
+        wheel_photo_paths()
 
 
 def _fake_tools(bin_dir: Path, payload: str) -> None:

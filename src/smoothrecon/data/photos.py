@@ -1,7 +1,8 @@
 """Decode photos once into a cache of uint8 arrays, memory-mapped on later use.
 
-Each photo is decoded (any mode converted to RGB), optionally pre-scaled, and saved as
-`<cache>/decoded/v1-<sha256>-s<prescale>.npy`, keyed by its content hash and the pre-scaling,
+Each photo is decoded (any mode converted to RGB), resized (to a fixed short side, or by a
+pre-scaling factor), and saved as `<cache>/decoded/v1-<sha256>-<size key>.npy`, keyed by its
+content hash and the resizing,
 so epochs never decode JPEG again and a changed file or setting rebuilds only what changed.
 Writes are atomic; unreadable images are skipped and counted, never half-cached.
 """
@@ -55,8 +56,21 @@ def to_rgb_uint8(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def decode_image(path: Path, prescale: float = 1.0) -> np.ndarray | None:
-    """Decode and pre-scale one image; None when it is corrupt, truncated or not an image.
+def resize_factor(height: int, width: int, prescale: float = 1.0, short_side: int = 0) -> float:
+    """The scale applied to an image: short_side / min(H, W) when `short_side` > 0 (never
+    enlarging: a photo already smaller keeps its size), else `prescale`."""
+    if short_side > 0:
+        return min(1.0, short_side / min(height, width))
+    return prescale
+
+
+def size_key(prescale: float = 1.0, short_side: int = 0) -> str:
+    """The part of a cache file name that names the resizing."""
+    return f"ss{short_side}" if short_side > 0 else f"s{prescale:g}"
+
+
+def decode_image(path: Path, prescale: float = 1.0, short_side: int = 0) -> np.ndarray | None:
+    """Decode and resize one image; None when it is corrupt, truncated or not an image.
 
     Pillow's decompression-bomb limit stays on: an oversized image is treated as unreadable.
     """
@@ -74,9 +88,10 @@ def decode_image(path: Path, prescale: float = 1.0) -> np.ndarray | None:
         Image.DecompressionBombWarning,
     ):
         return None
-    if prescale != 1.0:
-        h, w = rgb.shape[:2]
-        size = (max(1, round(w * prescale)), max(1, round(h * prescale)))
+    h, w = rgb.shape[:2]
+    scale = resize_factor(h, w, prescale, short_side)
+    if scale != 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
     return np.ascontiguousarray(rgb)
 
@@ -115,7 +130,7 @@ class HashIndex:
 
 
 def load_photos(
-    files: list[Path], cache: Path, prescale: float, progress: bool = False
+    files: list[Path], cache: Path, prescale: float, progress: bool = False, short_side: int = 0
 ) -> DecodeReport:
     """Decoded, cached photos for `files` (duplicates by content are kept once)."""
     decoded = cache / "decoded"
@@ -130,10 +145,10 @@ def load_photos(
         sha = index.sha(f)
         if sha in seen:
             continue
-        target = decoded / f"{CACHE_VERSION}-{sha}-s{prescale:g}.npy"
+        target = decoded / f"{CACHE_VERSION}-{sha}-{size_key(prescale, short_side)}.npy"
         pixels = _load_cached(target)
         if pixels is None:
-            rgb = decode_image(f, prescale)
+            rgb = decode_image(f, prescale, short_side)
             if rgb is None:
                 unreadable.append(f.name)
                 continue

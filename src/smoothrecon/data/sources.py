@@ -1,14 +1,18 @@
-"""Where photos come from: the default Debian photo set, or any folder a user points to.
+"""Where photos come from: the default photo set, or any folder a user points to.
 
-The default data set is 26 real photographs carried by two Debian packages
-(lomiri-wallpapers-16.04 and mate-backgrounds). They are fetched with `apt-get download` and
-unpacked with `dpkg -x` into the cache (no system install), then checked against the SHA-256
-list shipped with the package: different files stop the run instead of training on them.
+The default data set is 28 real photographs from two sources, both installed from package
+registries (DATA.md has the credits): 15 carried by two Debian packages (lomiri-wallpapers-16.04
+and mate-backgrounds), fetched with `apt-get download` and unpacked with `dpkg -x` into the
+cache (no system install), and 13 classic test photographs shipped inside the wheels of
+scikit-image, scikit-learn and matplotlib (dependencies of this package). All are copied into
+one cache folder and checked against the SHA-256 list shipped with the package: different files
+stop the run instead of training on them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,7 +24,46 @@ from smoothrecon.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 DEBIAN_PACKAGES = ("lomiri-wallpapers-16.04", "mate-backgrounds")
-EXCLUDED = ("umang_by_Abhishek_Mudgal.jpg",)  # abstract art, not a photograph
+# Not used from the Debian packages: abstract art (umang), and the shots where most of the
+# frame is out of focus (macro shots with a shallow depth of field) or featureless (Storm's
+# sky). Their crops are mostly blur, which bilinear up-sampling reproduces almost exactly
+# (median 32-48 dB at x2 against 21-33 dB for the others; docs/choices.md), so they measured
+# the wrong regime.
+EXCLUDED = (
+    "umang_by_Abhishek_Mudgal.jpg",
+    "Aqua.jpg",
+    "Blinds.jpg",
+    "FreshFlower.jpg",
+    "Garden.jpg",
+    "LadyBird.jpg",
+    "Storm.jpg",
+    "TwoWings.jpg",
+    "Wood.jpg",
+    "YellowFlower.jpg",
+    "free_by_Peter_Nerlich.jpg",
+    "seeding_by_Clements_Engelhardt.jpg",
+)
+# Photographs shipped inside Python wheels: file name -> (package, path inside the package).
+# Natural scenes and textures with sharp detail in most of the frame (the wallpapers are mostly
+# shallow depth of field); four are greyscale. Not used: scikit-image's scientific images
+# (hubble, ihc, retina), its synthetic ones, and the motorcycle stereo pair (two views of one
+# scene, and the Middlebury licence is for research only).
+WHEEL_PHOTOS = {
+    "astronaut.png": ("skimage", "data/astronaut.png"),
+    "brick.png": ("skimage", "data/brick.png"),
+    "camera.png": ("skimage", "data/camera.png"),
+    "chelsea.png": ("skimage", "data/chelsea.png"),
+    "coffee.png": ("skimage", "data/coffee.png"),
+    "coins.png": ("skimage", "data/coins.png"),
+    "grass.png": ("skimage", "data/grass.png"),
+    "gravel.png": ("skimage", "data/gravel.png"),
+    "moon.png": ("skimage", "data/moon.png"),
+    "rocket.jpg": ("skimage", "data/rocket.jpg"),
+    "china.jpg": ("sklearn", "datasets/images/china.jpg"),
+    "flower.jpg": ("sklearn", "datasets/images/flower.jpg"),
+    "grace_hopper.jpg": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+}
+WHEEL_DISTRIBUTIONS = {"skimage": "scikit-image", "sklearn": "scikit-learn"}
 
 
 def cache_root(cache_dir: str = "") -> Path:
@@ -38,7 +81,7 @@ def sha256_file(path: Path) -> str:
 
 
 def pinned_hashes() -> dict[str, str]:
-    """File name -> SHA-256 of the 26 default photos (shipped with the package)."""
+    """File name -> SHA-256 of the 28 default photos (shipped with the package)."""
     text = resources.files("smoothrecon").joinpath("data", "default-photos.sha256").read_text()
     pins = {}
     for line in text.splitlines():
@@ -75,8 +118,31 @@ def _verify(folder: Path, pins: dict[str, str]) -> list[str]:
 def _select(extracted: Path) -> list[Path]:
     bg = extracted / "usr" / "share" / "backgrounds"
     lomiri = [p for p in sorted(bg.glob("*_by_*.jpg")) if p.name not in EXCLUDED]
-    nature = sorted((bg / "mate" / "nature").glob("*.jpg"))
+    nature = [p for p in sorted((bg / "mate" / "nature").glob("*.jpg")) if p.name not in EXCLUDED]
     return lomiri + nature
+
+
+def wheel_photo_paths() -> list[Path]:
+    """The installed files of WHEEL_PHOTOS (without importing the packages); one clear error
+    when a package is missing."""
+    paths = []
+    for name, (package, rel) in WHEEL_PHOTOS.items():
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            dist = WHEEL_DISTRIBUTIONS.get(package, package)
+            raise UserError(
+                f"the default photos include {name} from {dist}, which is not installed; "
+                f"install smoothrecon with its dependencies, or use your own photos with "
+                f"--data PATH"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / rel
+        if not path.is_file():
+            raise UserError(
+                f"{package} has no {rel}; the default photos differ from the pinned list — "
+                f"install the package's wheel from PyPI, or use --data PATH"
+            )
+        paths.append(path)
+    return paths
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -101,11 +167,12 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 
 def fetch_default_photos(cache_dir: str = "", progress: bool = True) -> Path:
-    """Return the folder of the 26 verified default photos, fetching them on first use."""
+    """Return the folder of the 28 verified default photos, fetching them on first use."""
     target = cache_root(cache_dir) / "photos" / "default"
     pins = pinned_hashes()
     if target.is_dir() and not _verify(target, pins):
         return target
+    wheel = wheel_photo_paths()  # before apt: a missing package fails fast
     if progress:
         print(f"fetching the default photos ({', '.join(DEBIAN_PACKAGES)}) into {target} ...")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +188,7 @@ def fetch_default_photos(cache_dir: str = "", progress: bool = True) -> Path:
             _run(["dpkg", "-x", deb.name, "extracted"], work)
         staged = work / "photos"
         staged.mkdir()
-        for p in _select(work / "extracted"):
+        for p in [*_select(work / "extracted"), *wheel]:
             shutil.copy2(p, staged / p.name)
         found = {p.name for p in staged.iterdir()}
         bad = _verify(staged, pins)
@@ -145,5 +212,7 @@ def fetch_default_photos(cache_dir: str = "", progress: bool = True) -> Path:
 def resolve_source(source: str, cache_dir: str = "") -> list[Path]:
     """The image files of a data source: 'default' or a folder."""
     if source == "default":
-        return list_images(fetch_default_photos(cache_dir))
+        # Only the pinned files: a cache folder of an older default set may hold others.
+        folder = fetch_default_photos(cache_dir)
+        return [folder / name for name in sorted(pinned_hashes())]
     return list_images(source)
