@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import bench_config, bench_data, compare, machine
+from benchmarks.evaluation_speed import bench_fold, bench_strong_attack, bench_thesis_peer
 from smoothrecon.attacks import eps_from_rel, pgd_l2
 from smoothrecon.config import Config
 from smoothrecon.data import DataBundle
@@ -79,7 +80,7 @@ def _quick_train(cfg: Config, data: DataBundle, steps: int = 120) -> torch.nn.Mo
     epoch = 0
     while done < steps:
         epoch += 1
-        for xb in data.train.batches(epoch, cfg.train.batch_size):
+        for xb in data.training_crops().batches(epoch, cfg.train.batch_size):
             y, x, _ = runtime.pairs(xb, op, data.normalization)
             step(y, x)
             done += 1
@@ -94,12 +95,12 @@ def bench_train_step(cfg: Config, data: DataBundle) -> Row:
     step = make_step(runtime, model, torch.optim.Adam(model.parameters(), lr=1e-4))
     bs = cfg.train.batch_size
     n_batches = 8
-    xb = next(data.train.batches(1, bs))
+    xb = next(data.training_crops().batches(1, bs))
     y_fixed, x_fixed, _ = runtime.pairs(xb, op, data.normalization)
     gen = make_generator(0, "cpu")
 
     def real() -> None:
-        for i, xb in enumerate(data.train.batches(2, bs)):
+        for i, xb in enumerate(data.training_crops().batches(2, bs)):
             y, x, _ = runtime.pairs(xb, op, data.normalization)
             step(perturb(model, y, x, cfg.train, gen, runtime), x)
             if i + 1 == n_batches:
@@ -128,12 +129,12 @@ def bench_data_pipeline(cfg: Config, data: DataBundle) -> Row:
     n = 8
 
     def deliver() -> None:
-        for i, xb in enumerate(data.train.batches(3, bs)):
+        for i, xb in enumerate(data.training_crops().batches(3, bs)):
             runtime.pairs(xb, op, data.normalization)
             if i + 1 == n:
                 break
 
-    xb = next(data.train.batches(1, bs))
+    xb = next(data.training_crops().batches(1, bs))
     y, x, _ = runtime.pairs(xb, op, data.normalization)
 
     def consume() -> None:
@@ -416,6 +417,9 @@ BENCHMARKS: dict[str, Callable[[Config, DataBundle], Row | list[Row]]] = {
     "attack_reuse": bench_attack_reuse,
     "fast_path": bench_fast_path,
     "scaling": bench_scaling,
+    "thesis_peer": bench_thesis_peer,
+    "strong_attack": bench_strong_attack,
+    "fold": bench_fold,
 }
 
 

@@ -6,10 +6,11 @@ The Python API a researcher imports in a notebook; the CLI and the presets are t
 __version__ = "0.1.0"
 
 from smoothrecon.attacks import eps_from_rel, pgd_l2
+from smoothrecon.certification_run import certify_entry as certify
 from smoothrecon.checkpoint import load_model
 from smoothrecon.config import Config, load_config
 from smoothrecon.data import prepare_data
-from smoothrecon.evaluation import evaluate
+from smoothrecon.experiments.evaluate import evaluate
 from smoothrecon.metrics import mse, psnr, ssim
 from smoothrecon.models import UNet
 from smoothrecon.operators import SuperResolution
@@ -23,6 +24,7 @@ __all__ = [
     "TrainResult",
     "UNet",
     "__version__",
+    "certify",
     "eps_from_rel",
     "evaluate",
     "load_config",

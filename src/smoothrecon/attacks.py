@@ -12,6 +12,10 @@ uniformly in the ball (Gaussian direction, radius eps * u^(1/d)), as the thesis'
 (highest loss) is returned; the thesis used the last one (`keep="last"`). With restarts the
 worst case per sample over all restarts is kept. Gradients are taken with respect to e only,
 so nothing accumulates in the model's parameters.
+
+Early stopping (off by default): with `patience` m > 0 a sample stops once its best loss has
+risen by at most `rel_tol` (relative) over its last m steps; it keeps its best (or last
+evaluated) iterate and costs no further forward or backward.
 """
 
 from __future__ import annotations
@@ -67,13 +71,16 @@ def per_sample_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PGDResult:
-    """e: (B, ...) perturbation; loss: (B,) its loss; trace: (steps + 1, B) loss per iterate;
-    snapshots: {t: (e, loss)} the best iterate among the first t steps (for convergence)."""
+    """e: (B, ...) perturbation; loss: (B,) its loss; trace: (steps + 1, B) loss per iterate
+    (NaN after a sample stopped early); snapshots: {t: (e, loss)} the best iterate among the
+    first t steps (for convergence); steps_used: (B,) gradient steps (forward+backward) spent
+    per sample over all restarts."""
 
     e: torch.Tensor
     loss: torch.Tensor
     trace: torch.Tensor
     snapshots: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    steps_used: torch.Tensor | None = None
 
 
 def _validate(y: torch.Tensor, x: torch.Tensor, eps: float, steps: int, restarts: int) -> None:
@@ -89,6 +96,27 @@ def _validate(y: torch.Tensor, x: torch.Tensor, eps: float, steps: int, restarts
         )
 
 
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop a sample once its best loss rose by at most rel_tol (relative) over `patience`
+    steps; patience 0 never stops."""
+
+    patience: int = 0
+    rel_tol: float = 1e-3
+
+
+def _running(history: list[torch.Tensor], running: torch.Tensor, stop: EarlyStop) -> torch.Tensor:
+    """The samples still running after the last entry of the best-loss `history` (B,) list."""
+    if not stop.patience or len(history) <= stop.patience:
+        return running
+    now, then = history[-1], history[-1 - stop.patience]
+    return running & (now - then > stop.rel_tol * then.abs())
+
+
+def _take(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    return t if idx is None else t.index_select(0, idx)
+
+
 def _one_run(
     forward: Forward,
     y: torch.Tensor,
@@ -100,23 +128,34 @@ def _one_run(
     keep: str,
     generator: torch.Generator | None,
     snapshots: tuple[int, ...] = (),
+    stop: EarlyStop = EarlyStop(),
 ) -> PGDResult:
+    """One PGD run; samples that stopped early (idx: those still running) cost nothing more."""
     e = random_start(y, eps, start, generator)
     snaps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     best_e, best_loss = e.clone(), torch.full((y.shape[0],), -math.inf, device=y.device)
-    trace = []
+    trace: list[torch.Tensor] = []
+    history: list[torch.Tensor] = []
+    idx: torch.Tensor | None = None
+    running = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+    used = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
+    last_loss = torch.full_like(best_loss, math.nan)
     for t in range(steps + 1):
         final = t == steps  # the last iterate's loss costs one forward without backward
-        e_var = e.detach().requires_grad_(not final)
+        e_run = _take(e, idx)
+        e_var = e_run.detach().requires_grad_(not final)
         with torch.set_grad_enabled(not final):
-            loss = per_sample_loss(forward(y + e_var), x)
-        trace.append(loss.detach())
-        improved = loss.detach() > best_loss
-        best_loss = torch.where(improved, loss.detach(), best_loss)
+            loss = per_sample_loss(forward(_take(y, idx) + e_var), _take(x, idx))
+        full = loss.detach() if idx is None else last_loss.index_copy(0, idx, loss.detach())
+        trace.append(full if idx is None else torch.where(running, full, math.nan))
+        improved = full > best_loss
+        best_loss = torch.where(improved, full, best_loss)
         best_e[improved] = e.detach()[improved]
+        last_loss, history = full, [*history, best_loss][-(stop.patience + 1) :]
         if t in snapshots:
             snaps[t] = (best_e.clone(), best_loss.clone())
-        if final:
+        running = _running(history, running, stop)
+        if final or not running.any():
             break
         if loss.requires_grad:
             (grad,) = torch.autograd.grad(
@@ -124,12 +163,47 @@ def _one_run(
             )
         else:  # the output does not depend on the input: nothing to ascend
             grad = torch.zeros_like(e_var)
+        used = used + 1 if idx is None else used.index_add(0, idx, torch.ones_like(idx))
         step = grad / _norms(grad).clamp_min(1e-30)
-        e = project_l2(e.detach() + step_size * step, eps)
-    last_loss = trace[-1]
+        e_new = project_l2(e_run.detach() + step_size * step, eps)
+        e, idx = _advance(e, e_new, idx, running)
+    return _result(e, best_e, best_loss, last_loss, trace, snaps, used, steps, keep, snapshots)
+
+
+def _advance(
+    e: torch.Tensor, e_new: torch.Tensor, idx: torch.Tensor | None, running: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """e with the rows idx (None: all) stepped to e_new where still running; the new idx.
+    Stopped samples keep their last evaluated iterate."""
+    rows = torch.arange(e.shape[0], device=e.device) if idx is None else idx
+    moving = running.index_select(0, rows)
+    if bool(moving.all()):
+        return (e_new if idx is None else e.index_copy(0, idx, e_new)), idx
+    e = e.index_copy(0, rows[moving], e_new[moving])
+    return e, running.nonzero().squeeze(1)
+
+
+def _result(
+    e: torch.Tensor,
+    best_e: torch.Tensor,
+    best_loss: torch.Tensor,
+    last_loss: torch.Tensor,
+    trace: list[torch.Tensor],
+    snaps: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    used: torch.Tensor,
+    steps: int,
+    keep: str,
+    snapshots: tuple[int, ...],
+) -> PGDResult:
+    """The run's result; a run that stopped early fills its later snapshots and trace rows."""
+    for t in snapshots:
+        if t <= steps and t not in snaps:
+            snaps[t] = (best_e.clone(), best_loss.clone())
+    nan_rows = [torch.full_like(best_loss, math.nan)] * (steps + 1 - len(trace))
+    padded = torch.stack(trace + nan_rows)
     if keep == "last":
-        return PGDResult(e.detach(), last_loss, torch.stack(trace), snaps)
-    return PGDResult(best_e, best_loss, torch.stack(trace), snaps)
+        return PGDResult(e.detach(), last_loss, padded, snaps, used)
+    return PGDResult(best_e, best_loss, padded, snaps, used)
 
 
 def _keep_worse(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]):
@@ -152,24 +226,36 @@ def pgd_l2_run(
     keep: str = "best",
     generator: torch.Generator | None = None,
     snapshots: tuple[int, ...] = (),
+    patience: int = 0,
+    rel_tol: float = 1e-3,
 ) -> PGDResult:
     """L2 PGD with its losses. y: (B, ...) model inputs; x: targets in forward's output space.
 
     Returns the per-sample worst case over `restarts` runs; `trace` is that of the first run;
     `snapshots` (best iterate after t steps, worst case over restarts) for each t asked for.
+    patience > 0 stops each sample once its best loss rose by at most rel_tol (relative) over
+    the last `patience` steps; later steps then run `forward` on the other samples only (so a
+    forward whose noise depends on the batch, like g with fixed noise, sees other draws).
+    patience = 0 (default) runs every step for every sample.
     """
     _validate(y, x, eps, steps, restarts)
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got '{keep}'")
+    if patience < 0 or not rel_tol >= 0:
+        raise ValueError(f"need patience >= 0 and rel_tol >= 0, got {patience} and {rel_tol}")
     alpha = eps / 4 if step_size is None else step_size
     if snapshots and keep != "best":
         raise ValueError("snapshots need keep='best'")
-    result = _one_run(forward, y, x, eps, steps, alpha, random_start, keep, generator, snapshots)
+    stop = EarlyStop(patience, rel_tol)
+    args = (forward, y, x, eps, steps, alpha, random_start, keep, generator, snapshots, stop)
+    result = _one_run(*args)
     for _ in range(restarts - 1):
-        other = _one_run(forward, y, x, eps, steps, alpha, random_start, keep, generator, snapshots)
+        other = _one_run(*args)
         result.e, result.loss = _keep_worse((result.e, result.loss), (other.e, other.loss))
         for t, snap in other.snapshots.items():
             result.snapshots[t] = _keep_worse(result.snapshots[t], snap)
+        assert result.steps_used is not None and other.steps_used is not None
+        result.steps_used = result.steps_used + other.steps_used
     return result
 
 
@@ -184,12 +270,26 @@ def pgd_l2(
     restarts: int = 1,
     keep: str = "best",
     generator: torch.Generator | None = None,
+    patience: int = 0,
+    rel_tol: float = 1e-3,
 ) -> torch.Tensor:
     """The perturbation e (B, ...) with ||e_i||_2 <= eps maximizing ||forward(y + e) - x||^2.
 
     Defaults are the thesis' evaluation attack (10 steps of eps/4, random start in the ball),
-    except that the best iterate is kept (`keep="last"` reproduces the thesis).
+    except that the best iterate is kept (`keep="last"` reproduces the thesis). `patience` and
+    `rel_tol`: per-sample early stopping (see `pgd_l2_run`), off by default.
     """
     return pgd_l2_run(
-        forward, y, x, eps, steps, step_size, random_start, restarts, keep, generator
+        forward,
+        y,
+        x,
+        eps,
+        steps,
+        step_size,
+        random_start,
+        restarts,
+        keep,
+        generator,
+        patience=patience,
+        rel_tol=rel_tol,
     ).e

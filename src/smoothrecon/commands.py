@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -72,7 +71,7 @@ def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
     from smoothrecon.training import train
 
     cfg = build(args)
-    result = train(cfg, args.out, progress=_progress(args))
+    result = train(cfg, args.out, progress=_progress(args), force_new=args.force_new)
     if not distributed.current().main:
         return 0
     last = result.epochs[-1] if result.epochs else {}
@@ -85,17 +84,26 @@ def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
     return 0
 
 
-def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
-    """(model, config, normalization): a checkpoint brings its operator, architecture and
-    normalization (never the data folder's statistics); a baseline takes the data's."""
-    from smoothrecon.checkpoint import load_model, model_normalization
-    from smoothrecon.models import build_model
+def _checkpoint_label(path: str) -> str:
+    """A readable label: the run folder's name for <run>/best.safetensors or <run>."""
+    p = Path(path)
+    return p.parent.name if p.stem in ("best", "last") and p.suffix else p.stem or p.name
 
-    if args.model in ("bilinear", "bicubic"):
-        cfg = build(args)
-        cfg.model.name = args.model
-        return build_model(cfg.model, cfg.operator.factor), cfg, None
-    model, meta = load_model(args.model)
+
+def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):
+    """A trained checkpoint brings its operator, architecture and normalization (never the
+    data folder's statistics); --preset sets only the evaluation scale."""
+    from smoothrecon.checkpoint import load_model, model_normalization
+    from smoothrecon.evaluation import EvalModel
+    from smoothrecon.models.own import module_key
+    from smoothrecon.records import ModelInfo
+
+    if args.weights or args.input_space:
+        raise UserError(
+            "--weights and --input-space are for your own model (--model FILE.py:NAME); a "
+            "checkpoint brings its weights and normalization"
+        )
+    module, meta = load_model(args.model)
     cfg = build(args, base=meta["config"])
     trained = meta["config"]["operator"]
     if (cfg.operator.factor, cfg.operator.quantize) != (trained["factor"], trained["quantize"]):
@@ -103,88 +111,83 @@ def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
             f"the model was trained for operator super_resolution x{trained['factor']} but the "
             f"config asks for x{cfg.operator.factor}; evaluate it with its own operator"
         )
-    return model, cfg, model_normalization(meta)
+    t = cfg.train
+    value = {"gaussian": t.sigma_f, "adversarial": t.eps_rel}.get(t.mode, 0.0)
+    variant = "residual" if cfg.model.residual else "thesis"
+    info = ModelInfo(
+        _checkpoint_label(args.model), cfg.operator.factor, "unet", variant, t.mode, value
+    )
+    return EvalModel(module, info, model_normalization(meta), module_key(module)), cfg
 
 
-def _eval_splits(split: str) -> tuple[str, ...]:
-    """The splits an evaluation reads: 'test' also needs 'val' to choose sigma_g on."""
-    return ("val", "test") if split == "test" else (split,)
+def _own_model(args: argparse.Namespace, build: ConfigBuilder):
+    """Your own module (FILE.py:NAME or module:NAME; running its code is what was asked for),
+    on pixel-space images or on the data's normalized ones; the preset sets everything else."""
+    from smoothrecon.evaluation import EvalModel
+    from smoothrecon.experiments.evaluate import PIXEL_SPACE
+    from smoothrecon.models.own import load_own_model, module_key
+    from smoothrecon.records import ModelInfo
+
+    cfg = build(args)
+    module = load_own_model(args.model, args.weights)
+    space = args.input_space or "pixel"
+    name = args.model.rpartition(":")[2]
+    info = ModelInfo(name, cfg.operator.factor, "own", mode="own", input_space=space)
+    norm = PIXEL_SPACE if space == "pixel" else None
+    return EvalModel(module, info, norm, module_key(module)), cfg
 
 
-def _inputs(cfg: Config, runtime, progress: bool, norm, splits: tuple[str, ...]):
-    """(normalization, {split: SplitInputs}) for `splits` of the configured data, normalized
-    with `norm` (the model's) or, for a baseline, the data's own training-split statistics."""
+def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
+    """(EvalModel, config) of --model: a baseline name, FILE.py:NAME / module:NAME, or a
+    checkpoint file or run folder (never executed)."""
+    from smoothrecon.experiments.evaluate import baseline_models
+    from smoothrecon.models.own import is_code_reference
+
+    if args.model in ("bilinear", "bicubic"):
+        cfg = build(args)
+        return baseline_models(cfg.operator.factor, [args.model])[0], cfg
+    if is_code_reference(args.model):
+        return _own_model(args, build)
+    return _checkpoint_model(args, build)
+
+
+def _attack_inputs(cfg: Config, model, runtime, progress: bool, split: str):
+    """(model with its normalization resolved, SplitInputs of `split`)."""
+    import dataclasses
+
     from smoothrecon.data import prepare_data
-    from smoothrecon.evaluation import split_inputs
+    from smoothrecon.experiments.evaluate import eval_inputs
+    from smoothrecon.models.own import check_output_shape
     from smoothrecon.operators import build_operator
 
     data = prepare_data(cfg.data, progress=progress, purpose="evaluate")
-    norm = norm or data.normalization
-    op = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
-    crops = {s: data.eval_set(s).x for s in splits}
-    reported = splits[-1]
-    if crops[reported].shape[0] == 0:
-        raise UserError(
-            f"the {reported} split of '{cfg.data.source}' holds no crops; use --split all to "
-            f"evaluate every photo of a folder"
-        )
-    return norm, {s: split_inputs(x, op, norm, runtime) for s, x in crops.items() if len(x)}
+    module = runtime.prepare_model(model.module).eval()
+    model = dataclasses.replace(model, module=module, norm=model.norm or data.normalization)
+    check_output_shape(module, (3, cfg.data.crop_size, cfg.data.crop_size), model.info.model)
+    op = build_operator(cfg.operator)
+    return model, eval_inputs(data, op, model.space, runtime, (split,))[split]
 
 
 def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
-    from smoothrecon.attacks import eps_from_rel, random_start
-    from smoothrecon.evaluation import batched_attack, smoothed_metrics
+    from smoothrecon.experiments.evaluate import attack_settings
     from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, save_checkpoint
-    from smoothrecon.metrics import mean_and_ci
     from smoothrecon.runtime import Runtime
-    from smoothrecon.smoothing import SmoothedEstimator, make_generator
+    from smoothrecon.smoothing import SmoothedEstimator
 
-    model, cfg, norm = _model_and_config(args, build)
+    model, cfg = _model_and_config(args, build)
+    _check_eps_rels(args.eps_rel)
+    attack_cfg = attack_settings(args.attack, cfg.attack)[args.attack]
     out = ensure_dir(args.out)
     runtime = Runtime.from_config(cfg.runtime)
-    model = runtime.prepare_model(model).eval()
-    norm, inputs = _inputs(cfg, runtime, _progress(args), norm, (args.split,))
-    split = inputs[args.split]
-    f = runtime.forward(model)
+    model, split = _attack_inputs(cfg, model, runtime, _progress(args), args.split)
+    f = runtime.forward(model.module)
     forward = f
     if args.sigma_g > 0:
-        g = SmoothedEstimator(f, args.sigma_g, cfg.attack.k_attack, cfg.smoothing.chunk_size)
-        forward = g.with_noise(cfg.attack.noise, cfg.evaluation.seed)
+        g = SmoothedEstimator(f, args.sigma_g, attack_cfg.k_attack, cfg.smoothing.chunk_size)
+        forward = g.with_noise(attack_cfg.noise, cfg.evaluation.seed)
     rows = []
     for eps_rel in args.eps_rel:
-        e, loss = batched_attack(
-            forward, split, eps_rel, cfg.attack, cfg.evaluation.batch_size, cfg.evaluation.seed
-        )
-        # The reference an attack must beat: random directions of the same norm.
-        gen = make_generator(cfg.evaluation.seed, split.y.device)
-        e_random = random_start(split.y, eps_from_rel(eps_rel, split.y.shape[1:]), "sphere", gen)
-
-        def metrics(pert: torch.Tensor) -> dict[str, list[float]]:
-            return smoothed_metrics(
-                f,
-                split,
-                pert,
-                [args.sigma_g],
-                cfg.smoothing.k,
-                norm,
-                cfg.evaluation.batch_size,
-                cfg.evaluation.seed,
-            )[args.sigma_g]
-
-        per, per_random = metrics(e), metrics(e_random)
-        norms = e.flatten(1).norm(dim=1)
-        row = {
-            "eps_rel": eps_rel,
-            "split": args.split,
-            "sigma_g": args.sigma_g,
-            "attack": "pgd_g" if args.sigma_g > 0 else "pgd_f",
-            "e_norm_mean": float(norms.mean()),
-            "loss_mean": float(loss.mean()),
-            "n": len(per["mse"]),
-        }
-        for m in ("mse", "psnr", "ssim"):
-            row[m], row[f"{m}_se"], _ = mean_and_ci(per[m])
-            row[f"random_{m}"], row[f"random_{m}_se"], _ = mean_and_ci(per_random[m])
+        row, e = _attack_row(args, cfg, attack_cfg, f, forward, model.space, split, eps_rel)
         rows.append(row)
         print(
             f"eps_rel {eps_rel:g}: PGD PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
@@ -195,120 +198,165 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
             save_checkpoint(
                 out / f"perturbations-eps{eps_rel:g}.safetensors",
                 {"e": e.cpu()},
-                {"eps_rel": eps_rel, "space": "normalized model input"},
+                {"eps_rel": eps_rel, "space": f"{model.info.input_space} model input"},
             )
-    atomic_write_json(out / "attack.json", {"config": cfg.to_dict(), "rows": rows})
+    payload = {"config": cfg.to_dict(), "attack": args.attack, "rows": rows}
+    atomic_write_json(out / "attack.json", payload)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
-    from smoothrecon.evaluation import evaluate_unit
-    from smoothrecon.io import (
-        atomic_write_json,
-        atomic_write_text,
-        ensure_dir,
-        read_jsonl,
-        write_jsonl,
-    )
-    from smoothrecon.runtime import Runtime
+def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
+    """(row of the attack command, e): PGD of `attack_cfg` on `forward` against random noise
+    of the same norm (the reference an attack must beat), both scored on g at --sigma-g."""
+    from smoothrecon.attacks import eps_from_rel, random_start
+    from smoothrecon.evaluation import batched_attack, smoothed_metrics
+    from smoothrecon.metrics import mean_and_ci
+    from smoothrecon.smoothing import make_generator
 
-    model, cfg, norm = _model_and_config(args, build)
-    eps_rels = args.eps_rel if args.eps_rel is not None else list(cfg.evaluation.eps_rels)
-    if args.sigma_g in (None, "grid"):
-        sigmas = list(cfg.smoothing.sigma_grid)
-    else:
-        try:
-            sigmas = [float(v) for v in args.sigma_g.split(",") if v.strip()]
-        except ValueError:
-            raise UserError(
-                f"--sigma-g expects 'grid' or numbers like 0,0.1, got '{args.sigma_g}'"
-            ) from None
-    if any(s < 0 for s in sigmas):
-        raise UserError(f"--sigma-g values must be >= 0, got {sigmas}")
+    seed, batch = cfg.evaluation.seed, cfg.evaluation.batch_size
+    e, loss = batched_attack(forward, split, eps_rel, attack_cfg, batch, seed)
+    gen = make_generator(seed, split.y.device)
+    e_random = random_start(split.y, eps_from_rel(eps_rel, split.y.shape[1:]), "sphere", gen)
+    per, per_random = (
+        smoothed_metrics(f, split, pert, [args.sigma_g], cfg.smoothing.k, norm, batch, seed)[
+            args.sigma_g
+        ]
+        for pert in (e, e_random)
+    )
+    row = {
+        "eps_rel": eps_rel,
+        "split": args.split,
+        "sigma_g": args.sigma_g,
+        "attack": "pgd_g" if args.sigma_g > 0 else "pgd_f",
+        "setting": args.attack,
+        "e_norm_mean": float(e.flatten(1).norm(dim=1).mean()),
+        "loss_mean": float(loss.mean()),
+        "n": len(per["mse"]),
+    }
+    for m in ("mse", "psnr", "ssim"):
+        row[m], row[f"{m}_se"], _ = mean_and_ci(per[m])
+        row[f"random_{m}"], row[f"random_{m}_se"], _ = mean_and_ci(per_random[m])
+    return row, e
+
+
+def _check_eps_rels(eps_rels: list[float]) -> None:
     if any(not 0 <= e <= 1 for e in eps_rels):
         raise UserError(f"--eps-rel values must lie in [0, 1], got {eps_rels}")
-    main = distributed.current().main
-    out = ensure_dir(args.out) if main else Path(args.out)
-    runtime = Runtime.from_config(cfg.runtime)
-    model = runtime.prepare_model(model)
-    norm, inputs = _inputs(cfg, runtime, _progress(args) and main, norm, _eval_splits(args.split))
-    path = out / "records.jsonl"
-    done = {r["eps_rel"] for r in read_jsonl(path)}
-    records = read_jsonl(path)
-    for eps_rel in eps_rels:
-        if eps_rel in done:
-            print(f"eps_rel {eps_rel:g}: already evaluated, skipped")
-            continue
-        res = evaluate_unit(
-            model,
-            inputs,
-            norm,
-            eps_rel,
-            sigmas,
-            cfg.smoothing.k,
-            {"pgd": cfg.attack},
-            runtime,
-            cfg.evaluation.batch_size,
-            rs_pgd=args.rs_pgd,
-            seed=cfg.evaluation.seed,
-            chunk_size=cfg.smoothing.chunk_size,
-            antithetic=cfg.smoothing.antithetic,
-        )
-        for r in res.records:
-            r["model"] = str(args.model)
-        records += res.records
-        if main:
-            write_jsonl(path, records)
-            _print_choice(res.records, eps_rel)
-    if main:
-        atomic_write_json(out / "chosen_sigma.json", _choices(records))
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
+
+
+def _sigmas(text: str | None, cfg: Config) -> tuple[float, ...]:
+    if text in (None, "grid"):
+        return tuple(cfg.smoothing.sigma_grid)
+    try:
+        sigmas = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"--sigma-g expects 'grid' or numbers like 0,0.1, got '{text}'") from None
+    if not sigmas or any(s < 0 for s in sigmas):
+        raise UserError(f"--sigma-g values must be >= 0, got {list(sigmas)}")
+    return sigmas
+
+
+def _eval_settings(args: argparse.Namespace, cfg: Config):
+    """The evaluation settings of the config, with the command line's eps_rel, sigma_g grid,
+    attack setting and RS-PGD choice (k comes in through the config)."""
+    import dataclasses
+
+    from smoothrecon.evaluation import EvalSettings
+    from smoothrecon.experiments.evaluate import attack_settings
+
+    settings = EvalSettings.from_config(cfg, attack_settings(args.attack, cfg.attack))
+    eps_rels = tuple(args.eps_rel) if args.eps_rel is not None else settings.eps_rels
+    _check_eps_rels(list(eps_rels))
+    rs_pgd = settings.rs_pgd if args.rs_pgd is None else args.rs_pgd
+    return dataclasses.replace(
+        settings, eps_rels=eps_rels, sigmas=_sigmas(args.sigma_g, cfg), rs_pgd=rs_pgd
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.experiments.evaluate import baseline_models, eval_splits, evaluate_models
+
+    models, cfg = _evaluation_models(args, build)
+    settings = _eval_settings(args, cfg)
+    models = [_smoothed_if_grid(m, settings) for m in models]
+    if args.baselines:
+        keys = {m.key for m in models}
+        models += [b for b in baseline_models(cfg.operator.factor) if b.key not in keys]
+    labels = [m.info.model for m in models]
+    clash = sorted({x for x in labels if labels.count(x) > 1})
+    if clash:
+        raise UserError(f"two models are both called '{clash[0]}'; give their runs other names")
+    _claim_evaluation(args, cfg, models)
+    evaluate_models(models, cfg, settings, args.out, eval_splits(args.split))
     return 0
 
 
-def _choices(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per eps_rel: sigma_g* chosen on validation (or, without one, on the reported split
-    itself, flagged as an oracle) and the reported split's oracle."""
-    from smoothrecon.evaluation import choose_sigma
-
-    out = []
-    reported = next(s for s in ("test", "all", "val") if any(r["split"] == s for r in records))
-    for eps_rel in sorted({r["eps_rel"] for r in records}):
-        has_val = any(r["split"] == "val" and r["eps_rel"] == eps_rel for r in records)
-        chosen = choose_sigma(records, "val" if has_val else reported, eps_rel, "pgd")
-        oracle = choose_sigma(records, reported, eps_rel, "pgd")
-        out.append(
-            {
-                "eps_rel": eps_rel,
-                "split": reported,
-                "chosen_on": "val" if has_val else reported,
-                "sigma_g_val": chosen,
-                "sigma_g_test_oracle": oracle,
-            }
-        )
-    return out
+def _evaluation_models(args: argparse.Namespace, build: ConfigBuilder):
+    """(EvalModels of every --model, the config): the first model's config sets the data and
+    the evaluation scale; all must share the operator; none may be given twice."""
+    specs = list(args.model)
+    twice = sorted({m for m in specs if specs.count(m) > 1})
+    if twice:
+        raise UserError(f"--model {twice[0]} is given more than once")
+    pairs = [
+        _model_and_config(argparse.Namespace(**{**vars(args), "model": m}), build) for m in specs
+    ]
+    cfg = pairs[0][1]
+    for (_, other), spec in zip(pairs[1:], specs[1:], strict=True):
+        if other.operator != cfg.operator:
+            raise UserError(
+                f"--model {spec} was made for operator {_operator_text(other)} but --model "
+                f"{specs[0]} for {_operator_text(cfg)}; models compared in one evaluation "
+                f"must share the operator"
+            )
+    return [m for m, _ in pairs], cfg
 
 
-def _print_choice(records: list[dict[str, Any]], eps_rel: float) -> None:
-    c = next(c for c in _choices(records) if c["eps_rel"] == eps_rel)
-    row = next(
-        r
-        for r in records
-        if r["split"] == c["split"]
-        and r["sigma_g"] == c["sigma_g_val"]
-        and r["attack"] in ("none", "pgd_f")
-    )
-    where = (
-        "chosen on val"
-        if c["chosen_on"] == "val"
-        else f"chosen on the {c['split']} crops themselves: no validation split, an oracle"
-    )
-    print(
-        f"eps_rel {eps_rel:g}: sigma_g {c['sigma_g_val']:g} ({where}; {c['split']} oracle "
-        f"{c['sigma_g_test_oracle']:g})  {c['split']} PSNR {row['psnr']:.2f} dB  "
-        f"SSIM {row['ssim']:.4f}"
-    )
+def _smoothed_if_grid(model, settings):
+    """A trained or own model is shown smoothed (at sigma_g*) when the grid has sigma_g > 0."""
+    import dataclasses
+
+    if model.info.kind in ("bilinear", "bicubic"):
+        return model
+    info = dataclasses.replace(model.info, smoothed=max(settings.sigmas) > 0)
+    return dataclasses.replace(model, info=info)
+
+
+def _operator_text(cfg: Config) -> str:
+    op = cfg.operator
+    return f"{op.name} x{op.factor}" if op.name == "super_resolution" else op.name
+
+
+def _claim_evaluation(args: argparse.Namespace, cfg: Config, models: list) -> None:
+    """An evaluation folder belongs to one set of models, data and smoothing (k, sigma grid):
+    another is refused in one line naming the differences (manifest.py)."""
+    from smoothrecon.io import ensure_dir
+    from smoothrecon.manifest import build_manifest, claim
+
+    if not distributed.current().main:
+        return
+    out = ensure_dir(args.out)
+    extra = {"models": {m.info.model: m.key for m in models}, "split": args.split}
+    manifest = build_manifest("evaluate", cfg, ("smoothing",), extra=extra)
+    claim(out, manifest, args.force_new)
+
+
+def cmd_certify(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    import dataclasses
+
+    from smoothrecon.certification_run import CertifyRunSettings, certify_model, strong_attack
+    from smoothrecon.experiments.convergence import thesis_attack
+
+    values = (args.sigma_g, args.eps_rel, args.n, args.alpha, args.method)
+    CertifyRunSettings(*values)  # bad values: one error line before anything is loaded
+    model, cfg = _model_and_config(args, build)
+    attack = strong_attack(cfg.attack)
+    if args.attack == "thesis":
+        attack = dataclasses.replace(thesis_attack(cfg.attack), target="g", noise="fixed")
+    s = CertifyRunSettings.from_config(cfg, *values, progress=_progress(args), attack=attack)
+    certify_model(model, cfg, args.split, s, args.out)
+    return 0
 
 
 def cmd_reproduce(args: argparse.Namespace, build: ConfigBuilder) -> int:
@@ -316,7 +364,12 @@ def cmd_reproduce(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
     cfg = build(args)
     out = reproduce(
-        cfg, args.out, progress=_progress(args), executor=args.executor, address=args.address
+        cfg,
+        args.out,
+        progress=_progress(args),
+        executor=args.executor,
+        address=args.address,
+        force_new=args.force_new,
     )
     print(f"done: {out} (make the report with: smoothrecon report {out})")
     return 0
@@ -335,6 +388,7 @@ COMMANDS = {
     "train": cmd_train,
     "attack": cmd_attack,
     "evaluate": cmd_evaluate,
+    "certify": cmd_certify,
     "reproduce": cmd_reproduce,
     "report": cmd_report,
 }

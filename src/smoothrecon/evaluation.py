@@ -1,39 +1,61 @@
 """Evaluate a model under attack, with and without smoothing, into records (section 4.4).
 
-Protocol of one unit (one model at one eps_rel):
-1. validation split: attack the base model f once ("Vanilla PGD"), then evaluate the smoothed
-   g for every sigma_g of the grid on the same perturbed inputs (common random numbers);
-2. sigma_g* = the sigma with the highest mean validation SSIM (the thesis chose on the test set;
+Protocol of one unit (one model at one eps_rel), the same for `reproduce`, `evaluate` and the
+Python API:
+1. selection split ("val" when evaluated): attack the base model f once per attack setting
+   ("Vanilla PGD"), then evaluate the smoothed g for every sigma_g of the grid on the same
+   perturbed inputs (common random numbers);
+2. sigma_g* = `records.choose_sigma` on the selection split (the thesis chose on the test set;
    we never look at test data to choose);
-3. test split: the same attack and grid, reported at sigma_g* (the test-set oracle is reported
-   beside it by the report, from the same records);
-4. for smoothed models, the white-box attack on g at sigma_g* ("RS-PGD", EOT) on the test
-   split (nothing is chosen with it), and the per-image worst case of the two attacks.
-Every record is one (split, eps_rel, attack, setting, sigma_g) row with per-image MSE / PSNR /
-SSIM on images de-normalized and clamped to [0, 1], their means and standard errors, and the
-share of the MSE that is Monte-Carlo noise of the smoothed estimate.
+3. reported split: the same attacks and grid (the report shows the test-set oracle beside
+   sigma_g*, from the same records);
+4. with `rs_pgd`, the white-box attack on g at sigma_g* ("RS-PGD", EOT) on the reported split
+   (nothing is chosen with it), and the per-image worst case of the two attacks.
+Every record (`records.Record`) is one (split, eps_rel, attack, setting, sigma_g) row with
+per-image MSE / PSNR / SSIM on images de-normalized and clamped to [0, 1], their means and
+standard errors, and the share of the MSE that is Monte-Carlo noise of the smoothed estimate.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from smoothrecon.attacks import eps_from_rel, pgd_l2_run
-from smoothrecon.config import AttackConfig
+from smoothrecon.config import AttackConfig, Config
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.distributed import map_batches
-from smoothrecon.metrics import all_metrics, mean_and_ci
-from smoothrecon.operators import SuperResolution
+from smoothrecon.inputs import METRICS, Forward, SplitInputs, clean_metrics, split_inputs, to_pixels
+from smoothrecon.metrics import all_metrics
+from smoothrecon.models.fold import fold_batchnorm
+from smoothrecon.records import Condition, ModelInfo, Record, choose_sigma, make_record, split_roles
 from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import SmoothedEstimator, make_generator, predict_many
+from smoothrecon.smoothing import (
+    SmoothedEstimator,
+    make_generator,
+    mc_share,
+    mc_share_fn,
+    predict_adaptive,
+    predict_many,
+)
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
-METRICS = ("mse", "psnr", "ssim")
+__all__ = [
+    "EvalModel",
+    "EvalSettings",
+    "SplitInputs",
+    "UnitResult",
+    "attack",
+    "batched_attack",
+    "clean_metrics",
+    "evaluate_unit",
+    "smoothed_metrics",
+    "split_inputs",
+    "worst_case",
+]
 
 
 def _seed(*parts: object) -> int:
@@ -41,26 +63,94 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(digest[:6], "little")
 
 
-def _to_pixels(z: torch.Tensor, norm: Normalization) -> torch.Tensor:
-    return norm.denormalize(z).clamp(0, 1)
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything an evaluation depends on besides the model and its crops, built once."""
+
+    eps_rels: tuple[float, ...]
+    sigmas: tuple[float, ...]  # the sigma_g grid; (0.0,) evaluates without smoothing
+    k: int | str  # noise draws of the smoothed estimate, or "auto" (adaptive, see below)
+    attacks: Mapping[str, AttackConfig]  # setting name -> attack; the first chooses sigma_g*
+    rs_pgd: bool = False  # also attack g at sigma_g* (and report the per-image worst case)
+    rs_pgd_eps_rels: tuple[float, ...] = ()  # where RS-PGD runs; empty: every eps_rel > 0
+    seed: int = 0
+    batch_size: int = 64
+    chunk_size: int = 0
+    antithetic: bool = False
+    n_samples: int = 0  # example images of the first reported crops (report image grids)
+    k_min: int = 8  # k = "auto": draws until mc_share <= mc_tolerance, within [k_min, k_max]
+    k_max: int = 256
+    mc_tolerance: float = 0.05
+
+    @property
+    def adaptive(self) -> tuple[int, int, float] | None:
+        """(k_min, k_max, tolerance) when k is 'auto', else None."""
+        return (self.k_min, self.k_max, self.mc_tolerance) if self.k == "auto" else None
+
+    @property
+    def fixed_k(self) -> int:
+        """k as a number: the fixed k, or k_max (the most any estimate uses) for 'auto'."""
+        return self.k_max if isinstance(self.k, str) else self.k
+
+    @staticmethod
+    def from_config(cfg: Config, attacks: Mapping[str, AttackConfig]) -> EvalSettings:
+        return EvalSettings(
+            eps_rels=tuple(cfg.evaluation.eps_rels),
+            sigmas=tuple(cfg.smoothing.sigma_grid),
+            k=cfg.smoothing.k,
+            attacks=dict(attacks),
+            rs_pgd=cfg.experiment.rs_pgd,
+            rs_pgd_eps_rels=tuple(cfg.experiment.rs_pgd_eps_rels),
+            seed=cfg.evaluation.seed,
+            batch_size=cfg.evaluation.batch_size,
+            chunk_size=cfg.smoothing.chunk_size,
+            antithetic=cfg.smoothing.antithetic,
+            n_samples=cfg.experiment.image_grid_count,
+            k_min=cfg.smoothing.k_min,
+            k_max=cfg.smoothing.k_max,
+            mc_tolerance=cfg.smoothing.mc_tolerance,
+        )
+
+    @property
+    def primary(self) -> str:
+        return next(iter(self.attacks))
+
+    def attacks_at(self, eps_rel: float) -> dict[str, AttackConfig]:
+        """The settings run at eps_rel (at 0 there is no attack: the primary stands for all)."""
+        return dict(self.attacks) if eps_rel > 0 else {self.primary: self.attacks[self.primary]}
+
+    def attacks_g_at(self, eps_rel: float) -> bool:
+        return (
+            self.rs_pgd
+            and eps_rel > 0
+            and (not self.rs_pgd_eps_rels or eps_rel in self.rs_pgd_eps_rels)
+        )
+
+    def unit_fields(self, eps_rel: float) -> dict:
+        """What a unit at eps_rel depends on, as JSON-able data (the key of its file)."""
+        d = dataclasses.asdict(self)
+        d.pop("eps_rels")
+        d.pop("rs_pgd_eps_rels")
+        d["attacks"] = {k: dataclasses.asdict(v) for k, v in self.attacks_at(eps_rel).items()}
+        d["rs_pgd"] = self.attacks_g_at(eps_rel)
+        return {"eps_rel": eps_rel, **d}
 
 
-def clean_metrics(
-    forward: Forward,
-    x_uint8: torch.Tensor,
-    operator: SuperResolution,
-    norm: Normalization,
-    runtime: Runtime,
-    batch_size: int,
-) -> dict[str, list[float]]:
-    """Per-image metrics of forward(A(x)) against x, no attack, no smoothing."""
-    out: dict[str, list[float]] = {m: [] for m in METRICS}
-    with torch.no_grad():
-        for start in range(0, x_uint8.shape[0], batch_size):
-            y, _, x = runtime.pairs(x_uint8[start : start + batch_size], operator, norm)
-            for m, v in all_metrics(_to_pixels(forward(y), norm), x).items():
-                out[m].extend(v.tolist())
-    return out
+@dataclass
+class EvalModel:
+    """A model to evaluate: the module, its record fields and the normalization of its input
+    space (mean 0, std 1 for a model on pixel-space images; None until resolved to the data's
+    own statistics, for the baselines)."""
+
+    module: torch.nn.Module
+    info: ModelInfo
+    norm: Normalization | None
+    key: str  # identifies the weights (and code) in unit file keys
+
+    @property
+    def space(self) -> Normalization:
+        assert self.norm is not None, "the data's normalization is resolved before evaluating"
+        return self.norm
 
 
 def attack(
@@ -86,44 +176,61 @@ def attack(
         restarts=cfg.restarts,
         keep=cfg.keep,
         generator=make_generator(seed, y.device),
+        patience=cfg.patience,
+        rel_tol=cfg.rel_tol,
     )
     return res.e.detach(), res.loss.detach()
 
 
-@dataclass
-class Condition:
-    """One row's identity (besides the model)."""
+@dataclass(frozen=True)
+class Sampling:
+    """How g_hat is estimated: k draws (common random numbers across sigmas, optionally
+    antithetic), or adaptively (k_min, k_max, tolerance) when `adaptive` is set."""
 
-    split: str
-    eps_rel: float
-    attack: str  # "none", "pgd_f" (Vanilla PGD), "pgd_g" (RS-PGD), "worst"
-    setting: str  # the named attack setting ("thesis", "strong", ...)
-    sigma_g: float
     k: int
+    chunk_size: int = 0
+    antithetic: bool = False
+    adaptive: tuple[int, int, float] | None = None
 
 
-def make_record(cond: Condition, per_image: dict[str, list[float]], **extra) -> dict:
-    row = {**cond.__dict__, "n": len(per_image["mse"]), "per_image": per_image, **extra}
-    for m in METRICS:
-        mean, se, half = mean_and_ci(per_image[m])
-        row[m], row[f"{m}_se"], row[f"{m}_ci95"] = mean, se, half
-    return row
+def _predict(
+    forward: Forward,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    sigmas: Sequence[float],
+    how: Sampling,
+    norm: Normalization,
+    gen: torch.Generator,
+) -> dict[float, tuple[torch.Tensor, torch.Tensor, list[float]]]:
+    """{sigma: (g_hat, se, k per image)} for y (B, C, H, W) normalized, targets x in pixels."""
+    with torch.no_grad():
+        if how.adaptive is None:
+            preds = predict_many(
+                forward, y, sigmas, how.k, gen, how.chunk_size, how.antithetic, with_se=True
+            )
+            return {
+                s: (p.mean, _se(p.se), [float(how.k if s > 0 else 1)] * y.shape[0])
+                for s, p in preds.items()
+            }
+        k_min, k_max, tol = how.adaptive
+        ada = predict_adaptive(
+            forward,
+            y,
+            sigmas,
+            mc_share_fn(x, norm),
+            k_min,
+            k_max,
+            tol,
+            gen,
+            how.chunk_size,
+            how.antithetic,
+        )
+        return {s: (p.mean, p.se, p.k.float().tolist()) for s, p in ada.items()}
 
 
-@dataclass
-class SplitInputs:
-    """The normalized inputs/targets and pixel targets of one split, on the runtime device."""
-
-    y: torch.Tensor
-    target: torch.Tensor
-    x: torch.Tensor
-
-
-def split_inputs(
-    x_uint8: torch.Tensor, operator: SuperResolution, norm: Normalization, runtime: Runtime
-) -> SplitInputs:
-    y, target, x = runtime.pairs(x_uint8, operator, norm)
-    return SplitInputs(y, target, x)
+def _se(se: torch.Tensor | None) -> torch.Tensor:
+    assert se is not None
+    return se
 
 
 def smoothed_metrics(
@@ -131,35 +238,37 @@ def smoothed_metrics(
     data: SplitInputs,
     e: torch.Tensor,
     sigmas: Sequence[float],
-    k: int,
+    how: Sampling | int,
     norm: Normalization,
     batch_size: int,
     seed: int,
-    chunk_size: int = 0,
-    antithetic: bool = False,
 ) -> dict[float, dict[str, list[float]]]:
     """Per-image metrics of g_hat(y + e) for every sigma (common random numbers), plus
-    'mc_share': the share of each image's MSE that is Monte-Carlo variance of g_hat."""
-    std = torch.tensor(norm.std, device=data.y.device).view(1, -1, 1, 1)
+    'mc_share' (the share of each image's MSE that is Monte-Carlo variance of g_hat), 'k' (the
+    draws used) and 'mse_debiased' (the MSE of the exact g: the MSE less that variance)."""
+
+    if isinstance(how, int):
+        how = Sampling(how)
 
     def batch(start: int) -> dict[float, dict[str, list[float]]]:
+        assert isinstance(how, Sampling)
         sl = slice(start, start + batch_size)
         gen = make_generator(_seed(seed, start), data.y.device)
-        with torch.no_grad():
-            preds = predict_many(
-                forward, data.y[sl] + e[sl], sigmas, k, gen, chunk_size, antithetic, with_se=True
-            )
+        preds = _predict(forward, data.y[sl] + e[sl], data.x[sl], sigmas, how, norm, gen)
         res = {}
-        for s, p in preds.items():
-            metrics = all_metrics(_to_pixels(p.mean, norm), data.x[sl])
-            assert p.se is not None
-            mc = (p.se * std).pow(2).flatten(1).mean(1) / metrics["mse"].clamp_min(1e-12)
-            res[s] = {**{m: v.tolist() for m, v in metrics.items()}, "mc_share": mc.tolist()}
+        for s, (mean, se, k_used) in preds.items():
+            metrics = all_metrics(to_pixels(mean, norm), data.x[sl])
+            mc = mc_share(mean, se, data.x[sl], norm)
+            res[s] = {
+                **{m: v.tolist() for m, v in metrics.items()},
+                "mc_share": mc.tolist(),
+                "k": k_used,
+                "mse_debiased": (metrics["mse"] * (1 - mc)).tolist(),
+            }
         return res
 
-    out: dict[float, dict[str, list[float]]] = {
-        s: {m: [] for m in (*METRICS, "mc_share")} for s in sigmas
-    }
+    keys = (*METRICS, "mc_share", "k", "mse_debiased")
+    out: dict[float, dict[str, list[float]]] = {s: {m: [] for m in keys} for s in sigmas}
     for part in map_batches(data.y.shape[0], batch_size, batch):
         for s, per in part.items():
             for m, values in per.items():
@@ -194,20 +303,6 @@ def _norm_stats(e: torch.Tensor) -> dict[str, float]:
     }
 
 
-def choose_sigma(records: list[dict], split: str, eps_rel: float, setting: str) -> float:
-    """sigma_g with the highest mean SSIM among Vanilla-PGD records of `split`."""
-    rows = [
-        r
-        for r in records
-        if r["split"] == split
-        and r["eps_rel"] == eps_rel
-        and r["attack"] in ("pgd_f", "none")
-        and r["setting"] == setting
-    ]
-    assert rows, f"no records for split {split} at eps_rel {eps_rel}"
-    return max(rows, key=lambda r: (r["ssim"], -r["sigma_g"]))["sigma_g"]
-
-
 def worst_case(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
     """Per image, the metrics of whichever attack gave the larger MSE."""
     pick = [ma >= mb for ma, mb in zip(a["mse"], b["mse"], strict=True)]
@@ -218,132 +313,123 @@ def worst_case(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str
 
 @dataclass
 class UnitResult:
-    """Records of one (model, eps_rel) unit and example images of its first test crops."""
+    """Records of one (model, eps_rel) unit and example images of its first reported crops."""
 
-    records: list[dict]
+    records: list[Record]
     samples: dict[str, torch.Tensor]
 
 
+@dataclass
+class _Unit:
+    """The state of one unit while it runs: the model's forward, its settings, its records."""
+
+    f: Forward
+    model: EvalModel
+    eps_rel: float
+    s: EvalSettings
+    records: list[Record] = field(default_factory=list)
+    samples: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def score(
+        self, data: SplitInputs, e: torch.Tensor, sigmas: Sequence[float], cond: Condition
+    ) -> dict[float, dict[str, list[float]]]:
+        """Metrics of g(y + e) per sigma; one record each (`cond` with that sigma)."""
+        s = self.s
+        how = Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive)
+        noise_seed = _seed(s.seed, cond.split, "noise")
+        per_sigma = smoothed_metrics(
+            self.f, data, e, sigmas, how, self.model.space, s.batch_size, noise_seed
+        )
+        for sigma, per_image in per_sigma.items():
+            mc, k_used = per_image.pop("mc_share"), per_image.pop("k")
+            debiased = per_image.pop("mse_debiased")
+            k_mean = sum(k_used) / len(k_used)
+            row = dataclasses.replace(cond, sigma_g=sigma, k=round(k_mean) if sigma > 0 else 1)
+            extra = {
+                "mc_share": sum(mc) / len(mc),
+                "mc_share_median": float(torch.tensor(mc).median()),
+                "mse_debiased": sum(debiased) / len(debiased),
+                "k_mean": k_mean,
+                "k_max_used": max(k_used),
+                **_norm_stats(e),
+            }
+            self.records.append(make_record(self.model.info, row, per_image, **extra))
+        return per_sigma
+
+    def condition(self, data: SplitInputs, split: str, attack: str, setting: str) -> Condition:
+        eps = eps_from_rel(self.eps_rel, data.y.shape[1:])
+        return Condition(split, self.eps_rel, eps, attack, setting, 0.0, self.s.fixed_k)
+
+    def attack_g(
+        self, data: SplitInputs, split: str, setting: str, sigma: float, on_f: dict
+    ) -> None:
+        """RS-PGD: the attack of `setting` on g at sigma_g* with k_attack draws (EOT), then
+        the per-image worse of the two attacks."""
+        cfg, seed = self.s.attacks[setting], self.s.seed
+        g = SmoothedEstimator(self.f, sigma, cfg.k_attack, self.s.chunk_size)
+        forward = g.with_noise(cfg.noise, _seed(seed, split, setting, "eot"))
+        rs_seed = _seed(seed, split, setting, "rs")
+        e_g, _ = batched_attack(forward, data, self.eps_rel, cfg, self.s.batch_size, rs_seed)
+        on_g = self.score(data, e_g, [sigma], self.condition(data, split, "pgd_g", setting))
+        worst = dataclasses.replace(self.condition(data, split, "worst", setting), sigma_g=sigma)
+        self.records.append(make_record(self.model.info, worst, worst_case(on_f, on_g[sigma])))
+
+    def run_split(self, split: str, data: SplitInputs, roles: tuple[str, str]) -> None:
+        reported, chosen_on = roles
+        for setting, cfg in self.s.attacks_at(self.eps_rel).items():
+            seed = _seed(self.s.seed, split, setting)
+            e, _ = batched_attack(self.f, data, self.eps_rel, cfg, self.s.batch_size, seed)
+            kind = "pgd_f" if self.eps_rel > 0 else "none"
+            per_sigma = self.score(
+                data, e, self.s.sigmas, self.condition(data, split, kind, setting)
+            )
+            chosen = choose_sigma(self.records, chosen_on, self.eps_rel, setting)
+            assert chosen is not None, "the selection split is evaluated first"
+            if split == reported and setting == self.s.primary and self.s.n_samples:
+                self.samples.update(_samples(self, data, e, chosen))
+            if split == reported and chosen > 0 and self.s.attacks_g_at(self.eps_rel):
+                self.attack_g(data, split, setting, chosen, per_sigma[chosen])
+
+
 def evaluate_unit(
-    model: torch.nn.Module,
+    model: EvalModel,
     inputs: dict[str, SplitInputs],
-    norm: Normalization,
     eps_rel: float,
-    sigmas: Sequence[float],
-    k: int,
-    attacks: dict[str, AttackConfig],
+    settings: EvalSettings,
     runtime: Runtime,
-    batch_size: int = 64,
-    rs_pgd: bool = False,
-    seed: int = 0,
-    n_samples: int = 0,
-    chunk_size: int = 0,
-    antithetic: bool = False,
 ) -> UnitResult:
     """The protocol of this module's docstring for one model at one eps_rel.
 
-    `attacks` maps setting names to attack configs; the first one chooses sigma_g*. Models that
-    are not smoothed are evaluated with `sigmas = [0.0]`.
+    `inputs` maps split names to crops in the model's input space; the selection split (val,
+    when present) must come before the reported one.
     """
-    model.eval()
-    for p in model.parameters():
+    module = model.module.eval()
+    for p in module.parameters():
         p.requires_grad_(False)
-    f = runtime.forward(model)
-    records: list[dict] = []
-    samples: dict[str, torch.Tensor] = {}
-    primary = next(iter(attacks))
-    settings = dict(attacks) if eps_rel > 0 else {primary: attacks[primary]}
-    # Splits in order; the last one is reported, "val" (when present) chooses sigma_g, else
-    # the reported split chooses for itself (an oracle choice, flagged by the front ends).
     splits = [s for s, d in inputs.items() if d.y.shape[0]]
     assert splits, "no crops to evaluate"
-    select_on = "val" if "val" in splits else splits[-1]
-    reported = splits[-1]
-
-    def score(
-        data: SplitInputs, e: torch.Tensor, sigmas: Sequence[float], cond: Condition
-    ) -> dict[float, dict[str, list[float]]]:
-        """Metrics of g(y + e) per sigma; one record each (`cond` with that sigma)."""
-        noise_seed = _seed(seed, cond.split, "noise")
-        per_sigma = smoothed_metrics(
-            f, data, e, sigmas, k, norm, batch_size, noise_seed, chunk_size, antithetic
-        )
-        for s, per_image in per_sigma.items():
-            mc = per_image.pop("mc_share")
-            row = dataclasses.replace(cond, sigma_g=s, k=k if s > 0 else 1)
-            records.append(
-                make_record(row, per_image, mc_share=sum(mc) / len(mc), **_norm_stats(e))
-            )
-        return per_sigma
-
+    roles = split_roles(splits)
+    assert splits.index(roles[1]) <= splits.index(roles[0]), "selection split must come first"
+    unit = _Unit(runtime.forward(fold_batchnorm(module)), model, eps_rel, settings)
     for split in splits:
-        data = inputs[split]
-        for setting, cfg in settings.items():
-            e, _ = batched_attack(f, data, eps_rel, cfg, batch_size, _seed(seed, split, setting))
-            kind = "pgd_f" if eps_rel > 0 else "none"
-            per_sigma = score(data, e, sigmas, Condition(split, eps_rel, kind, setting, 0.0, k))
-            chosen = choose_sigma(records, select_on, eps_rel, setting)
-            if split == reported and setting == primary and n_samples:
-                samples.update(_samples(f, data, e, chosen, k, norm, n_samples, seed))
-            if rs_pgd and eps_rel > 0 and chosen > 0 and split == reported:
-                # RS-PGD: the same attack on g at sigma_g* with k_attack draws (EOT), then the
-                # per-image worse of the two attacks.
-                g = SmoothedEstimator(f, chosen, cfg.k_attack, chunk_size)
-                forward = g.with_noise(cfg.noise, _seed(seed, split, setting, "eot"))
-                e_g, _ = batched_attack(
-                    forward, data, eps_rel, cfg, batch_size, _seed(seed, split, setting, "rs")
-                )
-                on_g = score(data, e_g, [chosen], Condition(split, eps_rel, "pgd_g", setting, 0, k))
-                worst = worst_case(per_sigma[chosen], on_g[chosen])
-                cond = Condition(split, eps_rel, "worst", setting, chosen, k)
-                records.append(make_record(cond, worst))
-    return UnitResult(records, samples)
+        unit.run_split(split, inputs[split], roles)
+    return UnitResult(unit.records, unit.samples)
 
 
 def _samples(
-    f: Forward,
-    data: SplitInputs,
-    e: torch.Tensor,
-    sigma: float,
-    k: int,
-    norm: Normalization,
-    n: int,
-    seed: int,
+    unit: _Unit, data: SplitInputs, e: torch.Tensor, sigma: float
 ) -> dict[str, torch.Tensor]:
-    """Pixel-space images of the first n test crops: input, perturbed input, output, truth."""
-    sl = slice(0, n)
+    """Pixel-space images of the first n crops: input, perturbed input, output, truth."""
+    sl = slice(0, unit.s.n_samples)
+    norm = unit.model.space
     with torch.no_grad():
         y_adv = data.y[sl] + e[sl]
-        gen = make_generator(_seed(seed, "samples"), data.y.device)
-        out = predict_many(f, y_adv, [sigma], k, gen)[sigma].mean
+        gen = make_generator(_seed(unit.s.seed, "samples"), data.y.device)
+        out = predict_many(unit.f, y_adv, [sigma], unit.s.fixed_k, gen)[sigma].mean
     return {
-        "input": _to_pixels(data.y[sl], norm).cpu(),
-        "perturbed": _to_pixels(y_adv, norm).cpu(),
-        "output": _to_pixels(out, norm).cpu(),
+        "input": to_pixels(data.y[sl], norm).cpu(),
+        "perturbed": to_pixels(y_adv, norm).cpu(),
+        "output": to_pixels(out, norm).cpu(),
         "truth": data.x[sl].cpu(),
         "sigma_g": torch.tensor([sigma]),
     }
-
-
-def evaluate(
-    model: torch.nn.Module,
-    inputs: dict[str, SplitInputs],
-    norm: Normalization,
-    eps_rels: Sequence[float],
-    sigmas: Sequence[float],
-    k: int = 50,
-    attack_cfg: AttackConfig | None = None,
-    runtime: Runtime | None = None,
-    batch_size: int = 64,
-    rs_pgd: bool = False,
-    seed: int = 0,
-) -> list[dict]:
-    """Records for every eps_rel (see `evaluate_unit`), with the default attack setting."""
-    runtime = runtime or Runtime(torch.device("cpu"), "fp32", False)
-    attacks = {"pgd": attack_cfg or AttackConfig()}
-    records: list[dict] = []
-    for eps_rel in eps_rels:
-        records += evaluate_unit(
-            model, inputs, norm, eps_rel, sigmas, k, attacks, runtime, batch_size, rs_pgd, seed
-        ).records
-    return records

@@ -9,16 +9,28 @@ clamp after de-normalization. The thesis' code clamped each prediction, which ze
 Common random numbers: `predict_many` scales the same standard-normal draws by every sigma, so
 curves over sigma_g carry less Monte-Carlo noise. Antithetic pairs (z, -z) are an option.
 The base model f is used as given: put it in eval mode first.
+
+Adaptive k: `predict_adaptive` draws in rounds and stops each (image, sigma) once the
+Monte-Carlo share of its error (`mc_share`) is at most a tolerance, between k_min and k_max.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+from smoothrecon.metrics import mse
+
+if TYPE_CHECKING:
+    from smoothrecon.data.normalization import Normalization
+
 Forward = Callable[[torch.Tensor], torch.Tensor]
+# (g_hat (N, C, H, W), se (N, C, H, W), image index (N,)) -> (N,) Monte-Carlo share of the error
+ErrorFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
@@ -183,3 +195,189 @@ class SmoothedEstimator:
             return self(y, state["gen"])
 
         return forward
+
+
+def mc_share(
+    g_hat: torch.Tensor, se: torch.Tensor, x: torch.Tensor, norm: Normalization
+) -> torch.Tensor:
+    """Share of each image's MSE that is Monte-Carlo variance of g_hat (as evaluation records it).
+
+    mc_share_i = mean_pixels((se * std)^2) / MSE(clamp(denormalize(g_hat), 0, 1), x).
+    g_hat, se: (N, C, H, W) normalized space; x: (N, C, H, W) pixel space [0, 1]. Returns (N,).
+    """
+    std = torch.tensor(norm.std, device=se.device, dtype=torch.float32).view(1, -1, 1, 1)
+    err = mse(norm.denormalize(g_hat).clamp(0, 1), x)
+    return (se.float() * std).pow(2).flatten(1).mean(1) / err.clamp_min(1e-12)
+
+
+def mc_share_fn(x: torch.Tensor, norm: Normalization) -> ErrorFn:
+    """The `error_fn` of `predict_adaptive` for targets x: (B, C, H, W) pixel space [0, 1]."""
+
+    def error(g_hat: torch.Tensor, se: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return mc_share(g_hat, se, x.index_select(0, images), norm)
+
+    return error
+
+
+@dataclass
+class AdaptiveOutput:
+    """g_hat with the samples it used. mean, se: (B, C, H, W) in f's output space;
+    k: (B,) int64 noisy forwards per image; mc_share: (B,) error_fn at the stop."""
+
+    mean: torch.Tensor
+    se: torch.Tensor
+    k: torch.Tensor
+    mc_share: torch.Tensor
+
+
+class _Moments:
+    """Running sums per slot (sigma, image): the sum of predictions in f's dtype, and float64
+    moments of the independent units (single draws, or antithetic pair means) for the se."""
+
+    def __init__(self, slots: int, antithetic: bool, device: torch.device):
+        self.antithetic = antithetic
+        self.count = torch.zeros(slots, dtype=torch.long, device=device)
+        self.sums = self.m1 = self.m2 = torch.empty(0)
+
+    def add(self, pred: torch.Tensor, slot: torch.Tensor) -> None:
+        if self.sums.numel() == 0:
+            shape = (self.count.shape[0], *pred.shape[1:])
+            self.sums = torch.zeros(shape, device=pred.device, dtype=pred.dtype)
+            self.m1 = torch.zeros(shape, device=pred.device, dtype=torch.float64)
+            self.m2 = torch.zeros_like(self.m1)
+        self.sums.index_add_(0, slot, pred)
+        self.count.index_add_(0, slot, torch.ones_like(slot))
+        p, idx = pred.double(), slot
+        if self.antithetic:  # pairs sit at even offsets of every chunk
+            p, idx = (p[0::2] + p[1::2]) / 2, slot[0::2]
+        self.m1.index_add_(0, idx, p)
+        self.m2.index_add_(0, idx, p**2)
+
+    def mean_se(self, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """g_hat and its per-pixel standard error for the slots `slot` (N,)."""
+        view = (-1, *([1] * (self.sums.dim() - 1)))
+        n = self.count[slot].view(view)
+        mean = self.sums[slot] / n
+        m = (n // 2 if self.antithetic else n).double()
+        var = (self.m2[slot] / m - (self.m1[slot] / m) ** 2).clamp_min(0) * (m / (m - 1))
+        return mean, (var / m).sqrt().to(mean.dtype)
+
+
+def _sample_round(
+    f: Forward,
+    y: torch.Tensor,
+    sig: torch.Tensor,
+    inc: torch.Tensor,
+    active: torch.Tensor,
+    moments: _Moments,
+    gen: torch.Generator | None,
+    chunk: int,
+) -> None:
+    """inc[i] new draws for every image i, each scaled by every sigma still active for it.
+
+    The same standard-normal rows serve every sigma (common random numbers). Rows are drawn in
+    groups of images (bounded memory), in image order, so the numbers do not depend on grouping.
+    """
+    b, shape = y.shape[0], tuple(y.shape[1:])
+    images = inc.nonzero().squeeze(1).tolist()
+    budget = max(8 * chunk, int(inc.max()))
+    while images:
+        group: list[int] = []
+        rows = 0
+        while images and (not group or rows + int(inc[images[0]]) <= budget):
+            rows += int(inc[images[0]])
+            group.append(images.pop(0))
+        g = torch.tensor(group, device=y.device)
+        row_img = g.repeat_interleave(inc[g])
+        z = _noise(rows, shape, moments.antithetic, y, gen)
+        s_idx, r_idx = active[:, row_img].nonzero(as_tuple=True)
+        for start in range(0, s_idx.shape[0], chunk):
+            s_c, r_c = s_idx[start : start + chunk], r_idx[start : start + chunk]
+            img = row_img.index_select(0, r_c)
+            noisy = y.index_select(0, img) + sig[s_c].view(-1, *([1] * len(shape))) * z[r_c]
+            moments.add(f(noisy), s_c * b + img)
+
+
+def _next_increment(
+    n: torch.Tensor,
+    share: torch.Tensor,
+    active: torch.Tensor,
+    tolerance: float,
+    k_max: int,
+    antithetic: bool,
+) -> torch.Tensor:
+    """(B,) draws for the next round: enough that the worst active sigma of each image would
+    reach the tolerance if its share fell as 1/k (times 1.1), growing k by 1.25x to 4x."""
+    growth = (share / tolerance * 1.1).clamp(1.25, 4.0).nan_to_num(4.0)
+    target = torch.ceil(n.view(1, -1) * growth).long()
+    target = torch.where(active, target, torch.zeros_like(target)).amax(0)
+    inc = (target - n).clamp_min(0)
+    if antithetic:
+        inc = inc + inc % 2
+    return torch.minimum(inc, (k_max - n).clamp_min(0)) * active.any(0)
+
+
+def _check_adaptive(
+    sigmas: Sequence[float], k_min: int, k_max: int, tolerance: float, antithetic: bool
+) -> None:
+    if any(s < 0 for s in sigmas):
+        raise ValueError(f"sigmas must be >= 0, got {list(sigmas)}")
+    least = 4 if antithetic else 2  # two independent units for a standard error
+    if k_min < least or k_max < k_min:
+        raise ValueError(f"need {least} <= k_min <= k_max, got k_min {k_min}, k_max {k_max}")
+    if antithetic and (k_min % 2 or k_max % 2):
+        raise ValueError(f"antithetic pairs need even k_min and k_max, got {k_min}, {k_max}")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+
+
+def predict_adaptive(
+    f: Forward,
+    y: torch.Tensor,
+    sigmas: Sequence[float],
+    error_fn: ErrorFn,
+    k_min: int = 8,
+    k_max: int = 256,
+    tolerance: float = 0.05,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 0,
+    antithetic: bool = False,
+) -> dict[float, AdaptiveOutput]:
+    """g_hat(y) for every sigma with k chosen per (image, sigma): k_min draws, then rounds of
+    more until error_fn(g_hat, se) <= tolerance or k = k_max (optional stopping: see README).
+
+    y: (B, C, H, W) model inputs (normalized space). error_fn: e.g. `mc_share_fn(x, norm)`.
+    Images and sigmas that stopped get no more forwards; the others are batched together in
+    chunks of `chunk_size` noisy inputs. sigma = 0 gives f(y) with k = 1. Not differentiable.
+    """
+    _check_adaptive(sigmas, k_min, k_max, tolerance, antithetic)
+    b, dev = y.shape[0], y.device
+    out: dict[float, AdaptiveOutput] = {}
+    noisy = [float(s) for s in sigmas if s > 0]
+    with torch.no_grad():
+        if 0.0 in sigmas:
+            f0 = f(y)
+            ones = torch.ones(b, dtype=torch.long, device=dev)
+            out[0.0] = AdaptiveOutput(f0, torch.zeros_like(f0), ones, torch.zeros(b, device=dev))
+        if not noisy:
+            return out
+        chunk = chunk_size or auto_chunk(tuple(y.shape[1:]), dev)
+        chunk = max(2, chunk - chunk % 2) if antithetic else max(1, chunk)
+        sig = torch.tensor(noisy, device=dev, dtype=y.dtype)
+        moments = _Moments(len(noisy) * b, antithetic, dev)
+        active = torch.ones(len(noisy), b, dtype=torch.bool, device=dev)
+        share = torch.full((len(noisy), b), math.inf, device=dev)
+        n = torch.zeros(b, dtype=torch.long, device=dev)
+        inc = torch.full((b,), k_min, dtype=torch.long, device=dev)
+        while active.any():
+            _sample_round(f, y, sig, inc, active, moments, generator, chunk)
+            n += inc
+            slot = active.flatten().nonzero().squeeze(1)
+            share.view(-1)[slot] = error_fn(*moments.mean_se(slot), slot % b).float()
+            active &= (share > tolerance) & (n < k_max).view(1, -1)
+            inc = _next_increment(n, share, active, tolerance, k_max, antithetic)
+        for i, s in enumerate(noisy):
+            slot = torch.arange(i * b, (i + 1) * b, device=dev)
+            mean, se = moments.mean_se(slot)
+            out[s] = AdaptiveOutput(mean, se, moments.count[slot].clone(), share[i].clone())
+    return out

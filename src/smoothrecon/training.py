@@ -4,12 +4,13 @@
     gaussian     y + delta, delta ~ N(0, sigma_f^2 I)          eq 4.2
     adversarial  y + e, e = PGD_L2(f, y, x, eps = sqrt(d) eps_rel, 5 steps of eps/2)  eq 4.5
 
-Perturbations live in the model-input (normalized) space, as in the thesis; the MSE loss is taken
-in the normalized space too (the authors' code). Everything random in epoch e is seeded from
-(seed, e), so a run resumed from the checkpoint of epoch n gives the same weights as an
-uninterrupted run. After every epoch the validation MSE/PSNR/SSIM (on [0, 1] images) is appended
-to metrics.jsonl, and `last.safetensors` and (when better) `best.safetensors` are written
-atomically.
+Perturbations live in the model-input (normalized) space, as in the thesis, or with
+train.attack_space = measurement perturb the measurement A(x) (threat.py; the network then sees
+y + lift(e_m)); the MSE loss is taken in the normalized space too (the authors' code).
+Everything random in epoch e is seeded from (seed, e), so a run resumed from the checkpoint of
+epoch n gives the same weights as an uninterrupted run. After every epoch the validation
+MSE/PSNR/SSIM (on [0, 1] images) is appended to metrics.jsonl, and `last.safetensors` and (when
+better) `best.safetensors` are written atomically.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from smoothrecon import distributed
-from smoothrecon.attacks import eps_from_rel, pgd_l2
 from smoothrecon.checkpoint import (
     checkpoint_meta,
     model_state,
@@ -38,13 +37,23 @@ from smoothrecon.checkpoint import (
 from smoothrecon.config import Config, TrainConfig, dump_config
 from smoothrecon.data import DataBundle, EvalSet, prepare_data
 from smoothrecon.errors import TrainingDiverged, UserError
-from smoothrecon.evaluation import clean_metrics
+from smoothrecon.inputs import clean_metrics
 from smoothrecon.io import atomic_write_text, ensure_dir, load_checkpoint, read_jsonl, run_lock
 from smoothrecon.io import write_jsonl as _write_jsonl
+from smoothrecon.manifest import (
+    TRAIN_SECTIONS,
+    build_manifest,
+    claim,
+    comparable_config,
+    differences,
+    refusal,
+)
 from smoothrecon.models import build_model, parameter_count
 from smoothrecon.operators import build_operator
+from smoothrecon.progress import bar as progress_bar
 from smoothrecon.runtime import Runtime
 from smoothrecon.smoothing import make_generator
+from smoothrecon.threat import ThreatModel, pgd_in_space
 
 
 @contextlib.contextmanager
@@ -71,30 +80,39 @@ def perturb(
     cfg: TrainConfig,
     generator: torch.Generator,
     runtime: Runtime,
+    threat: ThreatModel | None = None,
 ) -> torch.Tensor:
     """The training input for `cfg.mode`: y, y + N(0, sigma_f^2 I) or y + PGD perturbation.
 
-    y, x: (B, C, H, W) normalized model input and target.
+    y, x: (B, C, H, W) normalized model input and target. The PGD perturbation lives in
+    `threat`'s space (cfg.attack_space; None: the input space), eps = sqrt(d) eps_rel with d
+    counted there (threat.py); y + e is always a network input.
     """
     if cfg.mode == "standard":
         return y
     if cfg.mode == "gaussian":
         noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         return y + cfg.sigma_f * noise
-    eps = eps_from_rel(cfg.eps_rel, y.shape[1:])
+    threat = ThreatModel("input") if threat is None else threat
+    if threat.space != cfg.attack_space:
+        raise ValueError(
+            f"train.attack_space = '{cfg.attack_space}' but the threat model given is "
+            f"'{threat.space}' (build it with ThreatModel.build(cfg.attack_space, ...))"
+        )
     with frozen_batchnorm_stats(model):
-        e = pgd_l2(
+        attack = pgd_in_space(
             runtime.forward(model),
             y,
             x,
-            eps,
+            threat,
+            cfg.eps_rel,
             steps=cfg.pgd_steps,
-            step_size=cfg.pgd_step_factor * eps,
+            step_factor=cfg.pgd_step_factor,
             random_start="ball",
             keep="last",  # the training attack of the thesis: last iterate, no restarts
             generator=generator,
         )
-    return y + e
+    return y + attack.e
 
 
 @dataclass
@@ -120,6 +138,7 @@ def _train_epoch(
 ) -> tuple[float, int, float]:
     """One epoch; returns (mean train loss, global step, images per second)."""
     operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    threat = ThreatModel.build(cfg.train.attack_space, operator, data.normalization)
     d = distributed.current()
     gen = make_generator(cfg.train.seed * 1_000_003 + epoch + 7919 * d.rank, runtime.device)
     net.train()
@@ -127,7 +146,7 @@ def _train_epoch(
     pin = runtime.device.type == "cuda"
     batches = data.training_crops().batches(epoch, cfg.train.batch_size, d.rank, d.world, pin)
     n_batches = math.ceil(cfg.data.crops_per_epoch / cfg.train.batch_size)
-    bar = tqdm(
+    bar = progress_bar(
         batches,
         total=n_batches,
         desc=f"epoch {epoch}/{cfg.train.epochs}",
@@ -137,7 +156,7 @@ def _train_epoch(
     )
     for x_uint8 in bar:
         y, x, _ = runtime.pairs(x_uint8, operator, data.normalization)
-        y_in = perturb(model, y, x, cfg.train, gen, runtime)
+        y_in = perturb(model, y, x, cfg.train, gen, runtime, threat)
         with runtime.autocast():
             loss = F.mse_loss(net(runtime.layout(y_in)).float(), x)
         if not _all_finite(loss, d):
@@ -192,10 +211,12 @@ def train(
     data: DataBundle | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    force_new: bool = False,
 ) -> TrainResult:
     """Train `cfg.model` with `cfg.train` into the folder `out`, resuming from its last
-    checkpoint when one of the same config exists. `stop_after` ends after that many epochs
-    of this call (used to test resuming)."""
+    checkpoint when one of the same config exists (a larger train.epochs extends it); a folder
+    of another run is refused, or with `force_new` moved aside (manifest.py). `stop_after`
+    ends after that many epochs of this call (used to test resuming)."""
     if cfg.model.name != "unet":
         raise UserError(f"model '{cfg.model.name}' has no weights to train")
     d = distributed.init_from_env()
@@ -203,7 +224,30 @@ def train(
         return _train_locked(cfg, Path(out), data, False, stop_after)
     out = ensure_dir(out)
     with run_lock(out):
+        spec = build_manifest("train", cfg, TRAIN_SECTIONS, ignore=("train.epochs",))
+        moved = claim(out, spec, force_new)
+        if moved is not None:
+            print(f"moved the old contents of '{out}' to '{moved}'")
         return _train_locked(cfg, out, data, progress, stop_after)
+
+
+def _check_resumable(out: Path, meta: dict[str, Any], cfg: Config) -> None:
+    """The checkpoint `meta` continues as `cfg` when they differ at most in train.epochs,
+    upwards: training is seeded per epoch, so extending a run gives the weights of a run of
+    that many epochs from scratch."""
+    old, new = (
+        {"config": comparable_config(c, TRAIN_SECTIONS, ("train.epochs",))}
+        for c in (meta["config"], cfg.to_dict())
+    )
+    diffs = differences(old, new)
+    if diffs:
+        raise UserError(refusal(out, diffs))
+    if meta["epoch"] > cfg.train.epochs:
+        raise UserError(
+            f"'{out}' holds {meta['epoch']} epochs of this run, more than the "
+            f"{cfg.train.epochs} asked; ask for {meta['epoch']} or more to extend it, or "
+            f"choose a new --out"
+        )
 
 
 def _train_locked(
@@ -220,11 +264,7 @@ def _train_locked(
     epoch, step, best_psnr = 0, 0, -math.inf
     if last.exists():
         tensors, meta = load_checkpoint(last)
-        if meta.get("train_key") != key:
-            raise UserError(
-                f"'{out}' holds a training run of another config; choose another --out "
-                f"or delete the folder to start over"
-            )
+        _check_resumable(out, meta, cfg)
         model.load_state_dict(model_state(tensors))
         optimizer.load_state_dict(optimizer_state(tensors, meta))
         epoch, step, best_psnr = meta["epoch"], meta["step"], meta["best_val_psnr"]

@@ -140,7 +140,7 @@ def bad(cli, tmp_path_factory, photo_dir: Path) -> dict:
         "wrong type": (["train", *smoke, "--set", "train.epochs=abc", "--out", root / "o2"],
                        "must be an integer"),
         "negative sigma": (["train", *smoke, "--mode", "gaussian", "--sigma-f", "-0.5",
-                            "--out", root / "o3"], "train.sigma_f"),
+                            "--out", root / "o3"], "--sigma-f"),
         "negative sigma via set": (["train", *smoke, "--set", "train.sigma_f=-1",
                                     "--out", root / "o4"], "train.sigma_f"),
         # --quiet: these two fail after progress bars have started.
@@ -178,7 +178,6 @@ BAD_CASES = [
     "unknown preset",
     "unknown config key",
     "wrong type",
-    "negative sigma",
     "negative sigma via set",
     "crop size the U-Net cannot take",
     "model is a folder of something else",
@@ -201,12 +200,16 @@ def test_bad_input_is_one_error_line(bad, case: str) -> None:
     assert r.returncode == 2, (r.returncode, lines)
 
 
-def test_bad_number_list_is_a_usage_error_not_a_traceback(bad) -> None:
+@pytest.mark.parametrize(("case", "value"), [("eps-rel not numbers", "abc"),
+                                             ("negative sigma", "-0.5")])  # fmt: skip
+def test_bad_number_is_a_usage_error_not_a_traceback(bad, case: str, value: str) -> None:
     # argparse's own convention (usage, then one error line) is fine here; a traceback is not.
-    r = bad["results"]["eps-rel not numbers"]
+    r = bad["results"][case]
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     lines = screen_lines(r.stderr)
-    assert lines and "error:" in lines[-1] and "abc" in lines[-1], lines
+    assert lines and "error:" in lines[-1] and value in lines[-1], lines
+    assert bad["expected"][case] in lines[-1]
+    assert [line for line in lines if "error:" in line] == lines[-1:]
     assert r.returncode == 2
 
 

@@ -184,3 +184,18 @@ def test_kill_and_resume_gives_the_same_tables(cli, photo_dir, tmp_path, full_ru
         for k, v in tensors.items():
             assert (weights[model][k] == v).all(), f"{model}: {k} differs after the resume"
     assert not (out / ".lock").exists()
+
+
+def test_another_preset_into_the_folder_is_refused_naming_it(cli, photo_dir, full_run) -> None:
+    """`reproduce --preset cpu` (or the default preset) on a smoke folder: one line naming the
+    preset difference, and the folder is left as it was."""
+    out = full_run["out"]
+    files = {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*")}
+    args = reproduce_args(photo_dir, out)
+    for cpu in ([args[0], *args[3:]], [*args[:2], "cpu", *args[3:]]):
+        r = cli(*cpu)
+        assert r.returncode == 2, r.stderr[-2000:]
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), lines
+        assert "preset 'smoke' there, 'cpu' now" in lines[0] and "--out" in lines[0]
+    assert {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*")} == files

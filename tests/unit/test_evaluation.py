@@ -9,16 +9,22 @@ from torch import nn
 from smoothrecon.config import AttackConfig
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.evaluation import (
+    EvalModel,
+    EvalSettings,
     SplitInputs,
     batched_attack,
-    choose_sigma,
     evaluate_unit,
     smoothed_metrics,
 )
+from smoothrecon.records import ModelInfo, choose_sigma
 from smoothrecon.runtime import Runtime
 
 NORM = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 RUNTIME = Runtime(torch.device("cpu"), "fp32", False)
+
+
+def _model(module: nn.Module) -> EvalModel:
+    return EvalModel(module, ModelInfo("m", 2, "own", mode="own", smoothed=True), NORM, "m")
 
 
 class Shrink(nn.Module):
@@ -83,18 +89,11 @@ def test_sigma_g_is_chosen_on_validation_and_never_sees_test_data() -> None:
     # split would pick 0; the protocol must pick validation's best for everything downstream.
     val, test = _split(1, False), _split(2, True)
     sigmas = [0.0, 0.1, 0.5, 1.0]
+    settings = EvalSettings(
+        (0.01,), tuple(sigmas), 8, {"main": AttackConfig(steps=2)}, rs_pgd=True, batch_size=6
+    )
     records = evaluate_unit(
-        Oscillating(),
-        {"val": val, "test": test},
-        NORM,
-        0.01,
-        sigmas,
-        8,
-        {"main": AttackConfig(steps=2)},
-        RUNTIME,
-        batch_size=6,
-        rs_pgd=True,
-        seed=0,
+        _model(Oscillating()), {"val": val, "test": test}, 0.01, settings, RUNTIME
     ).records
     best_val = max(
         (r for r in records if r["split"] == "val" and r["attack"] == "pgd_f"),
@@ -108,44 +107,42 @@ def test_sigma_g_is_chosen_on_validation_and_never_sees_test_data() -> None:
     assert g_rows and all(r["sigma_g"] == best_val for r in g_rows)
 
 
-def test_public_evaluate_gives_one_record_per_condition() -> None:
-    from smoothrecon import evaluate
-
-    inputs = {"val": _split(1, False), "test": _split(2, False)}
-    records = evaluate(
-        Shrink(),
-        inputs,
-        NORM,
-        eps_rels=[0.0, 0.02],
-        sigmas=[0.0, 0.2],
-        k=2,
-        attack_cfg=AttackConfig(steps=2),
-        batch_size=6,
-    )
-    keys = {(r["split"], r["eps_rel"], r["attack"], r["sigma_g"]) for r in records}
-    assert len(keys) == len(records) == 8
-    assert all(r["n"] == 6 and len(r["per_image"]["ssim"]) == 6 for r in records)
-    assert {r["attack"] for r in records} == {"none", "pgd_f"}
-
-
 def test_antithetic_evaluation_of_a_linear_model_is_exact() -> None:
     # Lemma A.1.2 through the whole evaluation: with antithetic pairs the smoothed linear map
     # equals the map itself, so every sigma_g scores like sigma_g = 0.
     linear = nn.Conv2d(3, 3, 3, padding=1).eval()
     inputs = {"val": _split(1, False), "test": _split(2, False)}
-    records = evaluate_unit(
-        linear,
-        inputs,
-        NORM,
-        0.0,
-        [0.0, 0.3, 1.0],
-        4,
-        {"pgd": AttackConfig()},
-        RUNTIME,
-        batch_size=6,
-        antithetic=True,
-    ).records
+    settings = EvalSettings(
+        (0.0,), (0.0, 0.3, 1.0), 4, {"pgd": AttackConfig()}, batch_size=6, antithetic=True
+    )
+    records = evaluate_unit(_model(linear), inputs, 0.0, settings, RUNTIME).records
     for split in ("val", "test"):
         rows = {r["sigma_g"]: r for r in records if r["split"] == split}
         for s in (0.3, 1.0):
             assert abs(rows[s]["psnr"] - rows[0.0]["psnr"]) < 1e-3, (split, s)
+
+
+def test_adaptive_k_reaches_the_tolerance_and_records_the_draws_used() -> None:
+    """k: auto keeps drawing until each image's mc_share is within the tolerance (or k_max),
+    and the records carry the k actually used: more at large sigma_g than at small."""
+    settings = EvalSettings(
+        eps_rels=(0.0,),
+        sigmas=(0.0, 0.05, 0.5),
+        k="auto",
+        attacks={"strong": AttackConfig(steps=2)},
+        batch_size=4,
+        antithetic=True,
+        k_min=4,
+        k_max=64,
+        mc_tolerance=0.05,
+    )
+    data = {"val": _inputs(4, 2), "test": _inputs(6, 3)}
+    records = evaluate_unit(_model(Shrink().eval()), data, 0.0, settings, RUNTIME).records
+    by_sigma = {r["sigma_g"]: r for r in records if r["split"] == "test"}
+    assert by_sigma[0.0]["k"] == 1
+    small, large = by_sigma[0.05], by_sigma[0.5]
+    assert 4 <= small["k_mean"] <= large["k_mean"] <= 64
+    for r in (small, large):
+        at_cap = r["k_max_used"] == 64
+        assert at_cap or r["mc_share"] <= 0.05 + 1e-9, r
+        assert r["mse_debiased"] <= r["mse"]

@@ -19,16 +19,28 @@ def test_settings_that_change_evaluations_change_their_keys() -> None:
     base = load_config("smoke")
     out = Path("/run")
     before = _paths(plan_evaluation(base, out, ATTACKS))
-    for change in (
-        "experiment.rs_pgd_eps_rels=[0.02]",
-        "experiment.image_grid_count=1",
-        "smoothing.k=8",
-        "experiment.rs_pgd=false",
-    ):
+    for change in ("experiment.image_grid_count=1", "smoothing.k=8", "data.crop_size=48"):
         changed = load_config("smoke", overrides=[change])
         assert _paths(plan_evaluation(changed, out, ATTACKS)).isdisjoint(before), change
     other_attack = {"strong": AttackConfig(steps=21)}
     assert _paths(plan_evaluation(base, out, other_attack)).isdisjoint(before)
+
+
+def test_rs_pgd_changes_only_the_units_where_it_runs() -> None:
+    # The smoke grid is eps_rel {0, 0.02}; RS-PGD runs on the RS model (x2/thesis/rs0.1) at
+    # eps_rel > 0 only, so switching it off (or moving it to another eps_rel) changes exactly
+    # that unit, and naming the eps_rel where it already runs changes nothing.
+    out = Path("/run")
+    before = {u.path for u in plan_evaluation(load_config("smoke"), out, ATTACKS)}
+    rs_unit = {p for p in before if "rs0.1" in p.parent.name and p.name.startswith("eps0.02-")}
+    assert len(rs_unit) == 1
+    for change in ("experiment.rs_pgd=false", "experiment.rs_pgd_eps_rels=[0.05]"):
+        after = {
+            u.path for u in plan_evaluation(load_config("smoke", overrides=[change]), out, ATTACKS)
+        }
+        assert before - after == rs_unit, change
+    same = load_config("smoke", overrides=["experiment.rs_pgd_eps_rels=[0.02]"])
+    assert {u.path for u in plan_evaluation(same, out, ATTACKS)} == before
 
 
 def test_adding_a_model_keeps_the_other_models_units() -> None:

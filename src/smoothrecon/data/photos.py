@@ -139,9 +139,9 @@ def load_photos(
     photos: list[Photo] = []
     unreadable: list[str] = []
     seen: set[str] = set()
-    from tqdm import tqdm
+    from smoothrecon.progress import bar
 
-    for f in tqdm(files, desc="decoding photos", unit="photo", leave=False, disable=not progress):
+    for f in bar(files, desc="decoding photos", unit="photo", leave=False, disable=not progress):
         sha = index.sha(f)
         if sha in seen:
             continue

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from smoothrecon.attacks import eps_from_rel, pgd_l2_run
+from smoothrecon.attacks import PGDResult, eps_from_rel, pgd_l2_run
 from smoothrecon.config import (
     THESIS_EVAL_STEP_FACTOR,
     THESIS_EVAL_STEPS,
@@ -22,11 +23,79 @@ from smoothrecon.config import (
     ExperimentConfig,
 )
 from smoothrecon.data.normalization import Normalization
-from smoothrecon.evaluation import SplitInputs
+from smoothrecon.inputs import SplitInputs
 from smoothrecon.metrics import psnr, ssim
 from smoothrecon.smoothing import make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class _Study:
+    """The crops of one convergence study and how a row is scored on them."""
+
+    forward: Forward
+    y: torch.Tensor
+    target: torch.Tensor
+    x: torch.Tensor
+    norm: Normalization
+    eps_rel: float
+    start: str
+    seed: int
+
+    @property
+    def eps(self) -> float:
+        return eps_from_rel(self.eps_rel, self.y.shape[1:])
+
+    def row(self, e: torch.Tensor, loss: torch.Tensor, **key: object) -> dict:
+        with torch.no_grad():
+            x_hat = self.norm.denormalize(self.forward(self.y + e)).clamp(0, 1)
+        return {
+            "eps_rel": self.eps_rel,
+            **key,
+            "loss": float(loss.mean()) / self.y[0].numel(),
+            "psnr": float(psnr(x_hat, self.x).mean()),
+            "ssim": float(ssim(x_hat, self.x).mean()),
+            "n": self.y.shape[0],
+        }
+
+    def run(
+        self, steps: int, factor: float, keep: str, restart: int, snapshots: tuple[int, ...] = ()
+    ) -> PGDResult:
+        return pgd_l2_run(
+            self.forward,
+            self.y,
+            self.target,
+            self.eps,
+            steps=steps,
+            step_size=factor * self.eps,
+            random_start=self.start,
+            restarts=1,
+            keep=keep,
+            generator=make_generator(self.seed * 7919 + restart, self.y.device),
+            snapshots=snapshots,
+        )
+
+    def thesis_row(self) -> dict:
+        res = self.run(THESIS_EVAL_STEPS, THESIS_EVAL_STEP_FACTOR, "last", 0)
+        key = {"step_factor": THESIS_EVAL_STEP_FACTOR, "steps": THESIS_EVAL_STEPS}
+        return self.row(res.e, res.loss, **key, restarts=1, thesis=True)
+
+    def factor_rows(self, factor: float, steps: tuple[int, ...], restarts: int) -> list[dict]:
+        """Rows for `steps` (best iterate) with 1 and `restarts` starts: the best of the first
+        r long runs' snapshots after t steps is the r-restart attack of t steps."""
+        runs = [self.run(max(steps), factor, "best", r, steps).snapshots for r in range(restarts)]
+        rows = []
+        for n_starts in sorted({1, restarts}):
+            for t in steps:
+                e, loss = runs[0][t]
+                for other in runs[1:n_starts]:
+                    better = other[t][1] > loss
+                    e = torch.where(better.view(-1, *([1] * (e.dim() - 1))), other[t][0], e)
+                    loss = torch.maximum(loss, other[t][1])
+                key = {"step_factor": factor, "steps": t, "restarts": n_starts}
+                rows.append(self.row(e, loss, **key, thesis=False))
+        return rows
 
 
 def convergence_rows(
@@ -38,76 +107,14 @@ def convergence_rows(
     start: str = "ball",
     seed: int = 0,
 ) -> list[dict]:
-    """One row per (step_factor, steps, restarts in {1, R}) with mean loss, PSNR and SSIM."""
+    """One row per (step_factor, steps, restarts in {1, R}) with mean loss, PSNR and SSIM,
+    plus the thesis attack's row from the first random start."""
     n = min(cfg.convergence_images, data.y.shape[0])
-    y, target, x = data.y[:n], data.target[:n], data.x[:n]
-    eps = eps_from_rel(eps_rel, y.shape[1:])
-    d = y[0].numel()
+    study = _Study(forward, data.y[:n], data.target[:n], data.x[:n], norm, eps_rel, start, seed)
     steps = tuple(sorted(set(cfg.convergence_steps)))
-    rows = []
-
-    def row(e: torch.Tensor, loss: torch.Tensor, **key: object) -> dict:
-        with torch.no_grad():
-            x_hat = norm.denormalize(forward(y + e)).clamp(0, 1)
-        return {
-            "eps_rel": eps_rel,
-            **key,
-            "loss": float(loss.mean()) / d,
-            "psnr": float(psnr(x_hat, x).mean()),
-            "ssim": float(ssim(x_hat, x).mean()),
-            "n": n,
-        }
-
-    thesis = pgd_l2_run(
-        forward,
-        y,
-        target,
-        eps,
-        steps=THESIS_EVAL_STEPS,
-        step_size=THESIS_EVAL_STEP_FACTOR * eps,
-        random_start=start,
-        keep="last",
-        generator=make_generator(seed * 7919, y.device),
-    )
-    rows.append(
-        row(
-            thesis.e,
-            thesis.loss,
-            step_factor=THESIS_EVAL_STEP_FACTOR,
-            steps=THESIS_EVAL_STEPS,
-            restarts=1,
-            thesis=True,
-        )
-    )
+    rows = [study.thesis_row()]
     for factor in cfg.convergence_step_factors:
-        runs = []
-        for r in range(cfg.convergence_restarts):
-            gen = make_generator(seed * 7919 + r, y.device)
-            runs.append(
-                pgd_l2_run(
-                    forward,
-                    y,
-                    target,
-                    eps,
-                    steps=max(steps),
-                    step_size=factor * eps,
-                    random_start=start,
-                    restarts=1,
-                    keep="best",
-                    generator=gen,
-                    snapshots=steps,
-                ).snapshots
-            )
-        for restarts in sorted({1, cfg.convergence_restarts}):
-            for t in steps:
-                e, loss = runs[0][t]
-                for other in runs[1:restarts]:
-                    better = other[t][1] > loss
-                    e = torch.where(better.view(-1, *([1] * (e.dim() - 1))), other[t][0], e)
-                    loss = torch.maximum(loss, other[t][1])
-                rows.append(
-                    row(e, loss, step_factor=factor, steps=t, restarts=restarts, thesis=False)
-                )
+        rows += study.factor_rows(factor, steps, cfg.convergence_restarts)
     return rows
 
 

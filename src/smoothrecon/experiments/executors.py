@@ -1,6 +1,6 @@
 """Where the units of a sweep run: in this process (serial, the default) or as Ray tasks.
 
-Both executors call the same `runner.run_unit` on the same units, whose results are files keyed
+Both executors call the same `units.run_unit` on the same units, whose results are files keyed
 by config hashes, so a serial run, a Ray run (local or on a cluster) and a resumed run produce
 the same records. On a cluster, `--out` must be a folder every node sees (a shared filesystem);
 each worker decodes the photos into its own cache once. A SLURM user starts a Ray cluster with
@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from smoothrecon.config import AttackConfig
 from smoothrecon.data import DataBundle, prepare_data
 from smoothrecon.errors import UserError
+from smoothrecon.experiments.units import Unit, run_unit
+from smoothrecon.progress import bar as progress_bar
 from smoothrecon.runtime import Runtime
 
 
@@ -29,26 +29,20 @@ class SerialExecutor:
     def __init__(self, data: DataBundle, runtime: Runtime, progress: bool):
         self.data, self.runtime, self.progress = data, runtime, progress
 
-    def map(
-        self, units: Sequence, desc: str, attacks: dict[str, AttackConfig] | None = None
-    ) -> list[dict[str, Any]]:
-        from smoothrecon.experiments.runner import run_unit
-
+    def map(self, units: Sequence[Unit], desc: str) -> list[dict[str, Any]]:
         out = []
-        bar = tqdm(units, desc=desc, unit="unit", disable=not self.progress or not units)
+        bar = progress_bar(units, desc=desc, unit="unit", disable=not self.progress or not units)
         for unit in bar:
             bar.set_postfix_str(unit.spec.label)
-            out.append(run_unit(unit, self.data, self.runtime, attacks, progress=self.progress))
+            out.append(run_unit(unit, self.data, self.runtime, progress=self.progress))
         return out
 
 
-def _ray_task(unit: Any, attacks: dict[str, AttackConfig] | None, threads: int) -> dict:
+def _ray_task(unit: Unit, threads: int) -> dict:
     """One unit inside a Ray worker: its own data handle (from the on-disk cache) and runtime."""
-    from smoothrecon.experiments.runner import run_unit
-
     torch.set_num_threads(threads)
     data = prepare_data(unit.cfg.data, progress=False)
-    return run_unit(unit, data, Runtime.from_config(unit.cfg.runtime), attacks)
+    return run_unit(unit, data, Runtime.from_config(unit.cfg.runtime))
 
 
 class RayExecutor:
@@ -72,12 +66,12 @@ class RayExecutor:
         self.task = ray.remote(num_cpus=1, num_gpus=gpus)(_ray_task)
         self.progress = progress
 
-    def map(
-        self, units: Sequence, desc: str, attacks: dict[str, AttackConfig] | None = None
-    ) -> list[dict[str, Any]]:
-        futures = [self.task.remote(u, attacks, 1) for u in units]
+    def map(self, units: Sequence[Unit], desc: str) -> list[dict[str, Any]]:
+        futures = [self.task.remote(u, 1) for u in units]
         pending = list(futures)
-        with tqdm(total=len(futures), desc=desc, unit="unit", disable=not self.progress) as bar:
+        with progress_bar(
+            total=len(futures), desc=desc, unit="unit", disable=not self.progress
+        ) as bar:
             while pending:
                 done, pending = self.ray.wait(pending, num_returns=1)
                 bar.update(len(done))

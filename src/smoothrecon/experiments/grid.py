@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 
 from smoothrecon.config import Config
+from smoothrecon.records import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,22 @@ class ModelSpec:
         return self.label.replace("/", "-")
 
     @property
-    def smoothed(self) -> bool:
+    def grid_evaluated(self) -> bool:
         """Whether the sigma_g grid is evaluated (RS models; standard and baselines as
         references). Adversarially trained models are evaluated without smoothing."""
         return self.mode != "adversarial"
+
+    def info(self) -> ModelInfo:
+        """The record fields of this model; only RS models are reported smoothed."""
+        return ModelInfo(
+            self.label,
+            self.factor,
+            self.kind,
+            self.variant,
+            self.mode,
+            self.value,
+            smoothed=self.mode == "gaussian",
+        )
 
     @property
     def trained(self) -> bool:

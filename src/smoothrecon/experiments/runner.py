@@ -5,44 +5,34 @@ Each unit of work is an artifact keyed by the hash of the config that produced i
     <out>/models/<label>-<key>/                 a training run (resumes mid-way, training.py)
     <out>/convergence/<label>/eps<e>-<key>.json  loss / PSNR vs PGD steps (convergence.py)
     <out>/evals/<label>/eps<e>-<key>.json        records (+ .safetensors with example images)
-A rerun skips finished units, an interrupted run continues where it stopped, and a changed
-config recomputes only the units whose key it changes. `run.json` records the config, machine
-and timings for the report.
+A rerun skips finished units and an interrupted run continues where it stopped; a changed
+setting recomputes only the units whose key it changes. A folder holds one sweep (manifest.py:
+another preset, data or operator is refused, `--force-new` moves the old run aside).
+`run.json` records the config, machine and timings for the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from smoothrecon.checkpoint import load_model
 from smoothrecon.config import AttackConfig, Config, dump_config
-from smoothrecon.data import DataBundle, prepare_data
-from smoothrecon.evaluation import SplitInputs, evaluate_unit, split_inputs
-from smoothrecon.experiments.convergence import choose_strong, convergence_rows, thesis_attack
+from smoothrecon.data import prepare_data
+from smoothrecon.evaluation import EvalSettings
+from smoothrecon.experiments.convergence import choose_strong, thesis_attack
 from smoothrecon.experiments.executors import make_executor
 from smoothrecon.experiments.grid import ModelSpec, thesis_grid
-from smoothrecon.io import (
-    atomic_write_json,
-    atomic_write_text,
-    ensure_dir,
-    load_checkpoint,
-    run_lock,
-    save_checkpoint,
-)
-from smoothrecon.models import build_model
-from smoothrecon.operators import build_operator
+from smoothrecon.experiments.units import EvalUnit, StudyUnit, TrainUnit, eval_path, short_hash
+from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, run_lock
+from smoothrecon.manifest import REPRODUCE_SECTIONS, build_manifest, claim
 from smoothrecon.runtime import Runtime
-from smoothrecon.training import train
 
 
 def machine_info() -> dict[str, Any]:
@@ -64,35 +54,6 @@ def machine_info() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-@dataclass
-class TrainUnit:
-    spec: ModelSpec
-    cfg: Config
-    folder: Path
-
-    def done(self) -> bool:
-        best = self.folder / "last.safetensors"
-        if not best.exists():
-            return False
-        _, meta = load_checkpoint(best)
-        return bool(meta.get("epoch") == self.cfg.train.epochs)
-
-
-@dataclass
-class StudyUnit:
-    """One model at one eps_rel: a convergence study or an evaluation, one JSON file each."""
-
-    kind: str  # "convergence" or "evaluation"
-    spec: ModelSpec
-    cfg: Config
-    eps_rel: float
-    path: Path
-    model_folder: Path | None
-
-    def done(self) -> bool:
-        return self.path.exists()
 
 
 def _model_folder(spec: ModelSpec, mcfg: Config, out: Path) -> Path | None:
@@ -125,32 +86,6 @@ def family_representatives(cfg: Config) -> list[ModelSpec]:
     return reps
 
 
-def _study_units(
-    kind: str,
-    specs: list[ModelSpec],
-    cfg: Config,
-    out: Path,
-    eps_rels: tuple[float, ...],
-    sections: tuple[str, ...],
-    suffix: str = "",
-) -> list[StudyUnit]:
-    """One unit per (model, eps_rel), its file keyed by the config sections it depends on."""
-    folder = {"convergence": "convergence", "evaluation": "evals"}[kind]
-    units = []
-    for spec in specs:
-        mcfg = spec.config(cfg)
-        key = mcfg.hash("data", "operator", "model", "train", *sections) + suffix
-        for eps_rel in eps_rels:
-            path = out / folder / spec.slug / f"eps{eps_rel:g}-{key}.json"
-            units.append(StudyUnit(kind, spec, mcfg, eps_rel, path, _model_folder(spec, mcfg, out)))
-    return units
-
-
-def _key(obj: object) -> str:
-    """Short hash of a JSON-able object (attack settings, chosen experiment fields)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
-
-
 def _experiment_fields(cfg: Config, *names: str) -> dict[str, Any]:
     """The experiment fields a unit depends on (not the whole section: adding a model to the
     grid must not invalidate the other models' studies)."""
@@ -158,6 +93,7 @@ def _experiment_fields(cfg: Config, *names: str) -> dict[str, Any]:
 
 
 def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
+    """One study per (family representative, eps_rel), keyed by the convergence fields."""
     fields = _experiment_fields(
         cfg,
         "convergence_steps",
@@ -165,148 +101,79 @@ def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
         "convergence_restarts",
         "convergence_images",
     )
-    return _study_units(
-        "convergence",
-        family_representatives(cfg),
-        cfg,
-        out,
-        cfg.experiment.convergence_eps_rels,
-        ("attack", "evaluation"),
-        f"-{_key(fields)}",
+    units = []
+    for spec in family_representatives(cfg):
+        mcfg = spec.config(cfg)
+        key = mcfg.hash("data", "operator", "model", "train", "attack", "evaluation")
+        key += f"-{short_hash(fields)}"
+        for eps_rel in cfg.experiment.convergence_eps_rels:
+            path = out / "convergence" / spec.slug / f"eps{eps_rel:g}-{key}.json"
+            units.append(StudyUnit(spec, mcfg, eps_rel, path, _model_folder(spec, mcfg, out)))
+    return units
+
+
+def unit_settings(spec: ModelSpec, cfg: Config, attacks: dict[str, AttackConfig]) -> EvalSettings:
+    """The evaluation settings of one sweep model: the sigma_g grid unless adversarially
+    trained, RS-PGD only on Gaussian-trained (RS) models."""
+    settings = EvalSettings.from_config(cfg, attacks)
+    return dataclasses.replace(
+        settings,
+        sigmas=settings.sigmas if spec.grid_evaluated else (0.0,),
+        rs_pgd=settings.rs_pgd and spec.mode == "gaussian",
     )
 
 
-def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) -> list[StudyUnit]:
+def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) -> list[EvalUnit]:
     """One unit per (model, eps_rel), keyed by everything its records depend on."""
-    fields = _experiment_fields(cfg, "rs_pgd", "rs_pgd_eps_rels", "image_grid_count")
-    suffix = f"-{_key({k: dataclasses.asdict(v) for k, v in attacks.items()})}-{_key(fields)}"
-    return _study_units(
-        "evaluation",
-        thesis_grid(cfg),
-        cfg,
-        out,
-        cfg.evaluation.eps_rels,
-        ("smoothing", "evaluation"),
-        suffix,
+    units = []
+    for spec in thesis_grid(cfg):
+        mcfg = spec.config(cfg)
+        settings = unit_settings(spec, mcfg, attacks)
+        model_key = mcfg.hash("model", "train")
+        folder = _model_folder(spec, mcfg, out)
+        for eps_rel in cfg.evaluation.eps_rels:
+            path = eval_path(out, spec.info(), model_key, mcfg, settings, eps_rel, ("val", "test"))
+            units.append(EvalUnit(spec, mcfg, eps_rel, settings, path, folder))
+    return units
+
+
+def _run_phase(pool, units: list, desc: str, timings: dict[str, float]) -> None:
+    """Run the unfinished `units` on the executor, recording each one's seconds."""
+    todo = [u for u in units if not u.done()]
+    for u, payload in zip(todo, pool.map(todo, desc), strict=True):
+        tag = u.spec.label if isinstance(u, TrainUnit) else f"{u.spec.label}:{u.eps_rel:g}"
+        timings[f"{desc}:{tag}"] = payload["seconds"]
+
+
+def _strong_attacks(cfg: Config, convs: list[StudyUnit]) -> tuple[dict[str, AttackConfig], dict]:
+    """The attack settings of the evaluation ('strong' from the study first) and its score."""
+    rows = [r for u in convs for r in json.loads(u.path.read_text())["rows"]]
+    strong, score = choose_strong(
+        rows, cfg.experiment.strong_within, cfg.attack, cfg.experiment.strong_max_cost
     )
+    return {"strong": strong, "thesis": thesis_attack(cfg.attack)}, score
 
 
-def _load(cfg: Config, folder: Path | None, runtime: Runtime) -> torch.nn.Module:
-    if folder is not None:
-        model, _ = load_model(folder / "best.safetensors")
-    else:
-        model = build_model(cfg.model, cfg.operator.factor)
-    model = runtime.prepare_model(model).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def _inputs(cfg: Config, data: DataBundle, runtime: Runtime, split: str) -> SplitInputs:
-    operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
-    return split_inputs(data.eval_set(split).x, operator, data.normalization, runtime)
-
-
-def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
-    """PGD loss / PSNR vs steps for one model at one eps_rel (validation crops)."""
-    model = _load(unit.cfg, unit.model_folder, runtime)
-    split = "val" if len(data.val) else "test"
-    t0 = time.perf_counter()
-    inputs = _inputs(unit.cfg, data, runtime, split)
-    rows = convergence_rows(
-        runtime.forward(model),
-        inputs,
-        data.normalization,
-        unit.eps_rel,
-        unit.cfg.experiment,
-        unit.cfg.attack.random_start,
-        unit.cfg.evaluation.seed,
+def _phases(cfg: Config, out: Path, pool, log: Callable[[str], None], timings: dict):
+    """Training, convergence study, then evaluation with the attacks the study chose."""
+    trains, convs = plan_training(cfg, out), plan_convergence(cfg, out)
+    n_t, n_c = (sum(not u.done() for u in units) for units in (trains, convs))
+    log(
+        f"{len(trains)} models ({n_t} to train), {len(convs)} convergence studies "
+        f"({n_c} to run) -> {out}"
     )
-    for r in rows:
-        r.update(
-            {
-                "model": unit.spec.label,
-                "factor": unit.spec.factor,
-                "mode": unit.spec.mode,
-                "variant": unit.spec.variant,
-                "split": split,
-            }
-        )
-    payload = {
-        "label": unit.spec.label,
-        "eps_rel": unit.eps_rel,
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
-    }
-    atomic_write_json(unit.path, payload)
-    return payload
-
-
-def run_eval_unit(
-    unit: StudyUnit, data: DataBundle, runtime: Runtime, attacks: dict[str, AttackConfig]
-) -> dict[str, Any]:
-    """Evaluate one model at one eps_rel and write its records atomically."""
-    cfg = unit.cfg
-    model = _load(cfg, unit.model_folder, runtime)
-    inputs = {s: _inputs(cfg, data, runtime, s) for s in ("val", "test")}
-    sigmas = list(cfg.smoothing.sigma_grid) if unit.spec.smoothed else [0.0]
-    t0 = time.perf_counter()
-    result = evaluate_unit(
-        model,
-        inputs,
-        data.normalization,
-        unit.eps_rel,
-        sigmas,
-        cfg.smoothing.k,
-        attacks,
-        runtime,
-        cfg.evaluation.batch_size,
-        rs_pgd=cfg.experiment.rs_pgd
-        and unit.spec.mode == "gaussian"
-        and (not cfg.experiment.rs_pgd_eps_rels or unit.eps_rel in cfg.experiment.rs_pgd_eps_rels),
-        seed=cfg.evaluation.seed,
-        n_samples=cfg.experiment.image_grid_count,
-        chunk_size=cfg.smoothing.chunk_size,
-        antithetic=cfg.smoothing.antithetic,
+    _run_phase(pool, trains, "training", timings)
+    _run_phase(pool, convs, "attack convergence", timings)
+    attacks, score = _strong_attacks(cfg, convs)
+    evals = plan_evaluation(cfg, out, attacks)
+    strong = attacks["strong"]
+    log(
+        f"strong attack: {strong.steps} steps of {strong.step_factor:g} eps, "
+        f"{strong.restarts} restart(s), >= {score['min_ratio']:.1%} of the best loss found; "
+        f"{len(evals)} evaluations ({sum(not u.done() for u in evals)} to run)"
     )
-    seconds = time.perf_counter() - t0
-    label = {"model": unit.spec.label, **unit.spec.__dict__}
-    for r in result.records:
-        r.update(label)
-    payload = {
-        "spec": unit.spec.__dict__,
-        "label": unit.spec.label,
-        "eps_rel": unit.eps_rel,
-        "seconds": seconds,
-        "records": result.records,
-    }
-    if result.samples:
-        save_checkpoint(unit.path.with_suffix(".safetensors"), result.samples, {"kind": "samples"})
-    atomic_write_json(unit.path, payload)
-    return payload
-
-
-Unit = TrainUnit | StudyUnit
-
-
-def run_unit(
-    unit: Unit,
-    data: DataBundle,
-    runtime: Runtime,
-    attacks: dict[str, AttackConfig] | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Do one unit of work (or read its finished result): the one thing every executor calls."""
-    if isinstance(unit, TrainUnit):
-        t0 = time.perf_counter()
-        train(unit.cfg, unit.folder, data=data, progress=progress)
-        return {"seconds": time.perf_counter() - t0}
-    if unit.done():
-        return json.loads(unit.path.read_text())
-    if unit.kind == "convergence":
-        return run_convergence_unit(unit, data, runtime)
-    assert attacks is not None
-    return run_eval_unit(unit, data, runtime, attacks)
+    _run_phase(pool, evals, "evaluating", timings)
+    return trains, convs, evals, attacks, score
 
 
 def reproduce(
@@ -316,62 +183,59 @@ def reproduce(
     log: Callable[[str], None] = print,
     executor: str = "serial",
     address: str | None = None,
+    force_new: bool = False,
 ) -> Path:
-    """Run (or resume) the whole experiment of `cfg` into `out`; returns `out`.
+    """Run (or resume) the whole experiment of `cfg` into `out`; returns `out`. A folder of
+    another run is refused, or with `force_new` moved aside first (manifest.py).
 
     Phases run in order (training, convergence, evaluation) because each needs the previous
     one's results; the units inside a phase are independent and go to the executor.
     """
     out = ensure_dir(out)
     with run_lock(out):
+        moved = claim(out, build_manifest("reproduce", cfg, REPRODUCE_SECTIONS), force_new)
+        if moved is not None:
+            log(f"moved the old contents of '{out}' to '{moved}'")
         started = time.perf_counter()
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         data = prepare_data(cfg.data, progress=progress)
-        runtime = Runtime.from_config(cfg.runtime)
-        pool = make_executor(executor, data, runtime, progress, address)
-        trains = plan_training(cfg, out)
-        convs = plan_convergence(cfg, out)
-        todo_t = [u for u in trains if not u.done()]
-        todo_c = [u for u in convs if not u.done()]
-        log(
-            f"{len(trains)} models ({len(todo_t)} to train), {len(convs)} convergence studies "
-            f"({len(todo_c)} to run) -> {out}"
-        )
+        pool = make_executor(executor, data, Runtime.from_config(cfg.runtime), progress, address)
         timings: dict[str, float] = {}
-        for unit, payload in zip(todo_t, pool.map(todo_t, "training"), strict=True):
-            timings[f"train:{unit.spec.label}"] = payload["seconds"]
-        rows = [r for p in pool.map(convs, "attack convergence") for r in p["rows"]]
-        strong, score = choose_strong(
-            rows, cfg.experiment.strong_within, cfg.attack, cfg.experiment.strong_max_cost
-        )
-        attacks = {"strong": strong, "thesis": thesis_attack(cfg.attack)}
-        evals = plan_evaluation(cfg, out, attacks)
-        todo_e = [u for u in evals if not u.done()]
-        log(
-            f"strong attack: {strong.steps} steps of {strong.step_factor:g} eps, "
-            f"{strong.restarts} restart(s), >= {score['min_ratio']:.1%} of the best loss found; "
-            f"{len(evals)} evaluations ({len(todo_e)} to run)"
-        )
-        for ev, payload in zip(todo_e, pool.map(todo_e, "evaluating", attacks), strict=True):
-            timings[f"eval:{ev.spec.label}:{ev.eps_rel:g}"] = payload["seconds"]
-        manifest = {
-            "preset": cfg.preset,
-            "config": cfg.to_dict(),
-            "machine": machine_info(),
-            "data": data.summary(),
-            "executor": executor,
-            "models": [
+        trains, convs, evals, attacks, score = _phases(cfg, out, pool, log, timings)
+        if (out / "run.json").exists() and not timings:
+            return out  # nothing ran: keep the manifest of the run that did the work
+        paths = [u.path for u in evals]
+        manifest = run_manifest("reproduce", cfg, out, data.summary(), paths, attacks)
+        manifest.update(
+            executor=executor,
+            models=[
                 {"label": u.spec.label, "folder": str(u.folder.relative_to(out))} for u in trains
             ],
-            "convergence": [str(u.path.relative_to(out)) for u in convs],
-            "evals": [str(u.path.relative_to(out)) for u in evals],
-            "attacks": {k: dataclasses.asdict(v) for k, v in attacks.items()},
-            "strong_score": score,
-            "seconds_this_call": time.perf_counter() - started,
-            "timings_this_call": timings,
-        }
-        previous = out / "run.json"
-        if previous.exists() and not todo_t and not todo_c and not todo_e:
-            return out  # nothing ran: keep the manifest of the run that did the work
-        atomic_write_json(previous, manifest)
+            convergence=[str(u.path.relative_to(out)) for u in convs],
+            strong_score=score,
+            seconds_this_call=time.perf_counter() - started,
+            timings_this_call=timings,
+        )
+        atomic_write_json(out / "run.json", manifest)
     return out
+
+
+def run_manifest(
+    kind: str,
+    cfg: Config,
+    out: Path,
+    data: dict[str, Any],
+    evals: list[Path],
+    attacks: dict[str, AttackConfig],
+) -> dict[str, Any]:
+    """What `run.json` says about any run that the report reads (`reproduce` or `evaluate`):
+    its kind, config, machine, data, unit files (relative to `out`) and attack settings."""
+    return {
+        "kind": kind,
+        "preset": cfg.preset,
+        "config": cfg.to_dict(),
+        "machine": machine_info(),
+        "data": data,
+        "evals": [str(p.relative_to(out)) for p in evals],
+        "attacks": {k: dataclasses.asdict(v) for k, v in attacks.items()},
+    }

@@ -1,7 +1,8 @@
 """Tables, figures and the one-page report, built from a run's records only.
 
-`build_report(run)` writes into `<run>/report/`: tables/*.md|csv|tex, figures/*.png,
-report.md and report.html (self-contained), and returns the HTML page's path.
+`build_report(run)` reads a `reproduce` run or an `evaluate` folder and writes into
+`<run>/report/`: tables/*.md|csv|tex, figures/*.png, report.md and report.html
+(self-contained), and returns the HTML page's path. The robustness curves come first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from smoothrecon.report.figures import (
     attack_comparison,
     convergence_figure,
     image_grid,
+    robustness,
     sigma_curves,
 )
 from smoothrecon.report.page import (
@@ -35,6 +37,8 @@ from smoothrecon.report.tables import (
 
 __all__ = ["build_report", "load_run"]
 
+FIGURES = Path("figures")
+
 
 def _write_table(t: Table, folder: Path) -> None:
     atomic_write_text(folder / f"{t.name}.md", f"{t.title}\n\n{t.markdown()}\n")
@@ -42,164 +46,210 @@ def _write_table(t: Table, folder: Path) -> None:
     atomic_write_text(folder / f"{t.name}.tex", t.latex())
 
 
-def _figures(run: Run, folder: Path) -> list[Block]:
+def _image(path: Path | None, caption: str) -> list[Block]:
+    return [] if path is None else [Block("image", (str(FIGURES / path.name), caption))]
+
+
+def robustness_blocks(run: Run, folder: Path) -> list[Block]:
+    """One robustness figure per factor and attack setting, the primary setting first."""
     blocks: list[Block] = []
-    rel = Path("figures")
-    if convergence_figure(run, folder / rel / "attack_convergence.png"):
-        blocks.append(
-            Block(
-                "image",
-                (
-                    str(rel / "attack_convergence.png"),
-                    "Attack convergence per model family (issue 8)",
-                ),
+    for setting in run.settings:
+        for factor in run.factors:
+            suffix = "" if setting == run.primary else f"_{setting}"
+            path = folder / FIGURES / f"robustness_x{factor}{suffix}.png"
+            caption = (
+                f"x{factor}, attack setting '{setting}': {run.reported} PSNR and SSIM against "
+                "eps_rel, one line per model (95% CI bands); smoothed models at the sigma_g "
+                f"chosen on {run.roles[1]}, worst case per crop of the attacks on f and on g "
+                "where both ran; baselines dashed"
             )
-        )
-    for factor in run.factors:
-        models = run.models(factor)
-        for m in models:
-            if m["mode"] in ("gaussian", "standard", "none"):
-                name = f"sigma_curves_{m['model'].replace('/', '_')}.png"
-                sigma_curves(run, m["model"], folder / rel / name)
-                blocks.append(
-                    Block(
-                        "image",
-                        (
-                            str(rel / name),
-                            f"(Figs A.3-A.8 analogue) {m['model']}: PSNR/SSIM vs sigma_g",
-                        ),
-                    )
-                )
-        for m in models:
-            has_g = any(r["model"] == m["model"] and r["attack"] == "pgd_g" for r in run.records)
-            if m["mode"] == "gaussian" and has_g:
-                name = f"attack_f_vs_g_{m['model'].replace('/', '_')}.png"
-                attack_comparison(run, m["model"], folder / rel / name)
-                blocks.append(
-                    Block(
-                        "image",
-                        (
-                            str(rel / name),
-                            f"(Figs A.1-A.2 analogue) {m['model']}: RS-PGD vs Vanilla PGD",
-                        ),
-                    )
-                )
-        for e in run.eps_rels:
-            if e == 0:
-                continue
-            ats = [m for m in models if m["mode"] == "adversarial"]
-            rss = [m for m in models if m["mode"] == "gaussian"]
-            if not ats or not rss:
-                continue
-            at = min(ats, key=lambda m: (abs(m["value"] - e), m["variant"] != "thesis"))
-            rs = max(rss, key=lambda m: (headline(run, m, e) or {"ssim": -1})["ssim"])
-            name = f"images_x{factor}_eps{e:g}.png"
-            if image_grid(run, at["model"], rs["model"], e, folder / rel / name):
-                s = chosen_sigma(run, rs["model"], e)
-                blocks.append(
-                    Block(
-                        "image",
-                        (
-                            str(rel / name),
-                            f"(Figs 4.2/4.3 layout) x{factor}, "
-                            f"eps_rel {e:g}: {at['model']} vs {rs['model']} "
-                            f"smoothed at sigma_g {s:g}",
-                        ),
-                    )
-                )
+            blocks += _image(robustness(run, factor, setting, path), caption)
     return blocks
 
 
-def attack_text(manifest: dict) -> str:
-    """The attack settings of the run and how close the strong one is to convergence."""
-    attacks = manifest.get("attacks", {})
-    strong, score = attacks.get("strong"), manifest.get("strong_score")
-    if not strong or not score:
-        return ""
-    cap = manifest["config"]["experiment"].get("strong_max_cost", 0)
-    where = f"under the cost cap of {cap} gradient steps" if cap else "among those studied"
-    verdict = (
-        f"within {score['within']:.0%} of it"
-        if score["converged"]
-        else f"NOT within {score['within']:.0%} of it: the closest setting {where}"
+def _model_figures(run: Run, factor: int, folder: Path) -> list[Block]:
+    blocks: list[Block] = []
+    for m in run.models(factor):
+        slug = m["model"].replace("/", "_")
+        if m["smoothed"] or (run.kind == "reproduce" and m["mode"] in ("standard", "none")):
+            path = sigma_curves(run, m["model"], folder / FIGURES / f"sigma_curves_{slug}.png")
+            blocks += _image(path, f"(Figs A.3-A.8 analogue) {m['model']}: PSNR/SSIM vs sigma_g")
+        if m["smoothed"] and any(r["attack"] == "pgd_g" for r in run.by_model[m["model"]]):
+            path = attack_comparison(
+                run, m["model"], folder / FIGURES / f"attack_f_vs_g_{slug}.png"
+            )
+            caption = f"(Figs A.1-A.2 analogue) {m['model']}: RS-PGD vs Vanilla PGD"
+            blocks += _image(path, caption)
+    return blocks
+
+
+def _grid_models(run: Run, factor: int, eps_rel: float) -> list[str]:
+    """Models of an image grid: in a sweep the thesis' pair (the adversarially trained model
+    closest to eps_rel, the RS model with the best SSIM there); else every learned model."""
+    models = run.models(factor)
+    if run.kind == "evaluate":
+        return [m["model"] for m in models if m["kind"] not in ("bilinear", "bicubic")][:3]
+    ats = [m for m in models if m["mode"] == "adversarial"]
+    rss = [m for m in models if m["mode"] == "gaussian"]
+    if not ats or not rss:
+        return []
+    at = min(ats, key=lambda m: (abs(m["value"] - eps_rel), m["variant"] != "thesis"))
+    rs = max(rss, key=lambda m: (headline(run, m, eps_rel) or {"ssim": -1})["ssim"])
+    return [at["model"], rs["model"]]
+
+
+def _grids(run: Run, factor: int, folder: Path) -> list[Block]:
+    blocks: list[Block] = []
+    for e in run.eps_rels:
+        models = _grid_models(run, factor, e)
+        if e == 0 or not models:
+            continue
+        path = image_grid(run, models, e, folder / FIGURES / f"images_x{factor}_eps{e:g}.png")
+        sigmas = ", ".join(f"{m} at sigma_g {chosen_sigma(run, m, e):g}" for m in models)
+        caption = f"(Figs 4.2/4.3 layout) x{factor}, eps_rel {e:g}: {sigmas}"
+        blocks += _image(path, caption)
+    return blocks
+
+
+def _figures(run: Run, folder: Path) -> list[Block]:
+    blocks = _image(
+        convergence_figure(run, folder / FIGURES / "attack_convergence.png"),
+        "Attack convergence per model family (issue 8)",
     )
+    for factor in run.factors:
+        blocks += _model_figures(run, factor, folder) + _grids(run, factor, folder)
+    return blocks
+
+
+def _describe(name: str, a: dict) -> str:
     return (
-        f"Headline attack ('strong', chosen from the convergence study): {strong['steps']} "
-        f"steps of {strong['step_factor']:g} eps, {strong['restarts']} random start(s), best "
-        f"iterate; it reaches at least {score['min_ratio']:.1%} (mean {score['mean_ratio']:.1%}) "
-        f"of the best attack loss found for every model family and eps_rel, {verdict}. "
-        "Second column set ('thesis'): 10 steps of eps/4, last iterate, as in section 4.4."
+        f"'{name}': {a['steps']} steps of {a['step_factor']:g} eps, {a['restarts']} random "
+        f"start(s), {a['keep']} iterate"
     )
 
 
-def build_report(run_folder: str | Path) -> Path:
-    run = load_run(run_folder)
-    folder = run.folder / "report"
+def attack_text(run: Run) -> str:
+    """Which attack settings the run used (the first is the headline), how close the study
+    found the strong one to convergence, and whether smoothed models were attacked through g."""
+    m = run.manifest
+    attacks, score = m.get("attacks", {}), m.get("strong_score")
+    parts = [
+        "Attack settings: " + "; ".join(_describe(k, a) for k, a in attacks.items()) + "."
+        f" The headline uses '{run.primary}'."
+    ]
+    if score and "strong" in attacks:
+        cap = m["config"]["experiment"].get("strong_max_cost", 0)
+        where = f"under the cost cap of {cap} gradient steps" if cap else "among those studied"
+        verdict = (
+            f"within {score['within']:.0%} of it"
+            if score["converged"]
+            else f"NOT within {score['within']:.0%} of it: the closest setting {where}"
+        )
+        parts.append(
+            f"'strong' was chosen from the convergence study: it reaches at least "
+            f"{score['min_ratio']:.1%} (mean {score['mean_ratio']:.1%}) of the best attack loss "
+            f"found for every model family and eps_rel, {verdict}."
+        )
+    if any(r["attack"] == "pgd_g" for r in run.records):
+        parts.append("Smoothed models: per crop, the worse of the attacks on f and on g (EOT).")
+    elif any(r["smoothed"] for r in run.records):
+        parts.append("Smoothed models were attacked through f only (RS-PGD was off).")
+    return " ".join(parts)
+
+
+def scale_text(run: Run) -> str:
+    """Data, crops, k and compute of the run, in one paragraph."""
+    m, cfg = run.manifest, run.manifest["config"]
+    data = m["data"]
+    n_photos = {k: len(v) for k, v in data["photos"].items()}
+    crops = f"{cfg['data']['crop_size']}x{cfg['data']['crop_size']} crops"
+    if run.kind == "evaluate":
+        n = {r["split"]: r["n"] for r in run.records}
+        scale = (
+            f"Scale: {sum(n_photos.values())} photos of '{data['source']}', {crops}, "
+            + ", ".join(f"{v} {k} crops" for k, v in n.items())
+            + f", k = {m.get('evaluation', {}).get('k', cfg['smoothing']['k'])}."
+        )
+    else:
+        scale = (
+            f"Scale: {sum(n_photos.values())} photos ({n_photos['train']} train / "
+            f"{n_photos['val']} validation / {n_photos['test']} test, split by photo), {crops}, "
+            f"{data['crops']['val']} validation and {data['crops']['test']} test crops, "
+            f"{cfg['train']['epochs']} epochs of {cfg['data']['crops_per_epoch']} crops, "
+            f"k = {cfg['smoothing']['k']}."
+        )
+    hours = (run.train_seconds + run.eval_seconds) / 3600
+    machine = m["machine"]
+    return (
+        f"{scale} {attack_text(run)} Compute: {run.train_seconds / 60:.1f} min training + "
+        f"{run.eval_seconds / 60:.1f} min evaluation ({hours:.2f} h) on "
+        f"{machine.get('gpu') or machine['cpu']} ({machine['cores']} threads, torch "
+        f"{machine['torch']})."
+    )
+
+
+CAVEAT = (
+    "The thesis used Mini-ImageNet (34,745 training and 3,923 test images, 160x160) and chose "
+    "sigma_g on its test set; this run uses other photos, another scale and chooses sigma_g on a "
+    "validation split disjoint from the test split, so absolute numbers differ. Compare "
+    "orderings and trends, not digits. Cells are mean ± 95% confidence half-width over the "
+    "reported crops; the best value per column is bold. Findings compare two models on the "
+    "same crops (paired differences)."
+)
+
+
+def _tables(run: Run, folder: Path) -> list[Block]:
+    """Writes every table's files; returns the blocks of the tables sections."""
     tables = headline_tables(run)
     thesis = thesis_tables(run, tables)
     second = [t for s in run.settings[1:] for t in headline_tables(run, s)]
-    extra = [table_a1(run), *sigma_tables(run), convergence_table(run)]
+    extra = [t for t in (table_a1(run), *sigma_tables(run), convergence_table(run)) if t.rows]
     for t in [*tables, *thesis, *second, *extra]:
         _write_table(t, folder / "tables")
-    m = run.manifest
-    cfg = m["config"]
-    data = m["data"]
-    n_photos = {k: len(v) for k, v in data["photos"].items()}
-    hours = (run.train_seconds + run.eval_seconds) / 3600
-    blocks: list[Block] = [
-        Block("h1", f"smoothrecon report — preset '{m['preset']}'"),
-        Block("list", baseline_lines(run)),
-        Block(
-            "p",
-            (
-                f"Scale: {sum(n_photos.values())} photos ({n_photos['train']} train / "
-                f"{n_photos['val']} validation / {n_photos['test']} test, split by photo), "
-                f"{cfg['data']['crop_size']}x{cfg['data']['crop_size']} crops, "
-                f"{data['crops']['val']} validation and {data['crops']['test']} test crops, "
-                f"{cfg['train']['epochs']} epochs of {cfg['data']['crops_per_epoch']} crops, "
-                f"k = {cfg['smoothing']['k']}. {attack_text(m)} "
-                f"Compute: {run.train_seconds / 60:.1f} min training + "
-                f"{run.eval_seconds / 60:.1f} min evaluation ({hours:.2f} h) on "
-                f"{m['machine'].get('gpu') or m['machine']['cpu']} "
-                f"({m['machine']['cores']} threads, torch {m['machine']['torch']})."
-            ),
-        ),
-        Block(
-            "p",
-            (
-                "The thesis used Mini-ImageNet (34,745 training and 3,923 test images, 160x160) "
-                "and chose sigma_g on its test set; this run uses other photos, another scale and "
-                "chooses sigma_g on a validation split disjoint from the test split, so absolute "
-                "numbers differ. Compare orderings and trends, not digits. Cells are mean ± 95% "
-                "confidence half-width over test crops; the best value per column is bold. "
-                "Findings compare two models on the same crops (paired differences)."
-            ),
-        ),
-        Block("h2", "Which of the thesis' findings hold in this run"),
-        Block("list", findings(run)),
-        Block("h2", "Tables 4.1-4.4 (our run, then the thesis' published numbers)"),
-    ]
+    title = "Tables 4.1-4.4 (this run, then the thesis' published numbers)"
+    if not thesis:
+        title = "Tables 4.1-4.4 analogues (this run)"
+    blocks = [Block("h2", title)]
     for t in tables:
         blocks.append(Block("table", t))
-        match = [x for x in thesis if x.name == t.name + "_published"]
-        if match:
-            blocks.append(Block("table", match[0]))
+        blocks += [Block("table", x) for x in thesis if x.name == t.name + "_published"]
     if second:
         blocks.append(Block("h2", "The same tables under the thesis' attack setting"))
         blocks.append(
             Block(
                 "p",
-                "10 steps of eps/4 from a random start in the ball, last "
-                "iterate, as in section 4.4; compare with the strong attack "
-                "above to see how much the thesis' setting overstates "
-                "robustness.",
+                "10 steps of eps/4 from a random start in the ball, last iterate, as in section "
+                "4.4; compare with the strong attack above to see how much the thesis' setting "
+                "overstates robustness.",
             )
         )
         blocks += [Block("table", t) for t in second]
-    blocks.append(Block("h2", "Appendix tables"))
-    blocks += [Block("table", t) for t in extra]
-    blocks.append(Block("h2", "Figures"))
-    blocks += _figures(run, folder)
+    if extra:
+        blocks += [Block("h2", "Appendix tables"), *(Block("table", t) for t in extra)]
+    return blocks
+
+
+def build_report(run_folder: str | Path) -> Path:
+    run = load_run(run_folder)
+    folder = run.folder / "report"
+    m = run.manifest
+    what = f"preset '{m['preset']}'"
+    if run.kind == "evaluate":
+        names = ", ".join(dict.fromkeys(r["model"] for r in run.records))
+        what = f"evaluation of {names}, {what}"
+    blocks: list[Block] = [
+        Block("h1", f"smoothrecon report — {what}"),
+        Block("list", baseline_lines(run)),
+        Block("p", scale_text(run)),
+        Block("p", CAVEAT),
+        Block("h2", "Robustness curves"),
+        *robustness_blocks(run, folder),
+    ]
+    if run.kind == "reproduce":
+        blocks += [Block("h2", "Which of the thesis' findings hold in this run")]
+        blocks += [Block("list", findings(run))]
+    blocks += _tables(run, folder)
+    blocks += [Block("h2", "Figures"), *_figures(run, folder)]
     blocks += [Block("h2", "Resolved config of this run"), Block("code", config_text(run))]
     atomic_write_text(folder / "report.md", render_markdown(blocks))
     page = folder / "report.html"

@@ -1,5 +1,6 @@
-"""Figures as PNG (matplotlib, no display): sigma_g curves (Figs A.3-A.8), RS-PGD vs Vanilla
-PGD (Figs A.1-A.2) and image grids in the layout of Figs 4.2/4.3."""
+"""Figures as PNG (matplotlib, no display): robustness curves (quality vs attack strength, one
+line per model), sigma_g curves (Figs A.3-A.8), RS-PGD vs Vanilla PGD (Figs A.1-A.2) and image
+grids in the layout of Figs 4.2/4.3."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from smoothrecon.io import atomic_write
-from smoothrecon.report.records import Run, chosen_sigma, pick, setting_ok
+from smoothrecon.records import value
+from smoothrecon.report.records import Run, chosen_sigma, headline, pick
 
 
 def _save(fig, path: Path) -> Path:
@@ -21,19 +23,55 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def robustness(run: Run, factor: int, setting: str, out: Path) -> Path | None:
+    """PSNR and SSIM vs eps_rel, one line per model with its 95% CI band: each model's headline
+    record (smoothed models at sigma_g*, worst case of the attacks on f and g); baselines
+    dashed. None when no model has two eps_rel points."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    drawn = 0
+    for m in run.models(factor):
+        rows = [(e, headline(run, m, e, setting)) for e in run.eps_rels]
+        pts = [(e, r) for e, r in rows if r is not None]
+        if len(pts) < 2:
+            continue
+        drawn += 1
+        xs = np.array([e for e, _ in pts])
+        dashed = m["kind"] in ("bilinear", "bicubic")
+        name = m["model"] + (" (smoothed, sigma_g*)" if m["smoothed"] else "")
+        for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
+            v = np.array([value(r, metric) for _, r in pts])
+            ci = np.array([value(r, metric + "_ci95") for _, r in pts])
+            (line,) = ax.plot(xs, v, "--" if dashed else "-", marker="o", markersize=3, label=name)
+            ax.fill_between(xs, v - ci, v + ci, alpha=0.15, color=line.get_color(), linewidth=0)
+    if not drawn:
+        plt.close(fig)
+        return None
+    for ax, name in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
+        ax.set_xticks(run.eps_rels, [f"{e:g}" for e in run.eps_rels], rotation=45, fontsize=8)
+        ax.set_xlabel("eps_rel (attack budget eps = sqrt(d) eps_rel)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
+    fig.suptitle(
+        f"x{factor}: quality under attack ('{setting}' attack, {run.reported} crops, 95% CI bands)"
+    )
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def sigma_curves(run: Run, model: str, out: Path) -> Path:
-    """PSNR and SSIM (test) vs sigma_g, one line per eps_rel; dots mark the validation choice."""
+    """PSNR and SSIM (reported split) vs sigma_g, one line per eps_rel; circles mark sigma_g*."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for e in run.eps_rels:
         rows = sorted(
             (
                 r
-                for r in run.records
-                if r["model"] == model
-                and r["eps_rel"] == e
-                and r["split"] == "test"
+                for r in run.by_model[model]
+                if r["eps_rel"] == e
+                and r["split"] == run.reported
                 and r["attack"] in ("none", "pgd_f")
-                and setting_ok(run, r, "")
+                and (e == 0 or r["setting"] == run.primary)
             ),
             key=lambda r: r["sigma_g"],
         )
@@ -42,8 +80,8 @@ def sigma_curves(run: Run, model: str, out: Path) -> Path:
         s = [r["sigma_g"] for r in rows]
         chosen = chosen_sigma(run, model, e)
         for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
-            v = np.array([r[metric] for r in rows])
-            ci = np.array([r[metric + "_ci95"] for r in rows])
+            v = np.array([value(r, metric) for r in rows])
+            ci = np.array([value(r, metric + "_ci95") for r in rows])
             (line,) = ax.plot(s, v, marker=".", label=f"eps_rel {e:g}")
             ax.fill_between(s, v - ci, v + ci, alpha=0.12, color=line.get_color())
             j = s.index(chosen)
@@ -53,7 +91,9 @@ def sigma_curves(run: Run, model: str, out: Path) -> Path:
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"{model}: test metrics vs sigma_g (circles: sigma_g chosen on validation)")
+    fig.suptitle(
+        f"{model}: {run.reported} metrics vs sigma_g (circles: sigma_g chosen on {run.roles[1]})"
+    )
     return _save(fig, out)
 
 
@@ -63,40 +103,40 @@ def attack_comparison(run: Run, model: str, out: Path) -> Path:
     for attack, name in (("pgd_f", "Vanilla PGD (on f)"), ("pgd_g", "RS-PGD (on g)")):
         xs, rows = [], []
         for e in run.eps_rels:
-            r = pick(
-                run, model, e, "test", attack if e > 0 else "none", chosen_sigma(run, model, e)
-            )
+            r = pick(run, model, e, attack if e > 0 else "none", chosen_sigma(run, model, e))
             if r is not None:
                 xs.append(e)
                 rows.append(r)
         for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
-            v = np.array([r[metric] for r in rows])
-            ci = np.array([r[metric + "_ci95"] for r in rows])
+            v = np.array([value(r, metric) for r in rows])
+            ci = np.array([value(r, metric + "_ci95") for r in rows])
             ax.errorbar(xs, v, yerr=ci, marker="o", capsize=3, label=name)
     for ax, name in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
         ax.set_xlabel("eps_rel")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"{model}: attack on f vs attack on g (test, sigma_g chosen on validation)")
+    fig.suptitle(
+        f"{model}: attack on f vs attack on g ({run.reported}, sigma_g chosen on {run.roles[1]})"
+    )
     return _save(fig, out)
 
 
-def image_grid(run: Run, at_model: str, rs_model: str, eps_rel: float, out: Path) -> Path | None:
-    """Fig 4.2/4.3 layout: LR input | perturbed (AT) | AT output | perturbed (RS) | RS output |
-    ground truth, one row per test crop."""
-    at = run.samples.get((at_model, eps_rel))
-    rs = run.samples.get((rs_model, eps_rel))
-    if at is None or rs is None:
+def image_grid(run: Run, models: list[str], eps_rel: float, out: Path) -> Path | None:
+    """Fig 4.2/4.3 layout: input | per model (perturbed input, output) | ground truth, one row
+    per reported crop; a smoothed model's output at its sigma_g*."""
+    found = [(m, run.samples.get((m, eps_rel))) for m in models]
+    if not found or any(s is None for _, s in found):
         return None
-    cols = [
-        ("(a) input y", at["input"]),
-        (f"(b) y+e, {at_model}", at["perturbed"]),
-        ("(c) AT output", at["output"]),
-        (f"(d) y+e, {rs_model}", rs["perturbed"]),
-        (f"(e) smoothed, sigma_g={float(rs['sigma_g'][0]):g}", rs["output"]),
-        ("(f) ground truth", at["truth"]),
-    ]
+    first = found[0][1]
+    assert first is not None
+    cols = [("(a) input y", first["input"])]
+    for m, s in found:
+        assert s is not None
+        sigma = float(s["sigma_g"][0])
+        output = f"output, sigma_g={sigma:g}" if sigma > 0 else "output"
+        cols += [(f"y+e, {m}", s["perturbed"]), (f"{m} {output}", s["output"])]
+    cols.append(("ground truth", first["truth"]))
     n = cols[0][1].shape[0]
     fig, axes = plt.subplots(n, len(cols), figsize=(2.0 * len(cols), 2.0 * n), squeeze=False)
     for j, (title, images) in enumerate(cols):

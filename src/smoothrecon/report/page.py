@@ -47,18 +47,38 @@ def _best(
         for m in run.models(factor)
         if m["mode"] == mode and variant in ("", m["variant"])
     ]
-    found = [r for r in rows if r is not None]
+    found: list[dict[str, Any]] = [dict(r) for r in rows if r is not None]
     return max(found, key=lambda r: r[metric]) if found else None
 
 
+# One number format per quantity (PSNR in dB with 2 decimals, SSIM with 4, MSE in 3 digits).
+METRIC_FORMAT = {"psnr": ("{:.2f}", " dB"), "ssim": ("{:.4f}", ""), "mse": ("{:.3g}", "")}
+
+
+def fmt_metric(metric: str, value: float, signed: bool = False) -> str:
+    spec, unit = METRIC_FORMAT[metric]
+    text = spec.format(value)
+    return f"{'+' if signed and value >= 0 else ''}{text}{unit}"
+
+
+def _paired_n(a: dict, b: dict, metric: str) -> int:
+    pa, pb = a.get("per_image", {}).get(metric), b.get("per_image", {}).get(metric)
+    return len(pa) if pa and pb and len(pa) == len(pb) else 0
+
+
 def _verdict(a: dict | None, b: dict | None, metric: str, claim_a_better: bool = True) -> str:
+    """'holds' / 'does NOT hold' when the 95% CI of the paired difference excludes 0, else
+    'inconclusive'; always with the numbers, the CI and the number of paired crops."""
     if a is None or b is None:
         return "not measured in this run"
     better = a[metric] > b[metric] if metric != "mse" else a[metric] < b[metric]
     diff, half = difference_ci(a, b, metric)
+    n = _paired_n(a, b, metric)
+    over = f"{n} paired test crops" if n else "unpaired records (sum of the two CIs)"
     numbers = (
-        f"{a['model']} {a[metric]:.4g} vs {b['model']} {b[metric]:.4g} "
-        f"(difference {diff:+.4g} ± {half:.2g}, 95% CI over the paired test crops)"
+        f"{a['model']} {fmt_metric(metric, a[metric])} vs {b['model']} "
+        f"{fmt_metric(metric, b[metric])} (difference {fmt_metric(metric, diff, True)} "
+        f"± {fmt_metric(metric, half)}, 95% CI over {over})"
     )
     if abs(diff) <= half:
         return f"inconclusive: {numbers}"
@@ -113,43 +133,60 @@ def findings(run: Run) -> list[str]:
             if s["model"] == r["model"]
             and s["attack"] == "pgd_g"
             and s["eps_rel"] == r["eps_rel"]
-            and s["split"] == r["split"] == "test"
+            and s["split"] == r["split"] == run.reported
             and s["sigma_g"] == r["sigma_g"]
         ]
         if gf:
             weaker = sum(1 for f, g in gf if g["mse"] < f["mse"])
+            # A sign test over the (model, eps_rel) pairs: 'holds' when attacking g is weaker
+            # in significantly more than half of them, 'does NOT hold' when in fewer.
+            verdict = _sign_verdict(weaker, len(gf))
             out.append(
-                f"x{factor} — attacking g is weaker than attacking f (appendix A.3): "
+                f"x{factor} — attacking g is weaker than attacking f (appendix A.3): {verdict}: "
                 f"RS-PGD gave a smaller MSE than Vanilla PGD in {weaker} of {len(gf)} "
-                "(model, eps_rel) pairs"
+                "(model, eps_rel) pairs (two-sided sign test at 5%)"
             )
     return out
 
 
+def _sign_verdict(successes: int, n: int) -> str:
+    """Two-sided exact sign test of successes out of n against 1/2 at the 5% level."""
+    from math import comb
+
+    k = min(successes, n - successes)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
+    if p >= 0.05:
+        return "inconclusive"
+    return "holds" if successes > n / 2 else "does NOT hold"
+
+
+def _against_baselines(run: Run, factor: int) -> list[tuple[str, dict]]:
+    """(name, model) compared with 'do nothing': the standard U-Net of each variant in a sweep,
+    every learned model of an evaluation."""
+    models = run.models(factor)
+    if run.kind == "evaluate":
+        return [(m["model"], m) for m in models if m["kind"] not in ("bilinear", "bicubic")]
+    return [
+        (f"{m['variant']} U-Net (standard training)", m) for m in models if m["mode"] == "standard"
+    ]
+
+
 def baseline_lines(run: Run) -> list[str]:
-    """The first lines of the report: does each U-Net variant beat 'do nothing' when clean?"""
+    """The first lines of the report: does each learned model beat 'do nothing' when clean?"""
     lines = []
     for factor in run.factors:
         base = _best(run, factor, 0.0, "none", "psnr")
         if base is None:
             continue
-        for variant in sorted({m["variant"] for m in run.models(factor) if m["kind"] == "unet"}):
-            std = next(
-                (
-                    headline(run, m, 0.0)
-                    for m in run.models(factor)
-                    if m["mode"] == "standard" and m["variant"] == variant
-                ),
-                None,
-            )
-            if std is None:
+        for name, m in _against_baselines(run, factor):
+            r = headline(run, m, 0.0)
+            if r is None:
                 continue
-            beats = std["psnr"] > base["psnr"]
+            beats = r["psnr"] > base["psnr"]
             lines.append(
-                f"x{factor}, {variant} U-Net (standard training): clean test PSNR "
-                f"{std['psnr']:.2f} ± {std['psnr_ci95']:.2f} dB, SSIM {std['ssim']:.4f} vs the "
-                f"best no-learning baseline ({base['model']}) {base['psnr']:.2f} dB, SSIM "
-                f"{base['ssim']:.4f}: the U-Net "
+                f"x{factor}, {name}: clean {run.reported} PSNR {r['psnr']:.2f} ± "
+                f"{r['psnr_ci95']:.2f} dB, SSIM {r['ssim']:.4f} vs the best no-learning baseline "
+                f"({base['model']}) {base['psnr']:.2f} dB, SSIM {base['ssim']:.4f}: it "
                 + ("beats" if beats else "does NOT beat")
                 + " the baseline in PSNR."
             )
@@ -187,43 +224,84 @@ def _html_table(t: Table) -> str:
     for i, row in enumerate(t.rows):
         cells = []
         for j, v in enumerate(row):
-            v = html.escape(v)
+            v = html.escape(v).replace(" ± ", "&nbsp;±&nbsp;")  # a cell breaks between values
             cells.append(f"<td><b>{v}</b></td>" if (i, j) in t.bold else f"<td>{v}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
-        f"<p><b>{html.escape(t.title)}</b></p><table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f"<p class='caption'>{html.escape(t.title)}</p><div class='table-wrap'><table>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
 
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;line-height:1.5;color:#222;
+max-width:1100px;margin:2em auto;padding:0 1.5em}
+h1{font-size:1.7em;margin-bottom:.3em}h2{margin-top:2em;border-bottom:1px solid #ddd;
+padding-bottom:.2em}
+nav{background:#f7f7f9;border:1px solid #e3e3e8;border-radius:6px;padding:.6em 1.2em;
+margin:1em 0;display:inline-block}nav ol{margin:.3em 0;padding-left:1.4em}
+nav a{text-decoration:none;color:#245}nav a:hover{text-decoration:underline}
+li{margin:.25em 0}
+.caption{font-weight:600;margin:1.4em 0 .4em}
+.table-wrap{overflow-x:auto;margin-bottom:1em}
+table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
+td,th{border:1px solid #d6d6dc;padding:3px 8px;text-align:right}
+th{background:#eef0f4;position:sticky;top:0}
+td:first-child,th:first-child{text-align:left}
+tbody tr:nth-child(even){background:#fafafc}
+figure{margin:1.5em 0;text-align:center}
+figure img{max-width:100%;width:auto;max-height:80vh;border:1px solid #eee}
+figcaption{font-size:.9em;color:#555;margin-top:.3em}
+pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}
+"""
+
+
+def _anchor(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def _contents(blocks: list[Block]) -> str:
+    items = "".join(
+        f"<li><a href='#{_anchor(str(b.content))}'>{html.escape(str(b.content))}</a></li>"
+        for b in blocks
+        if b.kind == "h2"
+    )
+    return f"<nav><b>Contents</b><ol>{items}</ol></nav>"
+
+
+def _html_block(b: Block, folder: Path) -> str:
+    if b.kind == "h1":
+        return f"<h1>{html.escape(str(b.content))}</h1>"
+    if b.kind == "h2":
+        return f"<h2 id='{_anchor(str(b.content))}'>{html.escape(str(b.content))}</h2>"
+    if b.kind == "p":
+        return f"<p>{html.escape(str(b.content))}</p>"
+    if b.kind == "list":
+        return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.content) + "</ul>"
+    if b.kind == "table":
+        return _html_table(b.content)
+    if b.kind == "image":
+        path, caption = b.content
+        data = base64.b64encode((folder / path).read_bytes()).decode()
+        return (
+            f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    assert b.kind == "code", b.kind
+    return f"<details><summary>show</summary><pre>{html.escape(str(b.content))}</pre></details>"
+
+
 def render_html(blocks: list[Block], folder: Path) -> str:
+    """One self-contained page: the title, a contents list of the sections, then the blocks."""
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>smoothrecon report</title>"
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;font-size:12px;margin-bottom:1em}td,th{border:1px "
-        "solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-        "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>"
-        "</head><body>"
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>smoothrecon report</title><style>{CSS}</style></head><body>"
     ]
-    for b in blocks:
-        if b.kind in ("h1", "h2"):
-            parts.append(f"<{b.kind}>{html.escape(str(b.content))}</{b.kind}>")
-        elif b.kind == "p":
-            parts.append(f"<p>{html.escape(str(b.content))}</p>")
-        elif b.kind == "list":
-            items = "".join(f"<li>{html.escape(i)}</li>" for i in b.content)
-            parts.append(f"<ul>{items}</ul>")
-        elif b.kind == "table":
-            parts.append(_html_table(b.content))
-        elif b.kind == "image":
-            path, caption = b.content
-            data = base64.b64encode((folder / path).read_bytes()).decode()
-            parts.append(
-                f"<figure><img src='data:image/png;base64,{data}'>"
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            )
-        elif b.kind == "code":
-            parts.append(f"<pre>{html.escape(str(b.content))}</pre>")
+    for i, b in enumerate(blocks):
+        parts.append(_html_block(b, folder))
+        if i == 0:
+            parts.append(_contents(blocks))
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -1,36 +1,41 @@
-"""Load a reproduce run's records and pick the rows each table shows.
-
-Headline rule (section 4.4, made sound): on the test split, at each eps_rel, a smoothed (RS)
-model is shown at the sigma_g chosen on the validation split, under the worse per image of the
-attack on f and the attack on g when both ran; every other model is shown without smoothing
-(sigma_g = 0) under the attack on f.
+"""Load a run's records (a `reproduce` run or an `evaluate` folder) and pick the rows each
+table shows, with the rules of `smoothrecon.records` (sigma_g*, headline): the report never
+decides a result on its own.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from smoothrecon import records as rules
 from smoothrecon.errors import UserError
 from smoothrecon.io import load_checkpoint
+from smoothrecon.records import Record
 
-MODE_ORDER = {"none": 0, "gaussian": 1, "standard": 2, "adversarial": 3}
+MODE_ORDER = {"none": 0, "own": 1, "gaussian": 2, "standard": 3, "adversarial": 4}
 
 
 @dataclass
 class Run:
     folder: Path
     manifest: dict[str, Any]
-    records: list[dict[str, Any]]
+    records: list[Record]
     samples: dict[tuple[str, float], dict[str, torch.Tensor]] = field(default_factory=dict)
     convergence: list[dict[str, Any]] = field(default_factory=list)
     eval_seconds: float = 0.0
     train_seconds: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        """'reproduce' or 'evaluate' (runs from before the field are reproduce runs)."""
+        return str(self.manifest.get("kind", "reproduce"))
 
     @property
     def eps_rels(self) -> list[float]:
@@ -46,6 +51,15 @@ class Run:
     def primary(self) -> str:
         return self.settings[0]
 
+    @cached_property
+    def roles(self) -> tuple[str, str]:
+        """(reported split, split that chose sigma_g*), see `records.split_roles`."""
+        return rules.split_roles(r["split"] for r in self.records)
+
+    @property
+    def reported(self) -> str:
+        return self.roles[0]
+
     @property
     def crop_size(self) -> int:
         return int(self.manifest["config"]["data"]["crop_size"])
@@ -54,53 +68,68 @@ class Run:
     def factors(self) -> list[int]:
         return sorted({r["factor"] for r in self.records})
 
-    def models(self, factor: int) -> list[dict[str, Any]]:
-        """One dict per model of `factor` (label, kind, variant, mode, value), table order."""
-        seen: dict[str, dict[str, Any]] = {}
+    @cached_property
+    def by_model(self) -> dict[str, list[Record]]:
+        out: dict[str, list[Record]] = {}
         for r in self.records:
-            if r["factor"] == factor and r["model"] not in seen:
-                seen[r["model"]] = {k: r[k] for k in ("model", "kind", "variant", "mode", "value")}
+            out.setdefault(r["model"], []).append(r)
+        return out
+
+    def models(self, factor: int) -> list[dict[str, Any]]:
+        """One dict per model of `factor` (label, kind, variant, mode, value, smoothed), in
+        table order: baselines, then per variant RS, standard, adversarial; own models first."""
+        keys = ("model", "kind", "variant", "mode", "value", "smoothed")
+        seen: list[dict[str, Any]] = [
+            {k: dict(rows[0])[k] for k in keys} for rows in self.by_model.values()
+        ]
         return sorted(
-            seen.values(),
+            (m for m in seen if self.by_model[m["model"]][0]["factor"] == factor),
             key=lambda m: (
                 m["kind"] != "bilinear",
-                m["kind"] == "unet",
+                m["kind"] in ("unet", "own"),
                 m["variant"],
-                MODE_ORDER[m["mode"]],
+                MODE_ORDER.get(m["mode"], 9),
                 m["value"],
+                m["model"],
             ),
         )
 
 
-def load_run(folder: str | Path) -> Run:
-    folder = Path(folder)
-    manifest_path = folder / "run.json"
-    if not manifest_path.is_file():
-        raise UserError(
-            f"'{folder}' is not a finished reproduce run (no run.json); run "
-            f"`smoothrecon reproduce --out {folder}` first"
-        )
-    manifest = json.loads(manifest_path.read_text())
-    records: list[dict[str, Any]] = []
-    run = Run(folder, manifest, records)
-    for rel in manifest["evals"]:
-        path = folder / rel
+def _read_evals(run: Run) -> None:
+    for rel in run.manifest["evals"]:
+        path = run.folder / rel
         if not path.is_file():
-            raise UserError(f"'{path}' is missing: rerun `smoothrecon reproduce` to finish the run")
+            raise UserError(f"'{path}' is missing: rerun the command that made '{run.folder}'")
         payload = json.loads(path.read_text())
-        records.extend(payload["records"])
+        run.records.extend(rules.upgrade(r, run.crop_size) for r in payload["records"])
         run.eval_seconds += payload["seconds"]
         samples = path.with_suffix(".safetensors")
         if samples.is_file():
             tensors, _ = load_checkpoint(samples)
             run.samples[(payload["label"], payload["eps_rel"])] = tensors
+
+
+def load_run(folder: str | Path) -> Run:
+    """The records, example images, convergence rows and timings of a finished run folder."""
+    folder = Path(folder)
+    manifest_path = folder / "run.json"
+    if not manifest_path.is_file():
+        raise UserError(
+            f"'{folder}' is not a finished run (no run.json); make one with `smoothrecon "
+            f"reproduce --out {folder}` or `smoothrecon evaluate ... --out {folder}`"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    run = Run(folder, manifest, [])
+    _read_evals(run)
+    if not run.records:
+        raise UserError(f"'{folder}' holds no evaluation records")
     for rel in manifest.get("convergence", []):
         path = folder / rel
         if path.is_file():
             payload = json.loads(path.read_text())
             run.convergence.extend(payload["rows"])
             run.eval_seconds += payload["seconds"]
-    for m in manifest["models"]:
+    for m in manifest.get("models", []):
         metrics = folder / m["folder"] / "metrics.jsonl"
         if metrics.is_file():
             for line in metrics.read_text().splitlines():
@@ -108,55 +137,26 @@ def load_run(folder: str | Path) -> Run:
     return run
 
 
-def chosen_sigma(
-    run: Run, model: str, eps_rel: float, split: str = "val", setting: str = ""
-) -> float:
-    """sigma_g with the highest mean SSIM of `split` under the attack on f of `setting`."""
-    rows = [
-        r
-        for r in run.records
-        if r["model"] == model
-        and r["eps_rel"] == eps_rel
-        and r["split"] == split
-        and r["attack"] in ("none", "pgd_f")
-        and setting_ok(run, r, setting)
-    ]
-    if not rows:
-        return 0.0
-    return float(max(rows, key=lambda r: (r["ssim"], -r["sigma_g"]))["sigma_g"])
-
-
-def setting_ok(run: Run, r: dict, setting: str) -> bool:
-    """At eps_rel 0 there is no attack: the one record stands for every setting."""
-    return r["eps_rel"] == 0 or r["setting"] == (setting or run.primary)
+def chosen_sigma(run: Run, model: str, eps_rel: float, setting: str = "", split: str = "") -> float:
+    """sigma_g* of `model` (`records.choose_sigma` on the run's selection split, or on `split`
+    for the oracle); 0 when the model has no such records."""
+    split = split or run.roles[1]
+    found = rules.choose_sigma(run.by_model.get(model, []), split, eps_rel, setting or run.primary)
+    return 0.0 if found is None else found
 
 
 def pick(
-    run: Run, model: str, eps_rel: float, split: str, attack: str, sigma: float, setting: str = ""
-) -> dict | None:
-    """The record of exactly this condition, or None."""
-    for r in run.records:
-        if (
-            (r["model"], r["eps_rel"], r["split"], r["attack"]) == (model, eps_rel, split, attack)
-            and abs(r["sigma_g"] - sigma) < 1e-12
-            and setting_ok(run, r, setting)
-        ):
-            return r
-    return None
+    run: Run, model: str, eps_rel: float, attack: str, sigma: float, setting: str = ""
+) -> Record | None:
+    """The reported split's record of exactly this condition, or None."""
+    rows = run.by_model.get(model, [])
+    return rules.find(rows, run.reported, eps_rel, attack, sigma, setting or run.primary)
 
 
-def headline(run: Run, m: dict[str, Any], eps_rel: float, setting: str = "") -> dict | None:
-    """The test record a table shows for model `m` at `eps_rel` (see the module docstring)."""
-    label = m["model"]
-    if m["mode"] != "gaussian":
-        attack = "none" if eps_rel == 0 else "pgd_f"
-        return pick(run, label, eps_rel, "test", attack, 0.0, setting)
-    sigma = chosen_sigma(run, label, eps_rel, "val", setting)
-    if eps_rel == 0:
-        return pick(run, label, eps_rel, "test", "none", sigma, setting)
-    return pick(run, label, eps_rel, "test", "worst", sigma, setting) or pick(
-        run, label, eps_rel, "test", "pgd_f", sigma, setting
-    )
+def headline(run: Run, m: dict[str, Any], eps_rel: float, setting: str = "") -> Record | None:
+    """The record a table or curve shows for model `m` at `eps_rel` (`records.headline`)."""
+    rows = run.by_model.get(m["model"], [])
+    return rules.headline(rows, eps_rel, setting or run.primary, run.roles)
 
 
 def thesis_numbers() -> dict[str, Any]:

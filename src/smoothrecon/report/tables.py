@@ -13,6 +13,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 
+from smoothrecon.records import value
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick, thesis_row
 
 METRIC_FMT = {"mse": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}"}
@@ -27,6 +28,9 @@ class Table:
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)
     note: str = ""
+    factor: int | None = None  # the operator factor of every row, when one
+    eps_rels: tuple[float, ...] = ()  # the eps_rel of the column groups, in order
+    setting: str = ""  # the attack setting of the cells, when one
 
     def markdown(self) -> str:
         def cell(i: int, j: int, v: str) -> str:
@@ -69,6 +73,9 @@ class Table:
 
 
 def _row_name(m: dict) -> str:
+    """Sweep models by what they are; models of an evaluation by their label first."""
+    if m["kind"] == "own":
+        return f"{m['model']} (your model)"
     if m["kind"] != "unet":
         return f"{m['kind']} (no learning)"
     what = {
@@ -76,16 +83,18 @@ def _row_name(m: dict) -> str:
         "standard": "standard",
         "adversarial": f"AT eps_rel={m['value']:g}",
     }[m["mode"]]
-    return f"{what} [{m['variant']}]"
+    name = f"{what} [{m['variant']}]"
+    return name if "/" in m["model"] else f"{m['model']}: {name}"
 
 
 def _bold_best(rows_values: list[list[float | None]], metrics: list[str]) -> set[tuple[int, int]]:
+    """(row, column) of the best value of each metric column; every row that ties is bold."""
     bold = set()
     for j, metric in enumerate(metrics):
-        col = [(v[j], i) for i, v in enumerate(rows_values) if v[j] is not None]
+        col = [x for v in rows_values if (x := v[j]) is not None]
         if col:
             best = max(col) if HIGHER_IS_BETTER[metric] else min(col)
-            bold.add((best[1], j + 1))
+            bold |= {(i, j + 1) for i, v in enumerate(rows_values) if v[j] == best}
     return bold
 
 
@@ -112,21 +121,26 @@ def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Tab
                             cells.append("-")
                             vals.append(None)
                             continue
-                        cells.append(f"{fmt.format(r[metric])} ± {fmt.format(r[metric + '_ci95'])}")
-                        vals.append(r[metric])
+                        mean, half = value(r, metric), value(r, metric + "_ci95")
+                        cells.append(f"{fmt.format(mean)} ± {fmt.format(half)}")
+                        vals.append(mean)
                 rows.append(cells)
                 values.append(vals)
             thesis_no = f"4.{number}" if number <= 4 else f"4.{number}*"
             columns = ", ".join(f"{e:g}" for e in group)
+            reported, chosen_on = run.roles
             tables.append(
                 Table(
                     f"table_4_{number}{suffix}",
                     f"(Table {thesis_no} analogue) x{factor}, eps_rel in {{{columns}}}: "
-                    "test images, mean ± 95% CI; RS rows at the sigma_g chosen on validation, "
-                    f"worst case of PGD on f and on g; attack setting '{setting}'",
+                    f"{reported} crops, mean ± 95% CI; smoothed rows at the sigma_g chosen on "
+                    f"{chosen_on}, worst case of PGD on f and on g; attack setting '{setting}'",
                     header,
                     rows,
                     _bold_best(values, metrics),
+                    factor=factor,
+                    eps_rels=tuple(group),
+                    setting=setting,
                 )
             )
             number += 1
@@ -137,16 +151,15 @@ def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
     """The thesis' published numbers for the same rows and columns (where it has them)."""
     out = []
     for t in ours:
-        factor = int(t.title.split(") x")[1].split(",")[0])
-        group = sorted({float(h.split("@ ")[1]) for h in t.header[1:]})
-        rows = []
-        for m in run.models(factor):
+        assert t.factor is not None, "headline tables carry their factor"
+        group, rows = t.eps_rels, []
+        for m in run.models(t.factor):
             if m["kind"] != "unet" or m["variant"] != "thesis":
                 continue
             cells = [_row_name(m).replace(" [thesis]", "")]
             found = False
             for e in group:
-                vals = thesis_row(factor, m["mode"], m["value"], e)
+                vals = thesis_row(t.factor, m["mode"], m["value"], e)
                 found |= vals is not None
                 cells += (
                     [METRIC_FMT[k].format(v) for k, v in zip(METRIC_FMT, vals, strict=True)]
@@ -163,13 +176,16 @@ def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
                     "160x160, sigma_g tuned on the test set) for the same rows",
                     t.header,
                     rows,
+                    factor=t.factor,
+                    eps_rels=t.eps_rels,
                 )
             )
     return out
 
 
 def table_a1(run: Run) -> Table:
-    """Perturbation norms and effect of Vanilla PGD (on f) vs RS-PGD (on g), RS models, test."""
+    """Perturbation norms and effect of Vanilla PGD (on f) vs RS-PGD (on g), smoothed models,
+    reported split."""
     header = [
         "model",
         "eps_rel",
@@ -185,17 +201,17 @@ def table_a1(run: Run) -> Table:
     rows = []
     for factor in run.factors:
         for m in run.models(factor):
-            if m["mode"] != "gaussian":
+            if not m["smoothed"]:
                 continue
             for e in run.eps_rels:
                 if e == 0:
                     continue
                 s = chosen_sigma(run, m["model"], e)
-                rf = pick(run, m["model"], e, "test", "pgd_f", s)
-                rg = pick(run, m["model"], e, "test", "pgd_g", s)
+                rf = pick(run, m["model"], e, "pgd_f", s)
+                rg = pick(run, m["model"], e, "pgd_g", s)
                 if rf is None or rg is None:
                     continue
-                eps = e * (3 * run.crop_size**2) ** 0.5
+                eps = rf["eps"]
                 stronger = "g (RS-PGD)" if rg["mse"] > rf["mse"] else "f (Vanilla)"
                 rows.append(
                     [
@@ -214,36 +230,39 @@ def table_a1(run: Run) -> Table:
     return Table(
         "table_a_1",
         "(Table A.1 analogue) Perturbation norms and effect of PGD on the "
-        "base model f vs on the smoothed model g, at the chosen sigma_g (test)",
+        f"base model f vs on the smoothed model g, at the chosen sigma_g ({run.reported}); eps "
+        "in the model's input space",
         header,
         rows,
     )
 
 
 def sigma_tables(run: Run) -> list[Table]:
-    """Tables A.2/A.3 analogues: chosen sigma_g (validation) and the test-set oracle."""
+    """Tables A.2/A.3 analogues: sigma_g* (chosen on validation) and the reported split's
+    oracle, per smoothed model and eps_rel."""
     out = []
+    reported, chosen_on = run.roles
     for i, factor in enumerate(run.factors):
-        header = ["sigma_f"] + [f"eps_rel {e:g}" for e in run.eps_rels]
+        header = ["model"] + [f"eps_rel {e:g}" for e in run.eps_rels]
         rows = []
         for m in run.models(factor):
-            if m["mode"] != "gaussian":
+            if not m["smoothed"]:
                 continue
-            cells = [f"{m['value']:g} [{m['variant']}]"]
+            cells = [_row_name(m)]
             for e in run.eps_rels:
-                v, t = (
-                    chosen_sigma(run, m["model"], e, "val"),
-                    chosen_sigma(run, m["model"], e, "test"),
-                )
-                cells.append(f"{v:g} (test {t:g})")
+                v = chosen_sigma(run, m["model"], e)
+                t = chosen_sigma(run, m["model"], e, split=reported)
+                cells.append(f"{v:g} ({reported} {t:g})")
             rows.append(cells)
         out.append(
             Table(
                 f"table_a_{i + 2}",
-                f"(Table A.{i + 2} analogue) x{factor}: sigma_g "
-                "chosen by validation SSIM (the test-set oracle in brackets)",
+                f"(Table A.{i + 2} analogue) x{factor}: sigma_g chosen by {chosen_on} SSIM "
+                f"(the {reported}-set oracle in brackets)",
                 header,
                 rows,
+                factor=factor,
+                eps_rels=tuple(run.eps_rels),
             )
         )
     return out

@@ -1,0 +1,283 @@
+"""Benchmarks of issue 16: the thesis' evaluation method against ours, the early-stopped
+strong attack, BatchNorm folding, and the bias of adaptive k (`python -m
+benchmarks.evaluation_speed bias`). A small U-Net (channels (8, 16, 32)) briefly trained on the
+benchmark crops keeps each benchmark under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import bench_config, bench_data, compare
+from benchmarks.thesis_method import thesis_grid
+from smoothrecon.attacks import eps_from_rel, pgd_l2_run
+from smoothrecon.config import THESIS_EPS_RELS, THESIS_SIGMA_G_GRID, AttackConfig, Config
+from smoothrecon.data import DataBundle
+from smoothrecon.data.normalization import Normalization
+from smoothrecon.evaluation import SplitInputs, batched_attack, split_inputs
+from smoothrecon.metrics import all_metrics
+from smoothrecon.models import UNet
+from smoothrecon.models.fold import fold_batchnorm
+from smoothrecon.operators import build_operator
+from smoothrecon.runtime import Runtime
+from smoothrecon.smoothing import make_generator, mc_share_fn, predict_adaptive, predict_many
+
+SMALL = (8, 16, 32)
+FAST = Runtime(torch.device("cpu"), "bf16", True)
+SLOW = Runtime(torch.device("cpu"), "fp32", False)
+
+
+def small_model(cfg: Config, data: DataBundle, steps: int = 60) -> torch.nn.Module:
+    """A U-Net with channels SMALL after `steps` Adam steps on the MSE (fp32), in eval mode."""
+    torch.manual_seed(0)
+    model = UNet(3, 3, SMALL)
+    op = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    done, epoch = 0, 0
+    while done < steps:
+        epoch += 1
+        for xb in data.training_crops().batches(epoch, cfg.train.batch_size):
+            y, x, _ = SLOW.pairs(xb, op, data.normalization)
+            loss = F.mse_loss(model(y), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= steps:
+                break
+    return model.eval()
+
+
+def _inputs(cfg: Config, data: DataBundle, n: int) -> SplitInputs:
+    op = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    return split_inputs(data.test.x[:n], op, data.normalization, SLOW)
+
+
+def ours_grid(
+    model: torch.nn.Module,
+    data: SplitInputs,
+    norm: Normalization,
+    eps_rels: Sequence[float],
+    sigmas: Sequence[float],
+    adaptive: tuple[int, int, float] | None,
+    k: int = 50,
+) -> dict[tuple[float, float], dict[str, torch.Tensor]]:
+    """The project's path: BN folded, bf16 + channels_last, one attack per eps_rel (default
+    AttackConfig) reused by every sigma, then g_hat for all sigmas at once, adaptive
+    (k_min, k_max, tolerance) or fixed k. Same keys as `thesis_grid`."""
+    f = FAST.forward(FAST.prepare_model(fold_batchnorm(model)))
+    std = torch.tensor(norm.std).view(1, -1, 1, 1)
+    out = {}
+    for eps_rel in eps_rels:
+        e, _ = batched_attack(f, data, eps_rel, AttackConfig(), 64, 1)
+        gen = make_generator(2, "cpu")
+        y = data.y + e
+        with torch.no_grad():
+            if adaptive is None:
+                preds = predict_many(f, y, sigmas, k, gen, with_se=True)
+            else:
+                err = mc_share_fn(data.x, norm)
+                preds = predict_adaptive(f, y, sigmas, err, *adaptive, generator=gen)  # type: ignore[assignment]
+        for s, p in preds.items():
+            x_hat = norm.denormalize(p.mean).clamp(0, 1)
+            assert p.se is not None
+            mc_var = (p.se * std).pow(2).flatten(1).mean(1)
+            out[(eps_rel, s)] = {**all_metrics(x_hat, data.x), "mc_var": mc_var}
+    return out
+
+
+def grid_difference(a: dict, b: dict) -> tuple[float, float, float]:
+    """(largest |mean PSNR difference| in dB over cells, largest |mean MSE difference| over the
+    combined Monte-Carlo variance of the two cell means, mean |PSNR difference| in dB)."""
+    dp, ratio = [], []
+    for cell in a:
+        dp.append(abs(float(a[cell]["psnr"].mean() - b[cell]["psnr"].mean())))
+        mc = float(a[cell]["mc_var"].mean() + b[cell]["mc_var"].mean())
+        d_mse = abs(float(a[cell]["mse"].mean() - b[cell]["mse"].mean()))
+        ratio.append(d_mse / max(mc, 1e-12))
+    return max(dp), max(ratio), sum(dp) / len(dp)
+
+
+def _median_share(grid: dict) -> float:
+    shares = [
+        float(v)
+        for (_, s), cell in grid.items()
+        if s > 0
+        for v in (cell["mc_var"] / cell["mse"].clamp_min(1e-12))
+    ]
+    return float(torch.tensor(shares).median())
+
+
+def bench_thesis_peer(cfg: Config, data: DataBundle) -> list:
+    """The thesis' method (fp32 NCHW, attack per sigma_g, k loop) vs ours (folded bf16 + CL,
+    one attack per eps_rel, adaptive k at tolerance 5%) on the thesis grid, 8 crops, timed once
+    each (too long to repeat)."""
+    from benchmarks.run import Row  # run.py imports this module
+
+    model, inputs = small_model(cfg, data), _inputs(cfg, data, 8)
+    norm = data.normalization
+    grid = (THESIS_EPS_RELS, THESIS_SIGMA_G_GRID)
+    t0 = time.perf_counter()
+    theirs = thesis_grid(copy.deepcopy(model), inputs, norm, *grid, k=50)
+    t1 = time.perf_counter()
+    ours = ours_grid(model, inputs, norm, *grid, adaptive=(8, 256, 0.05))
+    t2 = time.perf_counter()
+    ours_grid(model, inputs, norm, *grid, adaptive=None, k=50)
+    t3 = time.perf_counter()
+    d_psnr, d_mc, mean_d = grid_difference(theirs, ours)
+    detail = (
+        f"6 eps_rel x 17 sigma_g, 8 crops, U-Net {SMALL}: thesis {t1 - t0:.1f} s, ours "
+        f"{t2 - t1:.1f} s (fixed k=50: {t3 - t2:.1f} s, ratio {(t1 - t0) / (t3 - t2):.2f}); "
+        f"largest |dPSNR| {d_psnr:.2f} dB (mean {mean_d:.2f}), largest |dMSE| / combined MC "
+        f"variance {d_mc:.1f} (sigma_g > 0); median mc_share thesis {_median_share(theirs):.3f}, "
+        f"ours {_median_share(ours):.3f}; timed once on a shared machine"
+    )
+    ratio = (t1 - t0) / (t2 - t1)
+    return [Row.at_least("thesis evaluation method / ours, whole grid", ratio, 5, detail)]
+
+
+def _strong_setup(cfg: Config, data: DataBundle):
+    model, inputs = small_model(cfg, data), _inputs(cfg, data, 16)
+    f = FAST.forward(FAST.prepare_model(fold_batchnorm(model)))
+    return f, inputs, eps_from_rel(0.05, inputs.y.shape[1:])
+
+
+def bench_strong_attack(cfg: Config, data: DataBundle, patience: int = 10, rel_tol: float = 1e-3):
+    """100 steps of eps/2, best iterate (the strong attack), full vs early-stopped per sample."""
+    from benchmarks.run import Row
+
+    f, inputs, eps = _strong_setup(cfg, data)
+
+    def run(p: int):
+        gen = make_generator(0, "cpu")
+        return pgd_l2_run(
+            f,
+            inputs.y,
+            inputs.target,
+            eps,
+            100,
+            eps / 2,
+            generator=gen,
+            patience=p,
+            rel_tol=rel_tol,
+        )
+
+    full, early = run(0), run(patience)
+    t_full, t_early = compare(lambda: run(0), lambda: run(patience), rounds=2)
+    assert early.steps_used is not None
+    used = early.steps_used.float()
+    detail = (
+        f"16 crops, eps_rel 0.05, patience {patience}, rel_tol {rel_tol:g}: loss early/full "
+        f"{float(early.loss.sum() / full.loss.sum()):.4f} (worst crop "
+        f"{float((early.loss / full.loss).min()):.4f}); gradient steps per crop {used.mean():.1f} "
+        f"of 100 (stopping the whole batch when all converged: {used.max():.0f})"
+    )
+    return Row.at_least("strong attack per crop: full / early-stopped", t_full / t_early, 2, detail)
+
+
+def bench_fold(cfg: Config, data: DataBundle):
+    """Forward of 64 crops in bf16 + channels_last, BatchNorm kept vs folded, with accuracy."""
+    from benchmarks.run import Row
+
+    model, inputs = small_model(cfg, data), _inputs(cfg, data, 64)
+    plain = FAST.forward(FAST.prepare_model(copy.deepcopy(model)))
+    folded = FAST.forward(FAST.prepare_model(fold_batchnorm(model)))
+    norm = data.normalization
+    with torch.no_grad():
+        a = all_metrics(norm.denormalize(plain(inputs.y)).clamp(0, 1), inputs.x)
+        b = all_metrics(norm.denormalize(folded(inputs.y)).clamp(0, 1), inputs.x)
+
+    def fwd(f):
+        return lambda: torch.no_grad()(f)(inputs.y)
+
+    t_plain, t_fold = compare(fwd(plain), fwd(folded), rounds=5)
+    detail = (
+        f"U-Net {SMALL}, {inputs.y.shape[0]} crops: PSNR {a['psnr'].mean():.3f} -> "
+        f"{b['psnr'].mean():.3f} dB, SSIM {a['ssim'].mean():.4f} -> {b['ssim'].mean():.4f}"
+    )
+    return Row(
+        "BN folding forward (bf16 CL): unfolded / folded",
+        t_plain / t_fold,
+        "> 1",
+        t_plain > t_fold,
+        detail,
+    )
+
+
+def adaptive_bias(
+    cfg: Config, data: DataBundle, repeats: int = 8, k_ref: int = 1024
+) -> dict[str, float]:
+    """Bias of optional stopping, on clean inputs of 8 crops and sigma_g in (0.1, 0.25, 0.5, 1):
+    the mean over (image, sigma) of MSE(g_hat) relative to the exact smoothed MSE (fixed
+    k_ref, debiased by its Monte-Carlo variance), averaged over `repeats` seeds, for adaptive k
+    (tolerance 5%, k 8..512) and for the fixed k of the same mean cost."""
+    model, inputs = small_model(cfg, data), _inputs(cfg, data, 8)
+    f = FAST.forward(FAST.prepare_model(fold_batchnorm(model)))
+    norm, sigmas = data.normalization, [0.1, 0.25, 0.5, 1.0]
+    std = torch.tensor(norm.std).view(1, -1, 1, 1)
+
+    def mse_and_mc(preds) -> tuple[torch.Tensor, torch.Tensor]:
+        mse = torch.stack(
+            [
+                all_metrics(norm.denormalize(preds[s].mean).clamp(0, 1), inputs.x)["mse"]
+                for s in sigmas
+            ]
+        )
+        mc = torch.stack([(preds[s].se * std).pow(2).flatten(1).mean(1) for s in sigmas])
+        return mse, mc
+
+    with torch.no_grad():
+        ref_mse, ref_mc = mse_and_mc(
+            predict_many(f, inputs.y, sigmas, k_ref, make_generator(99, "cpu"), with_se=True)
+        )
+        exact = ref_mse - ref_mc
+        adaptive, fixed, ks = [], [], []
+        for r in range(repeats):
+            a = predict_adaptive(
+                f,
+                inputs.y,
+                sigmas,
+                mc_share_fn(inputs.x, norm),
+                8,
+                512,
+                0.05,
+                make_generator(r, "cpu"),
+            )
+            ks.append(torch.stack([a[s].k for s in sigmas]).float())
+            adaptive.append(mse_and_mc(a))
+        k_fixed = max(2, round(float(torch.stack(ks).mean())))
+        for r in range(repeats):
+            fixed.append(
+                mse_and_mc(
+                    predict_many(
+                        f, inputs.y, sigmas, k_fixed, make_generator(100 + r, "cpu"), with_se=True
+                    )
+                )
+            )
+
+    def rel(runs, debias: bool) -> float:
+        vals = torch.stack([m - mc if debias else m for m, mc in runs]).mean(0)
+        return float(((vals - exact) / exact).mean())
+
+    return {
+        "adaptive_mean_k": float(torch.stack(ks).mean()),
+        "adaptive_k_by_sigma": [round(float(v), 1) for v in torch.stack(ks).mean((0, 2))],
+        "fixed_k": k_fixed,
+        "adaptive_rel_bias_raw": rel(adaptive, False),
+        "adaptive_rel_bias_debiased": rel(adaptive, True),
+        "fixed_rel_bias_raw": rel(fixed, False),
+        "fixed_rel_bias_debiased": rel(fixed, True),
+        "reference_mc_share_median": float((ref_mc / ref_mse).median()),
+    }  # type: ignore[dict-item]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["bias"]:
+        cfg = bench_config()
+        print(adaptive_bias(cfg, bench_data(cfg)))

@@ -1,0 +1,229 @@
+"""Evaluate given models into a run folder: the `evaluate` command's path and the Python API's.
+
+Every model is evaluated on the same crops with the same attacks and noise, one unit file per
+(model, eps_rel) written by `units.run_evaluation` (the function `reproduce` uses too), keyed by
+everything its records depend on: a rerun reuses finished units and recomputes exactly what a
+changed grid, k or attack changes. `run.json` lists the current units, so `smoothrecon report`
+reads an evaluation folder like a `reproduce` run; `records.jsonl` and `chosen_sigma.json` are
+the same records flat, for scripts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from smoothrecon import distributed
+from smoothrecon.config import AttackConfig, Config, dump_config, load_config
+from smoothrecon.data import DataBundle, prepare_data
+from smoothrecon.data.normalization import Normalization
+from smoothrecon.errors import UserError
+from smoothrecon.evaluation import EvalModel, EvalSettings
+from smoothrecon.experiments.convergence import thesis_attack
+from smoothrecon.experiments.runner import run_manifest
+from smoothrecon.experiments.units import eval_path, run_evaluation
+from smoothrecon.inputs import SplitInputs, split_inputs
+from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, write_jsonl
+from smoothrecon.models.baselines import Interpolation
+from smoothrecon.models.own import check_output_shape, module_key
+from smoothrecon.operators import Operator, SuperResolution, build_operator
+from smoothrecon.records import ModelInfo, Record, headline, sigma_choices, split_roles
+from smoothrecon.runtime import Runtime
+
+PIXEL_SPACE = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+ATTACK_SETTINGS = ("strong", "thesis", "both")
+
+
+def attack_settings(name: str, base: AttackConfig) -> dict[str, AttackConfig]:
+    """'strong': the config's attack (by default 200 steps of eps/4, 3 starts, best iterate, see
+    AttackConfig); 'thesis': section 4.4's 10 steps of eps/4, last iterate; 'both': strong
+    first (it chooses sigma_g*), thesis second."""
+    if name not in ATTACK_SETTINGS:
+        raise UserError(f"--attack '{name}' is not one of {', '.join(ATTACK_SETTINGS)}")
+    out = {}
+    if name in ("strong", "both"):
+        out["strong"] = base
+    if name in ("thesis", "both"):
+        out["thesis"] = thesis_attack(base)
+    return out
+
+
+def eval_splits(split: str) -> tuple[str, ...]:
+    """The splits an evaluation reads: 'test' also needs 'val' to choose sigma_g on."""
+    return ("val", "test") if split == "test" else (split,)
+
+
+def baseline_models(factor: int, kinds: Sequence[str] = ("bilinear", "bicubic")) -> list[EvalModel]:
+    """No-learning baselines in the data's normalized space (linear maps: not smoothed)."""
+    return [
+        EvalModel(
+            Interpolation(kind, factor), ModelInfo(f"x{factor}/{kind}", factor, kind), None, kind
+        )
+        for kind in kinds
+    ]
+
+
+def _model_settings(model: EvalModel, settings: EvalSettings) -> EvalSettings:
+    if model.info.smoothed:
+        return settings
+    return dataclasses.replace(settings, sigmas=(0.0,), rs_pgd=False)
+
+
+def eval_inputs(
+    data: DataBundle, op: Operator, norm: Normalization, runtime: Runtime, splits: Sequence[str]
+) -> dict[str, SplitInputs]:
+    """The crops of `splits` that hold any, in the model's input space (`norm`)."""
+    crops = {s: data.eval_set(s).x for s in splits}
+    reported = splits[-1]
+    if crops[reported].shape[0] == 0:
+        raise UserError(
+            f"the {reported} split of '{data.config.source}' holds no crops; use --split all to "
+            f"evaluate every photo of a folder"
+        )
+    return {s: split_inputs(x, op, norm, runtime) for s, x in crops.items() if x.shape[0]}
+
+
+def _print_choices(records: list[Record], model: EvalModel, settings: EvalSettings) -> None:
+    """One line per eps_rel: the headline numbers, and sigma_g* for a smoothed model."""
+    roles = split_roles(r["split"] for r in records)
+    for c in sigma_choices(records, settings.primary):
+        row = headline(records, c["eps_rel"], settings.primary, roles)
+        if row is None:
+            continue
+        where = ""
+        if model.info.smoothed:
+            how = (
+                "chosen on val"
+                if c["chosen_on"] == "val"
+                else f"chosen on the {c['split']} crops themselves: no validation split, an oracle"
+            )
+            where = (
+                f"sigma_g {c['sigma_g']:g} ({how}; {c['split']} oracle {c['sigma_g_oracle']:g})  "
+            )
+        print(
+            f"{model.info.model} eps_rel {c['eps_rel']:g}: {where}{c['split']} PSNR "
+            f"{row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}"
+        )
+
+
+def evaluate_models(
+    models: Sequence[EvalModel],
+    cfg: Config,
+    settings: EvalSettings,
+    out: str | Path,
+    splits: tuple[str, ...],
+    operator: Operator | None = None,
+    verbose: bool = True,
+) -> list[Record]:
+    """Evaluate `models` on the crops of `cfg.data` at every eps_rel of `settings` into `out`."""
+    main = distributed.current().main
+    out = ensure_dir(out) if main else Path(out)
+    runtime = Runtime.from_config(cfg.runtime)
+    data = prepare_data(cfg.data, purpose="evaluate")
+    op = operator or build_operator(cfg.operator)
+    records: list[Record] = []
+    paths: list[Path] = []
+    for model in models:
+        model = dataclasses.replace(
+            model, module=runtime.prepare_model(model.module), norm=model.norm or data.normalization
+        )
+        shape = (3, cfg.data.crop_size, cfg.data.crop_size)
+        check_output_shape(model.module, shape, model.info.model)
+        inputs = eval_inputs(data, op, model.space, runtime, splits)
+        mine = _model_settings(model, settings)
+        rows: list[Record] = []
+        for eps_rel in settings.eps_rels:
+            path = eval_path(out, model.info, model.key, cfg, mine, eps_rel, splits)
+            rows += run_evaluation(model, inputs, eps_rel, mine, runtime, path)["records"]
+            paths.append(path)
+        if main and verbose:
+            _print_choices(rows, model, mine)
+        records += rows
+    if main:
+        _write_folder(out, cfg, data, settings, paths, records)
+    return records
+
+
+def _write_folder(
+    out: Path,
+    cfg: Config,
+    data: DataBundle,
+    settings: EvalSettings,
+    paths: list[Path],
+    records: list[Record],
+) -> None:
+    manifest = run_manifest("evaluate", cfg, out, data.summary(), paths, dict(settings.attacks))
+    manifest["evaluation"] = {
+        "eps_rels": list(settings.eps_rels),
+        "sigmas": list(settings.sigmas),
+        "k": settings.k,
+        "rs_pgd": settings.rs_pgd,
+    }
+    atomic_write_json(out / "run.json", manifest)
+    write_jsonl(out / "records.jsonl", list(records))  # type: ignore[arg-type]
+    atomic_write_json(out / "chosen_sigma.json", sigma_choices(records, settings.primary))
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+
+
+def _api_config(
+    operator: Operator, data: str | Path, preset: str, overrides: Sequence[str]
+) -> Config:
+    """The preset's evaluation scale on `data`, with the operator's fields."""
+    desc = operator.describe()
+    sets = [f"data.source={data}", f"operator.name={desc['name']}"]
+    sets += [f"operator.{k}={v}" for k, v in desc.items() if k in ("factor", "quantize")]
+    return load_config(preset, overrides=[*sets, *overrides])
+
+
+def evaluate(
+    model: nn.Module,
+    data: str | Path = "default",
+    operator: Operator | None = None,
+    normalization: Normalization | None = None,
+    eps_rels: Sequence[float] | None = None,
+    sigmas: Sequence[float] | None = None,
+    out: str | Path | None = None,
+    *,
+    preset: str = "cpu",
+    overrides: Sequence[str] = (),
+    attack: str = "strong",
+    split: str = "test",
+    rs_pgd: bool | None = None,
+    baselines: bool = False,
+    label: str = "model",
+) -> list[Record]:
+    """Evaluate any torch.nn.Module under attack, with and without smoothing.
+
+    `model` maps the network input (the back-projected measurement A_dagger(A(x)), shape
+    (B, 3, H, W)) to a reconstruction of the same shape. `normalization=None`: the model works
+    on pixel-space images in [0, 1], where eps = sqrt(d) eps_rel and sigma_g then live; else
+    the per-channel Normalization(mean, std) it was trained with. `data`: a folder of photos or
+    "default"; the preset (and `overrides`, "section.key=value") sets the evaluation scale:
+    crops, k, sigma grid, attack. `sigmas` defaults to the preset's grid, `eps_rels` to its
+    attack levels. `out`: the run folder (`smoothrecon report out` reads it); None: a
+    temporary one. Returns the records (`smoothrecon.records.Record`).
+    """
+    operator = operator or SuperResolution(2)
+    cfg = _api_config(operator, data, preset, overrides)
+    settings = EvalSettings.from_config(cfg, attack_settings(attack, cfg.attack))
+    settings = dataclasses.replace(
+        settings,
+        eps_rels=tuple(eps_rels) if eps_rels is not None else settings.eps_rels,
+        sigmas=tuple(sigmas) if sigmas is not None else settings.sigmas,
+        rs_pgd=settings.rs_pgd if rs_pgd is None else rs_pgd,
+    )
+    space = "pixel" if normalization is None else "normalized"
+    factor = getattr(operator, "factor", 1)
+    info = ModelInfo(
+        label, factor, "own", mode="own", smoothed=max(settings.sigmas) > 0, input_space=space
+    )
+    own = EvalModel(model, info, normalization or PIXEL_SPACE, module_key(model))
+    models = [own, *(baseline_models(factor) if baselines else [])]
+    with tempfile.TemporaryDirectory() as tmp:
+        return evaluate_models(
+            models, cfg, settings, out or tmp, eval_splits(split), operator, verbose=False
+        )

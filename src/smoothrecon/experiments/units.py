@@ -1,0 +1,205 @@
+"""Units of work and the one function that does each: train a model, study attack convergence,
+evaluate one model at one eps_rel. Executors (serial, Ray) call `run_unit`; the `evaluate`
+command and the Python API call `run_evaluation` directly, so every front end writes the same
+files:
+    <out>/models/<label>-<key>/                 a training run (resumes mid-way, training.py)
+    <out>/convergence/<label>/eps<e>-<key>.json  loss / PSNR vs PGD steps (convergence.py)
+    <out>/evals/<label>/eps<e>-<key>.json        records (+ .safetensors with example images)
+Each key hashes everything its result depends on, so a finished file is reused and a changed
+setting recomputes exactly the units it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smoothrecon.checkpoint import load_model
+from smoothrecon.config import Config
+from smoothrecon.data import DataBundle
+from smoothrecon.evaluation import EvalModel, EvalSettings, evaluate_unit
+from smoothrecon.experiments.convergence import convergence_rows
+from smoothrecon.experiments.grid import ModelSpec
+from smoothrecon.inputs import SplitInputs, split_inputs
+from smoothrecon.io import atomic_write_json, load_checkpoint, save_checkpoint
+from smoothrecon.models import build_model
+from smoothrecon.operators import build_operator
+from smoothrecon.records import ModelInfo
+from smoothrecon.runtime import Runtime
+from smoothrecon.training import train
+
+
+def short_hash(obj: object, n: int = 8) -> str:
+    """Short hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
+
+
+def eval_path(
+    out: Path,
+    info: ModelInfo,
+    model_key: str,
+    cfg: Config,
+    settings: EvalSettings,
+    eps_rel: float,
+    splits: tuple[str, ...],
+) -> Path:
+    """The records file of one model at one eps_rel, keyed by the model (`model_key`: its
+    weights or training config), the crops (data and operator config, splits) and the
+    settings that apply at this eps_rel."""
+    key = short_hash(
+        {
+            "model": model_key,
+            "info": info.__dict__,
+            "data": cfg.hash("data", "operator"),
+            "splits": splits,
+            "settings": settings.unit_fields(eps_rel),
+        },
+        16,
+    )
+    return out / "evals" / info.slug / f"eps{eps_rel:g}-{key}.json"
+
+
+def run_evaluation(
+    model: EvalModel,
+    inputs: dict[str, SplitInputs],
+    eps_rel: float,
+    settings: EvalSettings,
+    runtime: Runtime,
+    path: Path,
+) -> dict[str, Any]:
+    """Evaluate one model at one eps_rel (or read the finished file) and write its records."""
+    if path.exists():
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    result = evaluate_unit(model, inputs, eps_rel, settings, runtime)
+    payload = {
+        "label": model.info.model,
+        "model": model.info.__dict__,
+        "eps_rel": eps_rel,
+        "settings": settings.unit_fields(eps_rel),
+        "seconds": time.perf_counter() - t0,
+        "records": result.records,
+    }
+    if result.samples:
+        save_checkpoint(path.with_suffix(".safetensors"), result.samples, {"kind": "samples"})
+    atomic_write_json(path, payload)
+    return payload
+
+
+@dataclass
+class TrainUnit:
+    spec: ModelSpec
+    cfg: Config
+    folder: Path
+
+    def done(self) -> bool:
+        best = self.folder / "last.safetensors"
+        if not best.exists():
+            return False
+        _, meta = load_checkpoint(best)
+        return bool(meta.get("epoch") == self.cfg.train.epochs)
+
+
+@dataclass
+class StudyUnit:
+    """One model's attack-convergence study at one eps_rel, one JSON file."""
+
+    spec: ModelSpec
+    cfg: Config
+    eps_rel: float
+    path: Path
+    model_folder: Path | None
+
+    def done(self) -> bool:
+        return self.path.exists()
+
+
+@dataclass
+class EvalUnit:
+    """One model of the sweep at one eps_rel, evaluated with `settings`."""
+
+    spec: ModelSpec
+    cfg: Config
+    eps_rel: float
+    settings: EvalSettings
+    path: Path
+    model_folder: Path | None
+
+    def done(self) -> bool:
+        return self.path.exists()
+
+
+Unit = TrainUnit | StudyUnit | EvalUnit
+
+
+def _load(cfg: Config, folder: Path | None, runtime: Runtime) -> torch.nn.Module:
+    if folder is not None:
+        model, _ = load_model(folder / "best.safetensors")
+    else:
+        model = build_model(cfg.model, cfg.operator.factor)
+    model = runtime.prepare_model(model).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _inputs(cfg: Config, data: DataBundle, runtime: Runtime, split: str) -> SplitInputs:
+    operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    return split_inputs(data.eval_set(split).x, operator, data.normalization, runtime)
+
+
+def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
+    """PGD loss / PSNR vs steps for one model at one eps_rel (validation crops)."""
+    model = _load(unit.cfg, unit.model_folder, runtime)
+    split = "val" if len(data.val) else "test"
+    t0 = time.perf_counter()
+    inputs = _inputs(unit.cfg, data, runtime, split)
+    rows = convergence_rows(
+        runtime.forward(model),
+        inputs,
+        data.normalization,
+        unit.eps_rel,
+        unit.cfg.experiment,
+        unit.cfg.attack.random_start,
+        unit.cfg.evaluation.seed,
+    )
+    spec = unit.spec
+    for r in rows:
+        r.update(model=spec.label, factor=spec.factor, mode=spec.mode, variant=spec.variant)
+        r["split"] = split
+    payload = {
+        "label": spec.label,
+        "eps_rel": unit.eps_rel,
+        "seconds": time.perf_counter() - t0,
+        "rows": rows,
+    }
+    atomic_write_json(unit.path, payload)
+    return payload
+
+
+def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
+    """A sweep model (trained folder or baseline) on the data's val and test crops."""
+    cfg = unit.cfg
+    module = _load(cfg, unit.model_folder, runtime)
+    model = EvalModel(module, unit.spec.info(), data.normalization, key="")
+    inputs = {s: _inputs(cfg, data, runtime, s) for s in ("val", "test")}
+    return run_evaluation(model, inputs, unit.eps_rel, unit.settings, runtime, unit.path)
+
+
+def run_unit(unit: Unit, data: DataBundle, runtime: Runtime, progress: bool = False) -> dict:
+    """Do one unit of work (or read its finished result): the one thing every executor calls."""
+    if isinstance(unit, TrainUnit):
+        t0 = time.perf_counter()
+        train(unit.cfg, unit.folder, data=data, progress=progress)
+        return {"seconds": time.perf_counter() - t0}
+    if unit.done():
+        return json.loads(unit.path.read_text())
+    if isinstance(unit, StudyUnit):
+        return run_convergence_unit(unit, data, runtime)
+    return run_eval_unit(unit, data, runtime)

@@ -1,0 +1,60 @@
+"""The inputs of one evaluation split and the clean metrics of a model on them.
+
+Shared by training (validation after each epoch) and evaluation, so neither imports the other:
+uint8 crops x -> pixel x in [0, 1] -> y = A(x) -> normalized (y, target) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from smoothrecon.data.normalization import Normalization
+from smoothrecon.metrics import all_metrics
+from smoothrecon.operators import Operator
+from smoothrecon.runtime import Runtime
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+METRICS = ("mse", "psnr", "ssim")
+
+
+@dataclass
+class SplitInputs:
+    """One split on the runtime device: y (B, C, H, W) and target in the model's (normalized)
+    input space, x the pixel-space truth in [0, 1]."""
+
+    y: torch.Tensor
+    target: torch.Tensor
+    x: torch.Tensor
+
+
+def split_inputs(
+    x_uint8: torch.Tensor, operator: Operator, norm: Normalization, runtime: Runtime
+) -> SplitInputs:
+    y, target, x = runtime.pairs(x_uint8, operator, norm)  # type: ignore[arg-type]
+    return SplitInputs(y, target, x)
+
+
+def to_pixels(z: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """Model-space z -> pixel space, clamped to [0, 1] (where every metric is measured)."""
+    return norm.denormalize(z).clamp(0, 1)
+
+
+def clean_metrics(
+    forward: Forward,
+    x_uint8: torch.Tensor,
+    operator: Operator,
+    norm: Normalization,
+    runtime: Runtime,
+    batch_size: int,
+) -> dict[str, list[float]]:
+    """Per-image metrics of forward(A(x)) against x, no attack, no smoothing."""
+    out: dict[str, list[float]] = {m: [] for m in METRICS}
+    with torch.no_grad():
+        for start in range(0, x_uint8.shape[0], batch_size):
+            y, _, x = runtime.pairs(x_uint8[start : start + batch_size], operator, norm)  # type: ignore[arg-type]
+            for m, v in all_metrics(to_pixels(forward(y), norm), x).items():
+                out[m].extend(v.tolist())
+    return out

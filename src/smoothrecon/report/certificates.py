@@ -1,0 +1,212 @@
+"""The certificate's report piece (issue 14), from <run>/certificates.jsonl only.
+
+Per model: a figure of the certified PSNR lower bound against eps_rel, beside the PSNR the EOT
+attack on G reaches (an upper bound on the robust PSNR) and the clean smoothed PSNR, with the
+mid-gray line below which a certificate says nothing (`vacuous`); a table of the same numbers
+with the share of vacuous crops and center smoothing's abstentions; and one sentence per
+(sigma_g, method) saying at which eps_rel the certificate becomes vacuous.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from smoothrecon.io import atomic_write, read_jsonl
+from smoothrecon.metrics import mean_and_ci
+from smoothrecon.report.page import Block
+from smoothrecon.report.tables import Table
+
+RECORDS = "certificates.jsonl"
+FIGURES = Path("figures")  # relative to <run>/report, as the rest of the report
+Row = dict[str, Any]
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def _groups(rows: Sequence[Row]) -> dict[tuple[float, str], dict[float, list[Row]]]:
+    """{(sigma_g, method): {eps_rel: rows}} in sorted order."""
+    out: dict[tuple[float, str], dict[float, list[Row]]] = {}
+    for r in rows:
+        out.setdefault((r["sigma_g"], r["method"]), {}).setdefault(r["eps_rel"], []).append(r)
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def summarize(rows: Sequence[Row]) -> Row:
+    """Means over crops of one (model, sigma_g, method, eps_rel): certified PSNR (non-abstained
+    crops) with its 95% CI half-width, attacked, clean and mid-gray PSNR, share vacuous,
+    abstentions and the invariant psnr_certified <= psnr_attacked."""
+    cert = _finite([r["psnr_certified"] for r in rows if not r["abstained"]])
+    c_mean, _, c_half = mean_and_ci(cert)
+    checked = [r for r in rows if r.get("certified_le_attacked") is not None]
+    return {
+        "n_crops": len(rows),
+        "certified": c_mean,
+        "certified_ci95": c_half,
+        "attacked": mean_and_ci([r["psnr_attacked"] for r in rows])[0],
+        "clean": mean_and_ci([r["psnr_clean"] for r in rows])[0],
+        "gray": mean_and_ci([r["psnr_gray"] for r in rows])[0],
+        "vacuous": sum(bool(r["vacuous"]) for r in rows) / len(rows),
+        "abstained": sum(bool(r["abstained"]) for r in rows),
+        "held": sum(bool(r["certified_le_attacked"]) for r in checked),
+        "checked": len(checked),
+    }
+
+
+def vacuous_from(by_eps: dict[float, list[Row]]) -> float | None:
+    """The smallest eps_rel from which on at least half of the crops are vacuous (their
+    certified PSNR below a constant mid-gray image's), None if none is."""
+    for eps_rel, rows in by_eps.items():
+        if summarize(rows)["vacuous"] >= 0.5:
+            return eps_rel
+    return None
+
+
+def vacuous_sentence(model: str, sigma: float, method: str, by_eps: dict[float, list]) -> str:
+    at = vacuous_from(by_eps)
+    name = f"{model}, {method} certificate at sigma_g {sigma:g}"
+    eps = list(by_eps)
+    if at is None:
+        return (
+            f"{name}: informative at every eps_rel measured (up to {eps[-1]:g}): more than half "
+            f"of the crops are certified above a constant mid-gray image."
+        )
+    if at == eps[0]:
+        return f"{name}: vacuous already at the smallest eps_rel measured, {at:g}."
+    below = eps[eps.index(at) - 1]
+    return (
+        f"{name}: becomes vacuous at eps_rel {at:g} (at least half of the crops certified "
+        f"below a constant mid-gray image; still informative at {below:g})."
+    )
+
+
+def _fmt(v: float, half: float = math.nan) -> str:
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:.2f} ± {half:.2f}" if math.isfinite(half) else f"{v:.2f}"
+
+
+def certificate_table(model: str, rows: Sequence[Row]) -> Table:
+    header = [
+        "sigma_g",
+        "method",
+        "eps_rel",
+        "certified PSNR (lower bound)",
+        "attacked PSNR (upper bound)",
+        "clean PSNR",
+        "mid-gray PSNR",
+        "vacuous",
+        "abstained",
+        "certified <= attacked",
+    ]
+    body = []
+    for (sigma, method), by_eps in _groups(rows).items():
+        for eps_rel, group in by_eps.items():
+            s = summarize(group)
+            body.append(
+                [
+                    f"{sigma:g}",
+                    method,
+                    f"{eps_rel:g}",
+                    _fmt(s["certified"], s["certified_ci95"]),
+                    _fmt(s["attacked"]),
+                    _fmt(s["clean"]),
+                    _fmt(s["gray"]),
+                    f"{s['vacuous']:.0%}",
+                    f"{s['abstained']}/{s['n_crops']}" if method == "center" else "-",
+                    f"{s['held']}/{s['checked']}",
+                ]
+            )
+    n, alpha = rows[0]["n"], rows[0]["alpha"]
+    return Table(
+        f"certificates_{_slug(model)}",
+        f"{model}: certified vs attacked PSNR (dB, mean over crops, ± 95% CI; n = {n}, "
+        f"alpha = {alpha:g} per crop)",
+        header,
+        body,
+    )
+
+
+def _slug(model: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in model)
+
+
+def certificate_figure(model: str, rows: Sequence[Row], out: Path) -> Path:
+    """Certified (solid, with its 95% CI band), attacked (dashed) and clean (dotted) PSNR
+    against eps_rel, one colour per (sigma_g, method); the mid-gray PSNR in black."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    eps_all: set[float] = set()
+    gray: list[float] = []
+    for c, ((sigma, method), by_eps) in enumerate(_groups(rows).items()):
+        color = colors[c % len(colors)]
+        xs = list(by_eps)
+        eps_all.update(xs)
+        s = [summarize(g) for g in by_eps.values()]
+        gray += [r["psnr_gray"] for g in by_eps.values() for r in g]
+        cert = [v["certified"] for v in s]
+        half = [v["certified_ci95"] if math.isfinite(v["certified_ci95"]) else 0 for v in s]
+        label = f"sigma_g {sigma:g}, {method}"
+        ax.plot(xs, cert, "-o", color=color, label=f"certified ({label})")
+        ax.fill_between(
+            xs, [a - h for a, h in zip(cert, half, strict=True)],
+            [a + h for a, h in zip(cert, half, strict=True)], color=color, alpha=0.15,
+        )  # fmt: skip
+        ax.plot(xs, [v["attacked"] for v in s], "--s", color=color, label=f"attacked ({label})")
+        ax.plot(xs, [v["clean"] for v in s], ":", color=color, label=f"clean ({label})")
+    ax.axhline(mean_and_ci(gray)[0], color="black", lw=1, label="constant mid-gray (vacuous below)")
+    if eps_all and min(eps_all) > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel("eps_rel (eps = sqrt(d) eps_rel, model-input space)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(f"{model}: certified lower bound vs attacked upper bound")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    atomic_write(out, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return out
+
+
+def certificate_blocks(run_folder: str | Path) -> list[Block]:
+    """The report's section on certificates ([] without run_folder/certificates.jsonl): per
+    model a figure (written to <run>/report/figures/), a table and the vacuous sentences."""
+    rows = read_jsonl(Path(run_folder) / RECORDS)
+    if not rows:
+        return []
+    blocks = [
+        Block("h2", "Certified robustness of the smoothed reconstruction"),
+        Block(
+            "p",
+            "The certified PSNR is a lower bound that holds for every perturbation ||e|| <= eps "
+            "with probability >= 1 - alpha per crop (pixel: G, the mean of the clamped "
+            "samples; center: the center-smoothed output, when it does not abstain); the "
+            "attacked PSNR is what the EOT attack on G reaches, an upper bound on the robust "
+            "PSNR. The band between them is what is still unknown. A certificate below the "
+            "PSNR of a constant mid-gray image says nothing (vacuous).",
+        ),
+    ]
+    models: dict[str, list[Row]] = {}
+    for r in rows:
+        models.setdefault(r["model"], []).append(r)
+    figures = Path(run_folder) / "report" / FIGURES
+    for model, mine in models.items():
+        name = f"certificates_{_slug(model)}.png"
+        certificate_figure(model, mine, figures / name)
+        caption = f"{model}: certified PSNR lower bound, attacked and clean PSNR vs eps_rel"
+        blocks += [Block("image", (str(FIGURES / name), caption))]
+        blocks += [Block("table", certificate_table(model, mine))]
+        sentences = [
+            vacuous_sentence(model, sigma, method, by_eps)
+            for (sigma, method), by_eps in _groups(mine).items()
+        ]
+        blocks += [Block("list", sentences)]
+    return blocks

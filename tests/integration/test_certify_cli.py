@@ -1,0 +1,144 @@
+"""`smoothrecon certify` on a trained smoke model: per-image records whose certified PSNR never
+exceeds what the EOT attack on G reaches, center smoothing's rows, resume, and bad values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from smoothrecon.attacks import eps_from_rel
+from smoothrecon.cli import main
+from smoothrecon.io import read_jsonl
+from smoothrecon.report.certificates import certificate_blocks
+from smoothrecon.training import train
+
+FIELDS = [
+    "model",
+    "split",
+    "image",
+    "photo",
+    "sigma_g",
+    "eps_rel",
+    "eps",
+    "n",
+    "alpha",
+    "method",
+    "psnr_certified",
+    "mse_certified",
+    "psnr_attacked",
+    "mse_attacked",
+    "psnr_attacked_upper",
+    "psnr_clean",
+    "abstained",
+    "vacuous",
+]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory, make_config) -> Path:
+    folder = tmp_path_factory.mktemp("certify") / "model"
+    train(make_config("train.epochs=2", "train.mode=gaussian", "train.sigma_f=0.3"), folder)
+    return folder
+
+
+def _certify(cli, model: Path, out: Path, *args: str):
+    result = cli("certify", "--model", model, "--sigma-g", "0.3", "--quiet", "--out", out, *args)
+    assert result.returncode == 0, result.stderr
+    return result, read_jsonl(out / "certificates.jsonl")
+
+
+def test_certified_bound_is_below_the_attack_at_large_n(tmp_path: Path, model: Path, cli) -> None:
+    eps_rels = (0.0, 0.002, 0.02)
+    sets = ("--set", "data.max_eval_crops=2", "--set", "attack.k_attack=4")
+    result, rows = _certify(
+        cli, model, tmp_path, "--eps-rel", "0,0.002,0.02", "--n", "1000", "--alpha", "0.01", *sets
+    )
+    assert len(rows) == 2 * len(eps_rels)
+    for r in rows:
+        assert set(FIELDS) <= set(r) and r["method"] == "pixel" and r["n"] == 1000
+        assert math.isclose(r["eps"], eps_from_rel(r["eps_rel"], (3, 32, 32)))
+        # the invariant: no perturbation goes below the certificate, so the attack cannot
+        assert r["psnr_certified"] <= r["psnr_attacked"] <= r["psnr_attacked_upper"]
+        assert r["mse_certified"] >= r["mse_attacked"] and r["certified_le_attacked"]
+        assert r["vacuous"] == (r["psnr_certified"] < r["psnr_gray"])
+        assert r["e_norm"] <= r["eps"] * (1 + 1e-5)
+    by = {(r["image"], r["eps_rel"]): r for r in rows}
+    for i in range(2):
+        certified = [by[i, e]["psnr_certified"] for e in eps_rels]
+        assert certified == sorted(certified, reverse=True)  # larger balls certify less
+        # the attack on G hurts more than no attack (fresh draws: up to Monte-Carlo noise)
+        assert by[i, 0.02]["psnr_attacked"] < by[i, 0.0]["psnr_attacked"] + 0.01
+        assert abs(by[i, 0.0]["psnr_attacked"] - by[i, 0.0]["psnr_clean"]) < 0.05
+    assert "psnr_certified <= psnr_attacked on 6 of 6 records" in result.stdout
+
+
+def test_center_rows_and_resume(tmp_path: Path, model: Path, cli) -> None:
+    # center smoothing needs n >= ln(2 / (alpha/2)) / (2 * 0.05^2) = 416 samples at alpha 0.5
+    sets = ("--set", "data.max_eval_crops=2", "--set", "attack.k_attack=2")
+    common = ("--n", "450", "--alpha", "0.5", "--method", "both", *sets)
+    _, first = _certify(cli, model, tmp_path, "--eps-rel", "0.002", *common)
+    assert sorted((r["method"], r["image"]) for r in first) == [
+        ("center", 0),
+        ("center", 1),
+        ("pixel", 0),
+        ("pixel", 1),
+    ]
+    for r in first:
+        if r["method"] == "center" and not r["abstained"]:
+            assert r["radius_out"] >= 0 and r["psnr_certified"] <= r["psnr_clean"]
+        if r["certified_le_attacked"] is not None:
+            assert r["certified_le_attacked"]
+    result, second = _certify(cli, model, tmp_path, "--eps-rel", "0.002,0.004", *common)
+    assert "resuming: 2 of 4" in result.stdout
+    same = [json.dumps(r, sort_keys=True) for r in (second[: len(first)], first)]
+    assert same[0] == same[1]  # done work is kept, not redone
+    assert sorted({r["eps_rel"] for r in second[len(first) :]}) == [0.004]
+    assert len(second) == 8
+    settings = json.loads((tmp_path / "certify.json").read_text())
+    assert settings["key"] == second[-1]["key"] and settings["eps_rels"] == [0.002, 0.004]
+    # the report's piece: one figure, one table row per (method, eps_rel), the vacuous sentences
+    blocks = certificate_blocks(tmp_path)
+    kinds = [b.kind for b in blocks]
+    assert kinds.count("image") == 1 and kinds.count("table") == 1
+    assert (tmp_path / "report" / blocks[kinds.index("image")].content[0]).is_file()
+    assert len(blocks[kinds.index("table")].content.rows) == 4
+    assert all("sigma_g 0.3" in line for line in blocks[-1].content)
+
+
+def _refused(argv: list[str], capsys) -> str:
+    """The one error line of a refused command (argparse may print its usage above it)."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own refusal of a value outside a flag's range
+        code = exc.code
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "named"),
+    [
+        ("--sigma-g", "0", ("--sigma-g", "sigma_g")),
+        ("--n", "1", ("--n", "n = 1")),
+        ("--alpha", "0", ("--alpha", "alpha =")),
+        ("--alpha", "1.5", ("--alpha", "alpha =")),
+        ("--eps-rel", "0.001,2", ("--eps-rel", "eps_rel")),
+    ],
+)
+def test_bad_values_give_one_error_line(tmp_path: Path, capsys, flag, value, named) -> None:
+    args = {"--sigma-g": "0.5", "--n": "100", "--alpha": "0.001", "--eps-rel": "0.001"}
+    args[flag] = value
+    argv = ["certify", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
+    line = _refused([*argv, *(x for kv in args.items() for x in kv)], capsys)
+    assert any(name in line for name in named), line
+
+
+def test_center_below_its_minimum_is_refused(tmp_path: Path, capsys) -> None:
+    argv = ["certify", "--model", str(tmp_path / "none"), "--sigma-g", "0.5", "--eps-rel", "0"]
+    line = _refused([*argv, "--n", "1000", "--method", "center", "--out", str(tmp_path)], capsys)
+    assert line.startswith("error: ") and "1659" in line
