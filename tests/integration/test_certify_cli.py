@@ -142,3 +142,20 @@ def test_center_below_its_minimum_is_refused(tmp_path: Path, capsys) -> None:
     argv = ["certify", "--model", str(tmp_path / "none"), "--sigma-g", "0.5", "--eps-rel", "0"]
     line = _refused([*argv, "--n", "1000", "--method", "center", "--out", str(tmp_path)], capsys)
     assert line.startswith("error: ") and "1659" in line
+
+
+def test_report_of_a_certify_folder(tmp_path: Path, model: Path, cli) -> None:
+    sets = (
+        "--set",
+        "data.max_eval_crops=1",
+        "--set",
+        "attack.k_attack=2",
+        "--set",
+        "attack.steps=2",
+    )
+    _certify(cli, model, tmp_path, "--eps-rel", "0.001", "--n", "64", "--alpha", "0.5", *sets)
+    r = cli("report", tmp_path)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "Certified robustness" in page and "certificates" in page.splitlines()[0]
+    assert (tmp_path / "report" / "report.html").is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smoothrecon.io import atomic_write_text
+from smoothrecon.report.certificates import certificate_blocks
 from smoothrecon.report.figures import (
     attack_comparison,
     convergence_figure,
@@ -229,7 +230,20 @@ def _tables(run: Run, folder: Path) -> list[Block]:
     return blocks
 
 
+def _write_page(folder: Path, blocks: list[Block]) -> Path:
+    atomic_write_text(folder / "report.md", render_markdown(blocks))
+    page = folder / "report.html"
+    atomic_write_text(page, render_html(blocks, folder))
+    return page
+
+
 def build_report(run_folder: str | Path) -> Path:
+    """report/report.md and report.html of a reproduce, evaluate or certify folder."""
+    root = Path(run_folder)
+    certificates = certificate_blocks(root)
+    if certificates and not (root / "run.json").is_file():  # a folder of `certify` alone
+        title = Block("h1", f"smoothrecon report — certificates in {root.name}")
+        return _write_page(root / "report", [title, *certificates])
     run = load_run(run_folder)
     folder = run.folder / "report"
     m = run.manifest
@@ -250,8 +264,6 @@ def build_report(run_folder: str | Path) -> Path:
         blocks += [Block("list", findings(run))]
     blocks += _tables(run, folder)
     blocks += [Block("h2", "Figures"), *_figures(run, folder)]
+    blocks += certificates
     blocks += [Block("h2", "Resolved config of this run"), Block("code", config_text(run))]
-    atomic_write_text(folder / "report.md", render_markdown(blocks))
-    page = folder / "report.html"
-    atomic_write_text(page, render_html(blocks, folder))
-    return page
+    return _write_page(folder, blocks)
