@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 from smoothrecon.attacks import eps_from_rel, pgd_l2
 from smoothrecon.certification_run import certify_entry as certify
-from smoothrecon.checkpoint import load_model
+from smoothrecon.checkpoint import load_model, model_normalization
 from smoothrecon.config import Config, load_config
 from smoothrecon.data import prepare_data
 from smoothrecon.experiments.evaluate import evaluate
@@ -28,6 +28,7 @@ __all__ = [
     "eps_from_rel",
     "evaluate",
     "load_config",
+    "model_normalization",
     "load_model",
     "mse",
     "pgd_l2",
