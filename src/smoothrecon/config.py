@@ -224,6 +224,10 @@ class ExperimentConfig:
     strong_max_cost: int = 0
     # RS-PGD (the attack on g) runs on the test split at these eps_rel (empty: all > 0).
     rs_pgd_eps_rels: tuple[float, ...] = ()
+    # Threat models evaluated (issue 17): "input" perturbs the network input (the thesis);
+    # "measurement" adds the setting "strong-measurement": the strong attack on the
+    # measurement A(x) (docs/threat-models.md).
+    attack_spaces: tuple[str, ...] = ("input",)
 
 
 @dataclass
@@ -505,6 +509,12 @@ def validate(cfg: Config) -> None:
         f"experiment.baselines = {cfg.experiment.baselines}: use 'bilinear'/'bicubic'",
     )
     e = cfg.experiment
+    _check(
+        len(e.attack_spaces) >= 1
+        and e.attack_spaces[0] == "input"
+        and set(e.attack_spaces) <= {"input", "measurement"},
+        f"experiment.attack_spaces = {e.attack_spaces}: 'input' first, then 'measurement'",
+    )
     _check(
         all(t >= 1 for t in e.convergence_steps) and len(e.convergence_steps) >= 1,
         f"experiment.convergence_steps = {e.convergence_steps} must be positive step counts",

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from smoothrecon.attacks import eps_from_rel, pgd_l2_run
 from smoothrecon.config import AttackConfig, Config
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.distributed import map_batches
 from smoothrecon.inputs import METRICS, Forward, SplitInputs, clean_metrics, split_inputs, to_pixels
 from smoothrecon.metrics import all_metrics
 from smoothrecon.models.fold import fold_batchnorm
+from smoothrecon.operators import Operator
 from smoothrecon.records import Condition, ModelInfo, Record, choose_sigma, make_record, split_roles
 from smoothrecon.runtime import Runtime
 from smoothrecon.smoothing import (
@@ -42,6 +42,7 @@ from smoothrecon.smoothing import (
     predict_adaptive,
     predict_many,
 )
+from smoothrecon.threat import ThreatModel, pgd_in_space
 
 __all__ = [
     "EvalModel",
@@ -160,18 +161,19 @@ def attack(
     eps_rel: float,
     cfg: AttackConfig,
     seed: int,
+    threat: ThreatModel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(e, per-sample loss) of the L2 PGD of `cfg` at eps = sqrt(d) eps_rel on `forward`."""
-    eps = eps_from_rel(eps_rel, y.shape[1:])
-    if eps == 0:
-        return torch.zeros_like(y), torch.zeros(y.shape[0], device=y.device)
-    res = pgd_l2_run(
+    """(e, per-sample loss) of the L2 PGD of `cfg` on `forward` in the threat's space (the
+    network input by default) at eps = eps_rel * sqrt(d); e is the network-input perturbation
+    (add it to y), whatever space the attacker perturbed."""
+    res = pgd_in_space(
         forward,
         y,
         target,
-        eps,
+        threat or ThreatModel(),
+        eps_rel,
         steps=cfg.steps,
-        step_size=cfg.step_factor * eps,
+        step_factor=cfg.step_factor,
         random_start=cfg.random_start,
         restarts=cfg.restarts,
         keep=cfg.keep,
@@ -179,6 +181,8 @@ def attack(
         patience=cfg.patience,
         rel_tol=cfg.rel_tol,
     )
+    if res.eps == 0:
+        return res.e, torch.zeros(y.shape[0], device=y.device)
     return res.e.detach(), res.loss.detach()
 
 
@@ -283,12 +287,15 @@ def batched_attack(
     cfg: AttackConfig,
     batch_size: int,
     seed: int,
+    threat: ThreatModel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PGD over a whole split in batches (shared across ranks): (e, per-sample loss)."""
+    """PGD over a whole split in batches (shared across ranks): (e, per-sample loss); e is
+    the network-input perturbation whatever the threat's space."""
 
     def batch(start: int) -> tuple[torch.Tensor, torch.Tensor]:
         sl = slice(start, start + batch_size)
-        return attack(forward, data.y[sl], data.target[sl], eps_rel, cfg, _seed(seed, start))
+        y, target = data.y[sl], data.target[sl]
+        return attack(forward, y, target, eps_rel, cfg, _seed(seed, start), threat)
 
     parts = map_batches(data.y.shape[0], batch_size, batch)
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -327,8 +334,16 @@ class _Unit:
     model: EvalModel
     eps_rel: float
     s: EvalSettings
+    operator: Operator | None = None  # needed by measurement-space attacks
     records: list[Record] = field(default_factory=list)
     samples: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def threat(self, setting: str) -> ThreatModel:
+        """The threat model of `setting`: its attack.space, in the model's input units."""
+        space = self.s.attacks[setting].space
+        if space == "measurement" and self.operator is None:
+            raise ValueError("a measurement-space attack needs the operator")
+        return ThreatModel.build(space, self.operator, self.model.space, self.model.space)
 
     def score(
         self, data: SplitInputs, e: torch.Tensor, sigmas: Sequence[float], cond: Condition
@@ -357,8 +372,10 @@ class _Unit:
         return per_sigma
 
     def condition(self, data: SplitInputs, split: str, attack: str, setting: str) -> Condition:
-        eps = eps_from_rel(self.eps_rel, data.y.shape[1:])
-        return Condition(split, self.eps_rel, eps, attack, setting, 0.0, self.s.fixed_k)
+        threat = self.threat(setting)
+        eps = threat.eps(self.eps_rel, data.y.shape[1:])
+        k = self.s.fixed_k
+        return Condition(split, self.eps_rel, eps, attack, setting, 0.0, k, threat.space)
 
     def attack_g(
         self, data: SplitInputs, split: str, setting: str, sigma: float, on_f: dict
@@ -369,7 +386,10 @@ class _Unit:
         g = SmoothedEstimator(self.f, sigma, cfg.k_attack, self.s.chunk_size)
         forward = g.with_noise(cfg.noise, _seed(seed, split, setting, "eot"))
         rs_seed = _seed(seed, split, setting, "rs")
-        e_g, _ = batched_attack(forward, data, self.eps_rel, cfg, self.s.batch_size, rs_seed)
+        threat = self.threat(setting)
+        e_g, _ = batched_attack(
+            forward, data, self.eps_rel, cfg, self.s.batch_size, rs_seed, threat
+        )
         on_g = self.score(data, e_g, [sigma], self.condition(data, split, "pgd_g", setting))
         worst = dataclasses.replace(self.condition(data, split, "worst", setting), sigma_g=sigma)
         self.records.append(make_record(self.model.info, worst, worst_case(on_f, on_g[sigma])))
@@ -378,7 +398,8 @@ class _Unit:
         reported, chosen_on = roles
         for setting, cfg in self.s.attacks_at(self.eps_rel).items():
             seed = _seed(self.s.seed, split, setting)
-            e, _ = batched_attack(self.f, data, self.eps_rel, cfg, self.s.batch_size, seed)
+            threat = self.threat(setting)
+            e, _ = batched_attack(self.f, data, self.eps_rel, cfg, self.s.batch_size, seed, threat)
             kind = "pgd_f" if self.eps_rel > 0 else "none"
             per_sigma = self.score(
                 data, e, self.s.sigmas, self.condition(data, split, kind, setting)
@@ -397,11 +418,13 @@ def evaluate_unit(
     eps_rel: float,
     settings: EvalSettings,
     runtime: Runtime,
+    operator: Operator | None = None,
 ) -> UnitResult:
     """The protocol of this module's docstring for one model at one eps_rel.
 
     `inputs` maps split names to crops in the model's input space; the selection split (val,
-    when present) must come before the reported one.
+    when present) must come before the reported one. `operator` is needed by attacks whose
+    `space` is "measurement" (issue 17).
     """
     module = model.module.eval()
     for p in module.parameters():
@@ -410,7 +433,7 @@ def evaluate_unit(
     assert splits, "no crops to evaluate"
     roles = split_roles(splits)
     assert splits.index(roles[1]) <= splits.index(roles[0]), "selection split must come first"
-    unit = _Unit(runtime.forward(fold_batchnorm(module)), model, eps_rel, settings)
+    unit = _Unit(runtime.forward(fold_batchnorm(module)), model, eps_rel, settings, operator)
     for split in splits:
         unit.run_split(split, inputs[split], roles)
     return UnitResult(unit.records, unit.samples)

@@ -45,6 +45,7 @@ class Record(TypedDict):
     setting: str  # named attack setting: "strong", "thesis"
     sigma_g: float
     k: int  # noise draws of the smoothed estimate (1 when sigma_g = 0)
+    space: NotRequired[str]  # the attack's threat model: "input" or "measurement" (issue 17)
     # the results: mean, standard error, 95% CI half-width, and per image
     n: int
     mse: float
@@ -97,6 +98,7 @@ class Condition:
     setting: str
     sigma_g: float
     k: int
+    space: str = "input"  # where the attack perturbs: "input" (the thesis) or "measurement"
 
 
 def make_record(

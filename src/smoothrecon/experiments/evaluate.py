@@ -138,7 +138,7 @@ def evaluate_models(
         rows: list[Record] = []
         for eps_rel in settings.eps_rels:
             path = eval_path(out, model.info, model.key, cfg, mine, eps_rel, splits)
-            rows += run_evaluation(model, inputs, eps_rel, mine, runtime, path)["records"]
+            rows += run_evaluation(model, inputs, eps_rel, mine, runtime, path, op)["records"]
             paths.append(path)
         if main and verbose:
             _print_choices(rows, model, mine)

@@ -29,7 +29,7 @@ from smoothrecon.experiments.grid import ModelSpec
 from smoothrecon.inputs import SplitInputs, split_inputs
 from smoothrecon.io import atomic_write_json, load_checkpoint, save_checkpoint
 from smoothrecon.models import build_model
-from smoothrecon.operators import build_operator
+from smoothrecon.operators import Operator, build_operator
 from smoothrecon.records import ModelInfo
 from smoothrecon.runtime import Runtime
 from smoothrecon.training import train
@@ -72,12 +72,13 @@ def run_evaluation(
     settings: EvalSettings,
     runtime: Runtime,
     path: Path,
+    operator: Operator | None = None,
 ) -> dict[str, Any]:
     """Evaluate one model at one eps_rel (or read the finished file) and write its records."""
     if path.exists():
         return json.loads(path.read_text())
     t0 = time.perf_counter()
-    result = evaluate_unit(model, inputs, eps_rel, settings, runtime)
+    result = evaluate_unit(model, inputs, eps_rel, settings, runtime, operator)
     payload = {
         "label": model.info.model,
         "model": model.info.__dict__,
@@ -150,8 +151,9 @@ def _load(cfg: Config, folder: Path | None, runtime: Runtime) -> torch.nn.Module
 
 
 def _inputs(cfg: Config, data: DataBundle, runtime: Runtime, split: str) -> SplitInputs:
-    operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
-    return split_inputs(data.eval_set(split).x, operator, data.normalization, runtime)
+    return split_inputs(
+        data.eval_set(split).x, build_operator(cfg.operator), data.normalization, runtime
+    )
 
 
 def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
@@ -189,7 +191,8 @@ def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[st
     module = _load(cfg, unit.model_folder, runtime)
     model = EvalModel(module, unit.spec.info(), data.normalization, key="")
     inputs = {s: _inputs(cfg, data, runtime, s) for s in ("val", "test")}
-    return run_evaluation(model, inputs, unit.eps_rel, unit.settings, runtime, unit.path)
+    op = build_operator(cfg.operator)
+    return run_evaluation(model, inputs, unit.eps_rel, unit.settings, runtime, unit.path, op)
 
 
 def run_unit(unit: Unit, data: DataBundle, runtime: Runtime, progress: bool = False) -> dict:

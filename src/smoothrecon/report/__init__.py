@@ -58,8 +58,14 @@ def robustness_blocks(run: Run, folder: Path) -> list[Block]:
         for factor in run.factors:
             suffix = "" if setting == run.primary else f"_{setting}"
             path = folder / FIGURES / f"robustness_x{factor}{suffix}.png"
+            space = next(
+                (r.get("space", "input") for r in run.records if r["setting"] == setting),
+                "input",
+            )
+            where = "the measurement A(x)" if space == "measurement" else "the network input"
             caption = (
-                f"x{factor}, attack setting '{setting}': {run.reported} PSNR and SSIM against "
+                f"x{factor}, attack setting '{setting}' (perturbs {where}): {run.reported} PSNR "
+                "and SSIM against "
                 "eps_rel, one line per model (95% CI bands); smoothed models at the sigma_g "
                 f"chosen on {run.roles[1]}, worst case per crop of the attacks on f and on g "
                 "where both ran; baselines dashed"
