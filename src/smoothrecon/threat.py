@@ -133,7 +133,11 @@ class ThreatModel:
         return eps_from_rel(eps_rel, (self.count(shape),))
 
     def restrict(self, e: torch.Tensor) -> torch.Tensor:
-        """e on the values the attacker can change (the measured ones; all in input space)."""
+        """e on the values the attacker can change (the measured ones; all in input space).
+
+        PGD's random start also fills unmeasured values; they have no effect, shrink at each
+        projection, and are dropped from the returned perturbation.
+        """
         if self.space == "input":
             return e
         assert self.operator is not None

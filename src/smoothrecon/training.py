@@ -34,7 +34,7 @@ from smoothrecon.checkpoint import (
     optimizer_state,
     save_model,
 )
-from smoothrecon.config import Config, TrainConfig, dump_config
+from smoothrecon.config import Config, TrainConfig, config_from_dict, dump_config
 from smoothrecon.data import DataBundle, EvalSet, prepare_data
 from smoothrecon.errors import TrainingDiverged, UserError
 from smoothrecon.inputs import clean_metrics
@@ -235,9 +235,12 @@ def _check_resumable(out: Path, meta: dict[str, Any], cfg: Config) -> None:
     """The checkpoint `meta` continues as `cfg` when they differ at most in train.epochs,
     upwards: training is seeded per epoch, so extending a run gives the weights of a run of
     that many epochs from scratch."""
+    # The checkpoint's config read by today's code: fields added since it was written take
+    # their defaults (which describe how it was trained) instead of counting as differences.
+    saved = config_from_dict(meta["config"]).to_dict()
     old, new = (
         {"config": comparable_config(c, TRAIN_SECTIONS, ("train.epochs",))}
-        for c in (meta["config"], cfg.to_dict())
+        for c in (saved, cfg.to_dict())
     )
     diffs = differences(old, new)
     if diffs:

@@ -161,3 +161,18 @@ def test_reproduce_of_another_preset_into_a_smoke_folder_is_refused(
     assert "preset 'smoke' there, 'cpu' now" in lines[0]
     assert "choose a new --out" in lines[0]
     assert sorted(os.listdir(out)) == before  # no config.yaml, no model folder
+
+
+def test_a_checkpoint_from_before_a_new_config_field_still_extends(tmp_path: Path, make_config):
+    """Fields added to the config after a checkpoint was written take their defaults."""
+    from smoothrecon.io import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "run"
+    train(make_config("train.epochs=1"), out, progress=False)
+    for name in ("last.safetensors", "best.safetensors"):
+        tensors, meta = load_checkpoint(out / name)
+        del meta["config"]["train"]["attack_space"]  # as written before that field existed
+        save_checkpoint(out / name, tensors, meta)
+    (out / "manifest.json").unlink()
+    result = train(make_config("train.epochs=2"), out, progress=False)
+    assert [e["epoch"] for e in result.epochs] == [1, 2]
