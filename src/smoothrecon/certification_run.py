@@ -47,7 +47,7 @@ from smoothrecon.io import append_jsonl, atomic_write_json, atomic_write_text, r
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.operators import Operator
 from smoothrecon.progress import bar as progress_bar
-from smoothrecon.runtime import Runtime
+from smoothrecon.runtime import Runtime, pick_device, resolve_precision
 from smoothrecon.smoothing import SmoothedEstimator, make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -390,7 +390,8 @@ def run_key(model: EvalModel, cfg: Config, split: str, s: CertifyRunSettings) ->
         "norm": model.space.to_dict(),
         "data": cfg.to_dict()["data"],
         "operator": cfg.to_dict()["operator"],
-        "precision": cfg.runtime.precision,  # bf16 autocast computes another f
+        # bf16 autocast computes another f ("auto" resolved for this machine)
+        "precision": resolve_precision(cfg.runtime.precision, pick_device(cfg.runtime.device)),
         "split": split,
         **s.key_fields(),
     }

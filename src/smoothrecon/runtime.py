@@ -36,6 +36,22 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware (else autocast emulates it, slowly)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((probe and probe()) or (amx and amx()))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'fp32' or 'bf16': 'auto' is bf16 where `device` computes it natively, else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 @dataclass
 class Runtime:
     device: torch.device
@@ -46,7 +62,8 @@ class Runtime:
     def from_config(cfg: RuntimeConfig) -> Runtime:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        return Runtime(pick_device(cfg.device), cfg.precision, cfg.channels_last)
+        device = pick_device(cfg.device)
+        return Runtime(device, resolve_precision(cfg.precision, device), cfg.channels_last)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":

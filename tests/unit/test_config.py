@@ -219,3 +219,16 @@ def test_default_config_is_the_paper_setting() -> None:
     assert dataclasses.asdict(cfg)["train"]["epochs"] == 50  # section 4.2.2
     assert cfg.train.pgd_steps == 5  # section 4.2.3
     assert cfg.smoothing.k == 50  # section 4.4
+
+
+def test_precision_auto_is_bf16_only_where_the_hardware_computes_it() -> None:
+    import torch
+
+    from smoothrecon.runtime import Runtime, native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    cfg = load_config("cpu", overrides=["runtime.device=cpu"])
+    assert cfg.runtime.precision == "auto"
+    assert Runtime.from_config(cfg.runtime).precision in ("fp32", "bf16")
