@@ -64,6 +64,7 @@ class Record(TypedDict):
     k_mean: NotRequired[float]  # draws per image actually used (k: auto varies them)
     k_max_used: NotRequired[float]
     e_norm_mean: NotRequired[float]
+    unit_file: NotRequired[str]  # set by the report: the unit file the record was read from
     e_norm_min: NotRequired[float]
     e_norm_max: NotRequired[float]
 

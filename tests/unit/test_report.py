@@ -188,3 +188,20 @@ def test_records_of_earlier_runs_are_upgraded_on_reading() -> None:
     assert up["smoothed"] is True and up["input_space"] == "normalized"  # RS models only
     assert upgrade({**old, "mode": "standard"}, 32)["smoothed"] is False
     assert upgrade(dict(new), 32) == new  # current records pass unchanged
+
+
+def test_headline_csv_has_one_row_per_cell_with_its_numbers() -> None:
+    import csv
+    import io
+
+    t = headline_tables(_run())[0]
+    rows = list(csv.DictReader(io.StringIO(t.csv())))
+    shown = sum(1 for r in t.rows for v in r[1:] if v != "-")
+    assert len(rows) == shown and len(rows) > 0
+    for r in rows:
+        mean, half = float(r["mean"]), float(r["ci95_half_width"])
+        text_mean, text_half = r["text"].split(" ± ")
+        digits = len(text_mean.split(".")[1])
+        assert float(text_mean) == round(mean, digits) and float(text_half) == round(half, digits)
+        assert r["metric"] in ("mse", "psnr", "ssim") and int(r["n"]) >= 1
+        assert r["column"].lower().startswith(r["metric"])

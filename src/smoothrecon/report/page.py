@@ -194,7 +194,7 @@ def baseline_lines(run: Run) -> list[str]:
 
 
 def _md_table(t: Table) -> str:
-    return f"**{t.title}**\n\n{t.markdown()}\n"
+    return f"**{t.title}**\n\n{t.markdown()}\n\n[CSV](tables/{t.name}.csv)\n"
 
 
 def render_markdown(blocks: list[Block]) -> str:
@@ -228,7 +228,8 @@ def _html_table(t: Table) -> str:
             cells.append(f"<td><b>{v}</b></td>" if (i, j) in t.bold else f"<td>{v}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
-        f"<p class='caption'>{html.escape(t.title)}</p><div class='table-wrap'><table>"
+        f"<p class='caption'>{html.escape(t.title)} <a href='tables/{html.escape(t.name)}.csv'>"
+        f"CSV</a></p><div class='table-wrap'><table>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 

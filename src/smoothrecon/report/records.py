@@ -101,7 +101,10 @@ def _read_evals(run: Run) -> None:
         if not path.is_file():
             raise UserError(f"'{path}' is missing: rerun the command that made '{run.folder}'")
         payload = json.loads(path.read_text())
-        run.records.extend(rules.upgrade(r, run.crop_size) for r in payload["records"])
+        for r in payload["records"]:
+            row = rules.upgrade(r, run.crop_size)
+            row["unit_file"] = str(rel)  # which file a table cell came from
+            run.records.append(row)
         run.eval_seconds += payload["seconds"]
         samples = path.with_suffix(".safetensors")
         if samples.is_file():

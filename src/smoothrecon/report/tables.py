@@ -12,12 +12,16 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
-from smoothrecon.records import value
+from smoothrecon.records import Record, value
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick, thesis_row
 
 METRIC_FMT = {"mse": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}"}
 HIGHER_IS_BETTER = {"mse": False, "psnr": True, "ssim": True}
+CELL_COLUMNS = (
+    "model", "column", "text", "metric", "eps_rel", "mean", "ci95_half_width", "n", "unit_file"
+)  # fmt: skip
 
 
 @dataclass
@@ -31,6 +35,9 @@ class Table:
     factor: int | None = None  # the operator factor of every row, when one
     eps_rels: tuple[float, ...] = ()  # the eps_rel of the column groups, in order
     setting: str = ""  # the attack setting of the cells, when one
+    # Per cell, for machines (headline tables): row, column, metric, mean, ci95_half_width, n
+    # and the unit file of the record behind it; the CSV then has one row per cell.
+    cells: list[dict[str, Any]] = field(default_factory=list)
 
     def markdown(self) -> str:
         def cell(i: int, j: int, v: str) -> str:
@@ -42,8 +49,14 @@ class Table:
         return "\n".join(lines)
 
     def csv(self) -> str:
+        """The table as CSV: with per-cell numbers, one row per cell (the formatted text beside
+        mean, ci95_half_width, n and the unit file of its record); else the rows as shown."""
         buf = io.StringIO()
         writer = csv.writer(buf)
+        if self.cells:
+            writer.writerow(CELL_COLUMNS)
+            writer.writerows([c.get(k, "") for k in CELL_COLUMNS] for c in self.cells)
+            return buf.getvalue()
         writer.writerow(self.header)
         writer.writerows(self.rows)
         return buf.getvalue()
@@ -111,7 +124,7 @@ def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Tab
             group = eps[start : start + per_table]
             header = ["model"] + [f"{m.upper()} @ {e:g}" for e in group for m in METRIC_FMT]
             metrics = [m for _ in group for m in METRIC_FMT]
-            rows, values = [], []
+            rows, values, numbers = [], [], []
             for m in run.models(factor):
                 cells, vals = [_row_name(m)], list[float | None]()
                 for e in group:
@@ -124,6 +137,7 @@ def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Tab
                         mean, half = value(r, metric), value(r, metric + "_ci95")
                         cells.append(f"{fmt.format(mean)} ± {fmt.format(half)}")
                         vals.append(mean)
+                        numbers.append(_cell(m["model"], header[len(cells) - 1], cells[-1], r))
                 rows.append(cells)
                 values.append(vals)
             thesis_no = f"4.{number}" if number <= 4 else f"4.{number}*"
@@ -141,10 +155,26 @@ def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Tab
                     factor=factor,
                     eps_rels=tuple(group),
                     setting=setting,
+                    cells=numbers,
                 )
             )
             number += 1
     return tables
+
+
+def _cell(model: str, column: str, text: str, r: Record) -> dict[str, Any]:
+    metric = column.split(" @ ")[0].lower()
+    return {
+        "model": model,
+        "column": column,
+        "text": text,
+        "metric": metric,
+        "eps_rel": r["eps_rel"],
+        "mean": value(r, metric),
+        "ci95_half_width": value(r, metric + "_ci95"),
+        "n": r["n"],
+        "unit_file": r.get("unit_file", ""),
+    }
 
 
 def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
