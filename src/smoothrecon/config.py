@@ -231,6 +231,9 @@ class ExperimentConfig:
     # "measurement" adds the setting "strong-measurement": the strong attack on the
     # measurement A(x) (docs/threat-models.md).
     attack_spaces: tuple[str, ...] = ("input",)
+    # Also evaluate every model under the thesis' own attack (section 4.4: 10 steps of eps/4,
+    # last iterate) as the setting "thesis", beside the strong one.
+    thesis_setting: bool = True
 
 
 @dataclass

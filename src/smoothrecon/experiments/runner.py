@@ -151,7 +151,9 @@ def _strong_attacks(cfg: Config, convs: list[StudyUnit]) -> tuple[dict[str, Atta
     strong, score = choose_strong(
         rows, cfg.experiment.strong_within, cfg.attack, cfg.experiment.strong_max_cost
     )
-    attacks = {"strong": strong, "thesis": thesis_attack(cfg.attack)}
+    attacks = {"strong": strong}
+    if cfg.experiment.thesis_setting:
+        attacks["thesis"] = thesis_attack(cfg.attack)
     if "measurement" in cfg.experiment.attack_spaces:
         attacks["strong-measurement"] = dataclasses.replace(strong, space="measurement")
     return attacks, score
