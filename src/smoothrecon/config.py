@@ -218,6 +218,10 @@ class ExperimentConfig:
     convergence_restarts: int = 5
     convergence_eps_rels: tuple[float, ...] = (0.02, 0.1)
     convergence_images: int = 16
+    # Early stopping in the study (issue 16): the longest run again with per-sample early
+    # stopping (patience in steps, relative tolerance); patience 0 leaves it out.
+    convergence_patience: int = 10
+    convergence_rel_tol: float = 1e-3
     # The "strong" setting is the cheapest (steps x restarts) whose loss is within this fraction
     # of the best loss found, for every model and eps_rel of the study.
     strong_within: float = 0.01
@@ -528,6 +532,11 @@ def validate(cfg: Config) -> None:
     _check(
         e.convergence_restarts >= 1,
         f"experiment.convergence_restarts = {e.convergence_restarts} must be >= 1",
+    )
+    _check(
+        e.convergence_patience >= 0 and e.convergence_rel_tol >= 0,
+        f"experiment.convergence_patience = {e.convergence_patience} and convergence_rel_tol "
+        f"= {e.convergence_rel_tol} must be >= 0",
     )
     _check(
         e.convergence_images >= 1,

@@ -61,6 +61,8 @@ def test_strong_setting_is_at_least_as_strong_as_the_thesis_setting(
                 restarts=a.restarts,
                 keep=a.keep,
                 generator=make_generator(0, "cpu"),
+                patience=a.patience,
+                rel_tol=a.rel_tol,
             )
             losses[name] = res.loss.mean().item() / d
         assert losses["strong"] >= losses["thesis"], (eps_rel, losses, strong)
@@ -73,7 +75,22 @@ def test_strong_setting_is_at_least_as_strong_as_the_thesis_setting(
                 and r["step_factor"] == factor
                 and r["restarts"] == 1
                 and not r["thesis"]
+                and not r.get("patience")
             )
             values = [loss for _, loss in curve]
             assert values == sorted(values), (eps_rel, factor, curve)
+            # early stopping from the same starts: never above the full run, never more steps
+            for restarts in (1, 2):
+                full, stopped = (
+                    next(
+                        r
+                        for r in rows
+                        if (r["eps_rel"], r["step_factor"], r["restarts"], r["steps"])
+                        == (eps_rel, factor, restarts, 40)
+                        and bool(r.get("patience")) is early
+                    )
+                    for early in (False, True)
+                )
+                assert stopped["loss"] <= full["loss"] * (1 + 1e-6), (stopped, full)
+                assert 0 < stopped["steps_used"] <= 40 * restarts
     assert n == 8 or n == len(data.val)

@@ -1,6 +1,11 @@
 """Attack convergence, shown (issue 8): how strong is PGD after t steps, per step size, with
 1 or R restarts — and the "strong" setting chosen from those curves.
 
+Early stopping (issue 16): per step size, the longest run is repeated with per-sample early
+stopping (`convergence_patience` steps, `convergence_rel_tol`) from the same random starts, so
+its loss is comparable to the full run's row by row; its cost is the mean gradient steps it
+spent per crop. Such a row competes with the full runs for "strong" by that mean cost.
+
 One long PGD run per (step size, restart) yields every shorter run's result for free: with
 best-iterate tracking, the attack of t steps is the best iterate among the first t steps of the
 long run (same random start, same iterates). The loss reported is the mean over images of the
@@ -60,8 +65,15 @@ class _Study:
         }
 
     def run(
-        self, steps: int, factor: float, keep: str, restart: int, snapshots: tuple[int, ...] = ()
+        self,
+        steps: int,
+        factor: float,
+        keep: str,
+        restart: int,
+        snapshots: tuple[int, ...] = (),
+        stop: tuple[int, float] = (0, 1e-3),
     ) -> PGDResult:
+        """One PGD run from random start number `restart`; stop = (patience, rel_tol)."""
         return pgd_l2_run(
             self.forward,
             self.y,
@@ -74,6 +86,8 @@ class _Study:
             keep=keep,
             generator=make_generator(self.seed * 7919 + restart, self.y.device),
             snapshots=snapshots,
+            patience=stop[0],
+            rel_tol=stop[1],
         )
 
     def thesis_row(self) -> dict:
@@ -97,6 +111,31 @@ class _Study:
                 rows.append(self.row(e, loss, **key, thesis=False))
         return rows
 
+    def stopped_rows(
+        self, factor: float, steps: int, restarts: int, stop: tuple[int, float]
+    ) -> list[dict]:
+        """Rows of the `steps`-step attack with early stopping (patience, rel_tol) from the
+        same starts as `factor_rows`' runs, with 1 and `restarts` starts; 'steps_used' is the
+        mean gradient steps spent per crop over those starts."""
+        runs = [self.run(steps, factor, "best", r, stop=stop) for r in range(restarts)]
+        rows = []
+        for n_starts in sorted({1, restarts}):
+            e, loss = runs[0].e, runs[0].loss
+            for other in runs[1:n_starts]:
+                better = other.loss > loss
+                e = torch.where(better.view(-1, *([1] * (e.dim() - 1))), other.e, e)
+                loss = torch.maximum(loss, other.loss)
+            used = sum(_mean_steps(r) for r in runs[:n_starts])
+            key = {"step_factor": factor, "steps": steps, "restarts": n_starts}
+            extra = {"patience": stop[0], "rel_tol": stop[1], "steps_used": used}
+            rows.append(self.row(e, loss, **key, **extra, thesis=False))
+        return rows
+
+
+def _mean_steps(res: PGDResult) -> float:
+    assert res.steps_used is not None
+    return float(res.steps_used.float().mean())
+
 
 def convergence_rows(
     forward: Forward,
@@ -113,15 +152,24 @@ def convergence_rows(
     study = _Study(forward, data.y[:n], data.target[:n], data.x[:n], norm, eps_rel, start, seed)
     steps = tuple(sorted(set(cfg.convergence_steps)))
     rows = [study.thesis_row()]
+    stop = (cfg.convergence_patience, cfg.convergence_rel_tol)
     for factor in cfg.convergence_step_factors:
         rows += study.factor_rows(factor, steps, cfg.convergence_restarts)
+        if stop[0]:
+            rows += study.stopped_rows(factor, max(steps), cfg.convergence_restarts, stop)
     return rows
 
 
+def _group(row: dict) -> tuple[int, int, float, int]:
+    """A candidate setting: (steps, restarts, step_factor, patience)."""
+    return row["steps"], row["restarts"], row["step_factor"], row.get("patience", 0)
+
+
 def setting_scores(rows: list[dict]) -> list[dict]:
-    """Per candidate setting: its cost (steps x restarts), the smallest and mean ratio of its
-    loss to the best loss found (over models and eps_rel), and whether it is never below the
-    thesis attack's loss from the same start."""
+    """Per candidate setting: its cost (steps x restarts, or for an early-stopped one the mean
+    gradient steps it spent per crop) and max_cost (steps x restarts), the smallest and mean
+    ratio of its loss to the best loss found (over models and eps_rel), and whether it is never
+    below the thesis attack's loss from the same start."""
     best: dict[tuple, float] = {}
     floor: dict[tuple, float] = {}
     for r in rows:
@@ -132,16 +180,20 @@ def setting_scores(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if not r.get("thesis"):
-            groups.setdefault((r["steps"], r["restarts"], r["step_factor"]), []).append(r)
+            groups.setdefault(_group(r), []).append(r)
     scores = []
-    for (steps, restarts, factor), mine in sorted(groups.items()):
+    for (steps, restarts, factor, patience), mine in sorted(groups.items()):
         ratios = [r["loss"] / max(best[(r["model"], r["eps_rel"])], 1e-30) for r in mine]
+        used = [r.get("steps_used", steps * restarts) for r in mine]
         scores.append(
             {
                 "steps": steps,
                 "restarts": restarts,
                 "step_factor": factor,
-                "cost": steps * restarts,
+                "patience": patience,
+                "rel_tol": mine[0].get("rel_tol", 0.0),
+                "cost": sum(used) / len(used),
+                "max_cost": steps * restarts,
                 "min_ratio": min(ratios),
                 "mean_ratio": sum(ratios) / len(ratios),
                 "above_thesis": all(
@@ -155,14 +207,14 @@ def setting_scores(rows: list[dict]) -> list[dict]:
 def choose_strong(
     rows: list[dict], within: float, base: AttackConfig, max_cost: int = 0
 ) -> tuple[AttackConfig, dict]:
-    """The cheapest setting (cost steps x restarts, at most `max_cost` when > 0) whose loss is
+    """The cheapest setting (by cost; steps x restarts at most `max_cost` when > 0) whose loss is
     >= (1 - within) of the best loss found and >= the thesis attack's loss from the same start,
     for every model and eps_rel in `rows` (each row carries a 'model' key). When none is close
     enough under the cap, the capped setting closest to the best. Returns (setting, its score)."""
     scores = [
         s
         for s in setting_scores(rows)
-        if s["above_thesis"] and (max_cost <= 0 or s["cost"] <= max_cost)
+        if s["above_thesis"] and (max_cost <= 0 or s["max_cost"] <= max_cost)
     ]
     if not scores:  # nothing beats the thesis attack under the cap: use the strongest overall
         scores = setting_scores(rows)
@@ -178,6 +230,8 @@ def choose_strong(
         step_factor=pick["step_factor"],
         restarts=pick["restarts"],
         keep="best",
+        patience=pick["patience"],
+        rel_tol=pick["rel_tol"] if pick["patience"] else base.rel_tol,
     )
     return setting, {**pick, "within": within, "converged": bool(close)}
 

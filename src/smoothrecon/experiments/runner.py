@@ -174,7 +174,8 @@ def _phases(cfg: Config, out: Path, pool, log: Callable[[str], None], timings: d
     strong = attacks["strong"]
     log(
         f"strong attack: {strong.steps} steps of {strong.step_factor:g} eps, "
-        f"{strong.restarts} restart(s), >= {score['min_ratio']:.1%} of the best loss found; "
+        f"{strong.restarts} restart(s), early stopping patience {strong.patience}, "
+        f"{score['cost']:.0f} steps/crop, >= {score['min_ratio']:.1%} of the best loss found; "
         f"{len(evals)} evaluations ({sum(not u.done() for u in evals)} to run)"
     )
     _run_phase(pool, evals, "evaluating", timings)

@@ -129,9 +129,15 @@ def _figures(run: Run, folder: Path) -> list[Block]:
 
 
 def _describe(name: str, a: dict) -> str:
+    stop = (
+        f", early stopping (a crop stops once its loss rose < {a['rel_tol']:g} in "
+        f"{a['patience']} steps)"
+        if a.get("patience")
+        else ""
+    )
     return (
-        f"'{name}': {a['steps']} steps of {a['step_factor']:g} eps, {a['restarts']} random "
-        f"start(s), {a['keep']} iterate"
+        f"'{name}': at most {a['steps']} steps of {a['step_factor']:g} eps, {a['restarts']} "
+        f"random start(s), {a['keep']} iterate{stop}"
     )
 
 
@@ -155,7 +161,8 @@ def attack_text(run: Run) -> str:
         parts.append(
             f"'strong' was chosen from the convergence study: it reaches at least "
             f"{score['min_ratio']:.1%} (mean {score['mean_ratio']:.1%}) of the best attack loss "
-            f"found for every model family and eps_rel, {verdict}."
+            f"found for every model family and eps_rel, {verdict}, at "
+            f"{score['cost']:.0f} gradient steps per crop on the study's crops."
         )
     if any(r["attack"] == "pgd_g" for r in run.records):
         parts.append("Smoothed models: per crop, the worse of the attacks on f and on g (EOT).")

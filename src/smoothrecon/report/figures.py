@@ -151,9 +151,25 @@ def image_grid(run: Run, models: list[str], eps_rel: float, out: Path) -> Path |
     return _save(fig, out)
 
 
+def _stopped_points(ax, rows: list[dict], model: str, e: float, best: float, color) -> None:
+    """Early-stopped runs (issue 16) as stars at the mean gradient steps they spent."""
+    for r in rows:
+        if r.get("patience") and (r["model"], r["eps_rel"]) == (model, e):
+            ax.plot(
+                r["steps_used"],
+                r["loss"] / max(best, 1e-30),
+                marker="*",
+                markersize=8,
+                color=color,
+                linestyle="none",
+                label=f"{model}, {r['step_factor']:g} eps, {r['restarts']} start(s), early stop",
+            )
+
+
 def convergence_figure(run: Run, out: Path) -> Path | None:
     """Attack loss relative to the best found, vs PGD steps (log scale), per eps_rel: one
-    colour per model family, solid eps/4 vs dashed eps/2, dots 1 restart vs squares R."""
+    colour per model family, solid eps/4 vs dashed eps/2, dots 1 restart vs squares R, stars
+    early-stopped runs at the mean steps they spent."""
     rows = [r for r in run.convergence if not r.get("thesis")]
     if not rows:
         return None
@@ -174,6 +190,7 @@ def convergence_figure(run: Run, out: Path) -> Path | None:
                         for r in rows
                         if (r["model"], r["eps_rel"], r["step_factor"], r["restarts"])
                         == (model, e, factor, restarts)
+                        and not r.get("patience")
                     )
                     if not pts:
                         continue
@@ -185,6 +202,7 @@ def convergence_figure(run: Run, out: Path) -> Path | None:
                         markersize=3,
                         label=f"{model}, {factor:g} eps, {restarts} start(s)",
                     )
+            _stopped_points(ax, rows, model, e, best[(model, e)], colors[i % len(colors)])
         ax.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
         ax.set_xlabel("PGD steps")

@@ -298,27 +298,32 @@ def sigma_tables(run: Run) -> list[Table]:
     return out
 
 
+def _study_key(r: dict) -> tuple:
+    return (
+        r["model"],
+        r["eps_rel"],
+        bool(r.get("thesis")),
+        r["step_factor"],
+        r["restarts"],
+        r.get("patience", 0),
+    )
+
+
 def convergence_table(run: Run) -> Table:
-    """Attack loss (normalized-space MSE) and PSNR vs PGD steps, per model family (issue 8)."""
+    """Attack loss (normalized-space MSE) and PSNR vs PGD steps, per model family (issue 8);
+    early-stopped runs (issue 16) in their own rows, with the mean steps they spent."""
     rows_in = run.convergence
     steps = sorted({r["steps"] for r in rows_in})
     header = ["model", "eps_rel", "step", "restarts"] + [f"loss/PSNR @ {t}" for t in steps]
     rows = []
-    keys = sorted(
-        {
-            (r["model"], r["eps_rel"], bool(r.get("thesis")), r["step_factor"], r["restarts"])
-            for r in rows_in
-        }
-    )
-    for model, eps, thesis, factor, restarts in keys:
+    for key in sorted({_study_key(r) for r in rows_in}):
+        model, eps, thesis, factor, restarts, patience = key
+        index = {r["steps"]: r for r in rows_in if _study_key(r) == key}
         starts = "thesis attack (last iterate)" if thesis else str(restarts)
+        if patience:
+            used = next(iter(index.values()))["steps_used"]
+            starts += f", early stop (patience {patience}): {used:.0f} steps/crop"
         cells = [model, f"{eps:g}", f"{factor:g} eps", starts]
-        index = {
-            r["steps"]: r
-            for r in rows_in
-            if (r["model"], r["eps_rel"], bool(r.get("thesis")), r["step_factor"], r["restarts"])
-            == (model, eps, thesis, factor, restarts)
-        }
         for t in steps:
             r = index.get(t)
             cells.append(f"{r['loss']:.4g} / {r['psnr']:.2f}" if r else "-")
@@ -329,6 +334,7 @@ def convergence_table(run: Run) -> Table:
         note = (
             f"; strong setting chosen: {strong['steps']} steps of {strong['step_factor']:g} "
             f"eps, {strong['restarts']} restart(s), best iterate"
+            + (f", early stop (patience {strong['patience']})" if strong.get("patience") else "")
         )
     return Table(
         "table_attack_convergence",
