@@ -209,6 +209,8 @@ def attack_g(
         restarts=a.restarts,
         keep=a.keep,
         generator=make_generator(_seed(seed, "start"), y.device),
+        patience=a.patience,
+        rel_tol=a.rel_tol,
     )
     return res.e.detach()
 

@@ -235,6 +235,12 @@ class ExperimentConfig:
     # "measurement" adds the setting "strong-measurement": the strong attack on the
     # measurement A(x) (docs/threat-models.md).
     attack_spaces: tuple[str, ...] = ("input",)
+    # Certificates (issue 14) in the sweep: every Gaussian-trained (RS) model's G at sigma_g =
+    # its sigma_f, pixel method, on `certify_crops` test crops spread over the test photos
+    # (0: all), with `certify_n` samples, at these eps_rel (empty: no certificates).
+    certify_eps_rels: tuple[float, ...] = ()
+    certify_crops: int = 24
+    certify_n: int = 1000
     # Also evaluate every model under the thesis' own attack (section 4.4: 10 steps of eps/4,
     # last iterate) as the setting "thesis", beside the strong one.
     thesis_setting: bool = True
@@ -541,6 +547,11 @@ def validate(cfg: Config) -> None:
     _check(
         e.convergence_images >= 1,
         f"experiment.convergence_images = {e.convergence_images} must be >= 1",
+    )
+    _check(
+        all(0 <= v <= 1 for v in e.certify_eps_rels) and e.certify_crops >= 0 and e.certify_n >= 2,
+        f"experiment.certify_eps_rels = {e.certify_eps_rels} must lie in [0, 1], certify_crops "
+        f"= {e.certify_crops} >= 0 and certify_n = {e.certify_n} >= 2",
     )
     _check(0 <= e.strong_within < 1, f"experiment.strong_within = {e.strong_within} not in [0, 1)")
     _check(e.strong_max_cost >= 0, f"experiment.strong_max_cost = {e.strong_max_cost} must be >= 0")

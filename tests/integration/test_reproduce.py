@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
+from smoothrecon.io import read_jsonl
 from smoothrecon.report.tables import CELL_COLUMNS
 
 
@@ -81,6 +82,20 @@ def test_first_run_does_all_the_work(full_run) -> None:
     assert not (out / ".lock").exists()
     assert eval_files(out)
     assert not list(out.rglob("*.tmp")), "a temporary file was left behind"
+
+
+def test_rs_models_are_certified_in_the_run_and_the_report(full_run) -> None:
+    out = full_run["out"]
+    files = sorted((out / "certificates").glob("*/certificates.jsonl"))
+    rows = [r for p in files for r in read_jsonl(p)]
+    assert {r["model"] for r in rows} == {"x2/thesis/rs0.1"}  # the smoke grid's one RS model
+    assert {r["sigma_g"] for r in rows} == {0.1}  # G at sigma_g = sigma_f
+    assert sorted((r["image"], r["eps_rel"]) for r in rows) == [
+        (i, e) for i in range(2) for e in (0.0, 0.001)
+    ]
+    # a certificate is a lower bound: the run's own attack on G never goes below it
+    assert all(r["certified_le_attacked"] for r in rows), rows
+    assert "Certified robustness" in (out / "report" / "report.md").read_text()
 
 
 def test_report_tables_exist_and_parse(full_run) -> None:

@@ -1,10 +1,12 @@
 """The resumable sweep: train every model of the grid, study attack convergence on one model
-per family, choose the "strong" attack from it, then evaluate every model at every eps_rel.
+per family, choose the "strong" attack from it, evaluate every model at every eps_rel, then
+(experiment.certify_eps_rels) certify every RS model's G.
 
 Each unit of work is an artifact keyed by the hash of the config that produced it:
     <out>/models/<label>-<key>/                 a training run (resumes mid-way, training.py)
     <out>/convergence/<label>/eps<e>-<key>.json  loss / PSNR vs PGD steps (convergence.py)
     <out>/evals/<label>/eps<e>-<key>.json        records (+ .safetensors with example images)
+    <out>/certificates/<label>/certificates.jsonl  certificates (certification_run.py)
 A rerun skips finished units and an interrupted run continues where it stopped; a changed
 setting recomputes only the units whose key it changes. A folder holds one sweep (manifest.py:
 another preset, data or operator is refused, `--force-new` moves the old run aside).
@@ -23,13 +25,21 @@ from typing import Any
 
 import torch
 
+from smoothrecon.certification_run import CertifyRunSettings
 from smoothrecon.config import AttackConfig, Config, dump_config
 from smoothrecon.data import prepare_data
 from smoothrecon.evaluation import EvalSettings
 from smoothrecon.experiments.convergence import choose_strong, thesis_attack
 from smoothrecon.experiments.executors import make_executor
 from smoothrecon.experiments.grid import ModelSpec, thesis_grid
-from smoothrecon.experiments.units import EvalUnit, StudyUnit, TrainUnit, eval_path, short_hash
+from smoothrecon.experiments.units import (
+    CertifyUnit,
+    EvalUnit,
+    StudyUnit,
+    TrainUnit,
+    eval_path,
+    short_hash,
+)
 from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, run_lock
 from smoothrecon.manifest import REPRODUCE_SECTIONS, build_manifest, claim
 from smoothrecon.runtime import Runtime
@@ -100,6 +110,8 @@ def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
         "convergence_step_factors",
         "convergence_restarts",
         "convergence_images",
+        "convergence_patience",
+        "convergence_rel_tol",
     )
     units = []
     for spec in family_representatives(cfg):
@@ -137,11 +149,42 @@ def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) ->
     return units
 
 
+def plan_certification(cfg: Config, out: Path, attack: AttackConfig) -> list[CertifyUnit]:
+    """One unit per Gaussian-trained (RS) model when experiment.certify_eps_rels is set: its G
+    at sigma_g = sigma_f, attacked with the run's strong attack on G (EOT, k_attack draws)."""
+    e = cfg.experiment
+    if not e.certify_eps_rels:
+        return []
+    on_g = dataclasses.replace(attack, target="g", noise="fixed")
+    units = []
+    for spec in thesis_grid(cfg):
+        if spec.mode != "gaussian":
+            continue
+        mcfg = spec.config(cfg)
+        s = CertifyRunSettings.from_config(
+            mcfg, spec.value, e.certify_eps_rels, e.certify_n, progress=False, attack=on_g
+        )
+        key = short_hash(
+            {
+                "model": mcfg.hash("data", "operator", "model", "train"),
+                "settings": s.key_fields(),
+                "eps_rels": s.eps_rels,
+                "crops": e.certify_crops,
+            },
+            16,
+        )
+        path = out / "certificates" / spec.slug / f"done-{key}.json"
+        folder = _model_folder(spec, mcfg, out)
+        units.append(CertifyUnit(spec, mcfg, s, e.certify_crops, path, folder))
+    return units
+
+
 def _run_phase(pool, units: list, desc: str, timings: dict[str, float]) -> None:
     """Run the unfinished `units` on the executor, recording each one's seconds."""
     todo = [u for u in units if not u.done()]
     for u, payload in zip(todo, pool.map(todo, desc), strict=True):
-        tag = u.spec.label if isinstance(u, TrainUnit) else f"{u.spec.label}:{u.eps_rel:g}"
+        eps = getattr(u, "eps_rel", None)
+        tag = u.spec.label if eps is None else f"{u.spec.label}:{eps:g}"
         timings[f"{desc}:{tag}"] = payload["seconds"]
 
 
@@ -179,6 +222,10 @@ def _phases(cfg: Config, out: Path, pool, log: Callable[[str], None], timings: d
         f"{len(evals)} evaluations ({sum(not u.done() for u in evals)} to run)"
     )
     _run_phase(pool, evals, "evaluating", timings)
+    certs = plan_certification(cfg, out, strong)
+    if certs:
+        log(f"{len(certs)} certifications ({sum(not u.done() for u in certs)} to run)")
+    _run_phase(pool, certs, "certifying", timings)
     return trains, convs, evals, attacks, score
 
 

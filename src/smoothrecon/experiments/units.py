@@ -1,10 +1,12 @@
 """Units of work and the one function that does each: train a model, study attack convergence,
-evaluate one model at one eps_rel. Executors (serial, Ray) call `run_unit`; the `evaluate`
-command and the Python API call `run_evaluation` directly, so every front end writes the same
-files:
+evaluate one model at one eps_rel, certify one smoothed model. Executors (serial, Ray) call
+`run_unit`; the `evaluate` command and the Python API call `run_evaluation` directly, so every
+front end writes the same files:
     <out>/models/<label>-<key>/                 a training run (resumes mid-way, training.py)
     <out>/convergence/<label>/eps<e>-<key>.json  loss / PSNR vs PGD steps (convergence.py)
     <out>/evals/<label>/eps<e>-<key>.json        records (+ .safetensors with example images)
+    <out>/certificates/<label>/certificates.jsonl  certificate records (resume per crop)
+    <out>/certificates/<label>/done-<key>.json      written once every record is in
 Each key hashes everything its result depends on, so a finished file is reused and a changed
 setting recomputes exactly the units it changes.
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 import torch
 
+from smoothrecon.certification_run import CertifyRunSettings, certify_split, run_key
 from smoothrecon.checkpoint import load_model
 from smoothrecon.config import Config
 from smoothrecon.data import DataBundle
@@ -136,7 +139,22 @@ class EvalUnit:
         return self.path.exists()
 
 
-Unit = TrainUnit | StudyUnit | EvalUnit
+@dataclass
+class CertifyUnit:
+    """One RS model's certificates (certification_run) on a spread of test crops."""
+
+    spec: ModelSpec
+    cfg: Config
+    settings: CertifyRunSettings
+    crops: int  # test crops certified, spread over the test photos (0: all)
+    path: Path  # the done marker; the records go to path.parent / certificates.jsonl
+    model_folder: Path | None
+
+    def done(self) -> bool:
+        return self.path.exists()
+
+
+Unit = TrainUnit | StudyUnit | EvalUnit | CertifyUnit
 
 
 def _load(cfg: Config, folder: Path | None, runtime: Runtime) -> torch.nn.Module:
@@ -195,6 +213,31 @@ def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[st
     return run_evaluation(model, inputs, unit.eps_rel, unit.settings, runtime, unit.path, op)
 
 
+def spread(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n) (all of them when k is 0 or >= n)."""
+    if k <= 0 or k >= n:
+        return list(range(n))
+    return [round(i * (n - 1) / (k - 1)) for i in range(k)] if k > 1 else [0]
+
+
+def run_certify_unit(unit: CertifyUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
+    """Certify one sweep RS model on `unit.crops` test crops; resumes per crop and eps_rel."""
+    module = _load(unit.cfg, unit.model_folder, runtime)
+    model = EvalModel(module, unit.spec.info(), data.normalization, key=unit.path.stem)
+    crops = data.eval_set("test")
+    idx = spread(len(crops), unit.crops)
+    inputs = _inputs(unit.cfg, data, runtime, "test")
+    sub = SplitInputs(inputs.y[idx], inputs.target[idx], inputs.x[idx])
+    photos = [crops.photo_names[i] for i in idx]
+    t0 = time.perf_counter()
+    key = run_key(model, unit.cfg, "test", unit.settings)
+    folder = unit.path.parent
+    rows = certify_split(model, sub, photos, "test", unit.settings, folder, runtime, key)
+    payload = {"label": unit.spec.label, "seconds": time.perf_counter() - t0, "records": len(rows)}
+    atomic_write_json(unit.path, payload)
+    return payload
+
+
 def run_unit(unit: Unit, data: DataBundle, runtime: Runtime, progress: bool = False) -> dict:
     """Do one unit of work (or read its finished result): the one thing every executor calls."""
     if isinstance(unit, TrainUnit):
@@ -205,4 +248,6 @@ def run_unit(unit: Unit, data: DataBundle, runtime: Runtime, progress: bool = Fa
         return json.loads(unit.path.read_text())
     if isinstance(unit, StudyUnit):
         return run_convergence_unit(unit, data, runtime)
+    if isinstance(unit, CertifyUnit):
+        return run_certify_unit(unit, data, runtime)
     return run_eval_unit(unit, data, runtime)

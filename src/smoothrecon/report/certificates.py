@@ -177,9 +177,13 @@ def certificate_figure(model: str, rows: Sequence[Row], out: Path) -> Path:
 
 
 def certificate_blocks(run_folder: str | Path) -> list[Block]:
-    """The report's section on certificates ([] without run_folder/certificates.jsonl): per
+    """The report's section on certificates ([] without run_folder/certificates.jsonl or, for
+    a reproduce run, run_folder/certificates/<model>/certificates.jsonl): per
     model a figure (written to <run>/report/figures/), a table and the vacuous sentences."""
-    rows = read_jsonl(Path(run_folder) / RECORDS)
+    root = Path(run_folder)
+    rows = read_jsonl(root / RECORDS)
+    for path in sorted(root.glob(f"certificates/*/{RECORDS}")):  # a reproduce run's (runner)
+        rows += read_jsonl(path)
     if not rows:
         return []
     blocks = [
