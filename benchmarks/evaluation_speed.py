@@ -75,7 +75,7 @@ def ours_grid(
     std = torch.tensor(norm.std).view(1, -1, 1, 1)
     out = {}
     for eps_rel in eps_rels:
-        e, _ = batched_attack(f, data, eps_rel, AttackConfig(), 64, 1)
+        e = batched_attack(f, data, eps_rel, AttackConfig(), 64, 1).e
         gen = make_generator(2, "cpu")
         y = data.y + e
         with torch.no_grad():

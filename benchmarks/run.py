@@ -51,7 +51,7 @@ class Row:
 def _setup(cfg: Config, precision: str = "bf16", channels_last: bool = True):
     runtime = Runtime(torch.device("cpu"), precision, channels_last)
     torch.manual_seed(0)
-    model = runtime.prepare_model(build_model(cfg.model, cfg.operator.factor))
+    model = runtime.prepare_model(build_model(cfg.model, build_operator(cfg.operator)))
     op = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
     return runtime, model, op
 
@@ -231,12 +231,12 @@ def bench_attack_reuse(cfg: Config, data: DataBundle) -> Row:
     k, bs = 8, 8
 
     def reused() -> None:
-        e, _ = batched_attack(f, inputs, 0.02, cfg.attack, bs, 0)
+        e = batched_attack(f, inputs, 0.02, cfg.attack, bs, 0).e
         smoothed_metrics(f, inputs, e, sigmas, k, data.normalization, bs, 0)
 
     def per_sigma() -> None:
         for s in sigmas:
-            e, _ = batched_attack(f, inputs, 0.02, cfg.attack, bs, 0)
+            e = batched_attack(f, inputs, 0.02, cfg.attack, bs, 0).e
             smoothed_metrics(f, inputs, e, [s], k, data.normalization, bs, 0)
 
     t_r, t_p = compare(reused, per_sigma, rounds=1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -293,3 +294,49 @@ def pgd_l2(
         patience=patience,
         rel_tol=rel_tol,
     ).e
+
+
+class PGDSettings(Protocol):
+    """What an attack setting (`config.AttackConfig`) tells PGD: step size step_factor * eps."""
+
+    @property
+    def steps(self) -> int: ...
+    @property
+    def step_factor(self) -> float: ...
+    @property
+    def random_start(self) -> str: ...
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def keep(self) -> str: ...
+    @property
+    def patience(self) -> int: ...
+    @property
+    def rel_tol(self) -> float: ...
+
+
+def pgd_with(
+    forward: Forward,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    eps: float,
+    a: PGDSettings,
+    generator: torch.Generator | None = None,
+    snapshots: tuple[int, ...] = (),
+) -> PGDResult:
+    """`pgd_l2_run` with the settings `a` (an AttackConfig): the one place they are unpacked."""
+    return pgd_l2_run(
+        forward,
+        y,
+        x,
+        eps,
+        steps=a.steps,
+        step_size=a.step_factor * eps,
+        random_start=a.random_start,
+        restarts=a.restarts,
+        keep=a.keep,
+        generator=generator,
+        snapshots=snapshots,
+        patience=a.patience,
+        rel_tol=a.rel_tol,
+    )

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothrecon.attacks import eps_from_rel, pgd_l2_run
+from smoothrecon.attacks import eps_from_rel, pgd_with
 from smoothrecon.certification import Bound, Certificate, CertifySettings, Method, certify
 from smoothrecon.config import AttackConfig, Config, dump_config
 from smoothrecon.data.normalization import Normalization
@@ -198,20 +198,7 @@ def attack_g(
         return torch.zeros_like(y)
     a = s.attack
     forward = bounded_smoothed(f, norm, s.sigma_g, a.k_attack, _seed(seed, "eot"), s.chunk_size)
-    res = pgd_l2_run(
-        forward,
-        y,
-        x,
-        eps,
-        steps=a.steps,
-        step_size=a.step_factor * eps,
-        random_start=a.random_start,
-        restarts=a.restarts,
-        keep=a.keep,
-        generator=make_generator(_seed(seed, "start"), y.device),
-        patience=a.patience,
-        rel_tol=a.rel_tol,
-    )
+    res = pgd_with(forward, y, x, eps, a, make_generator(_seed(seed, "start"), y.device))
     return res.e.detach()
 
 

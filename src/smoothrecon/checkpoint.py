@@ -20,7 +20,7 @@ from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
 from smoothrecon.io import load_checkpoint, save_checkpoint
 from smoothrecon.models import build_model
-from smoothrecon.operators import SuperResolution, build_operator
+from smoothrecon.operators import Operator, build_operator
 
 FORMAT = "smoothrecon-checkpoint-v1"
 
@@ -30,11 +30,7 @@ def checkpoint_meta(cfg: Config, norm: Normalization, **extra: Any) -> dict[str,
         "format": FORMAT,
         "config": cfg.to_dict(),
         "normalization": norm.to_dict(),
-        "operator": {
-            "name": cfg.operator.name,
-            "factor": cfg.operator.factor,
-            "quantize": cfg.operator.quantize,
-        },
+        "operator": build_operator(cfg.operator).describe(),
         "model": {
             "name": cfg.model.name,
             "channels": list(cfg.model.channels),
@@ -89,7 +85,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise UserError(f"'{path}' has checkpoint format {meta.get('format')!r}, expected {FORMAT}")
     cfg = config_from_dict(meta["config"])
-    model = build_model(cfg.model, cfg.operator.factor)
+    model = build_model(cfg.model, build_operator(cfg.operator))
     try:
         model.load_state_dict(model_state(tensors), strict=True)
     except RuntimeError:
@@ -105,9 +101,9 @@ def model_config(meta: dict[str, Any]) -> Config:
     return config_from_dict(meta["config"])
 
 
-def model_operator(meta: dict[str, Any]) -> SuperResolution:
-    op = meta["operator"]
-    return build_operator(op["name"], op["factor"], op["quantize"])
+def model_operator(meta: dict[str, Any]) -> Operator:
+    """The operator the model was trained for, with all its parameters (the config's)."""
+    return build_operator(config_from_dict(meta["config"]).operator)
 
 
 def model_normalization(meta: dict[str, Any]) -> Normalization:

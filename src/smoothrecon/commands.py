@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 
 from smoothrecon import distributed
-from smoothrecon.config import Config, dump_config
+from smoothrecon.config import BASELINES, Config, dump_config
 from smoothrecon.errors import UserError
+
+ALL_BASELINES = {b for names in BASELINES.values() for b in names}
 
 ConfigBuilder = Callable[..., Config]
 
@@ -142,10 +144,17 @@ def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
     checkpoint file or run folder (never executed)."""
     from smoothrecon.experiments.evaluate import baseline_models
     from smoothrecon.models.own import is_code_reference
+    from smoothrecon.operators import build_operator
 
-    if args.model in ("bilinear", "bicubic"):
+    if args.model in ALL_BASELINES:
         cfg = build(args)
-        return baseline_models(cfg.operator.factor, [args.model])[0], cfg
+        op = build_operator(cfg.operator)
+        if args.model not in BASELINES[cfg.operator.name]:
+            raise UserError(
+                f"'{args.model}' is not a baseline of {cfg.operator.name} (its baselines: "
+                f"{', '.join(BASELINES[cfg.operator.name])})"
+            )
+        return baseline_models(op, [args.model])[0], cfg
     if is_code_reference(args.model):
         return _own_model(args, build)
     return _checkpoint_model(args, build)
@@ -215,7 +224,7 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
     from smoothrecon.smoothing import make_generator
 
     seed, batch = cfg.evaluation.seed, cfg.evaluation.batch_size
-    e, loss = batched_attack(forward, split, eps_rel, attack_cfg, batch, seed)
+    e, loss, _ = batched_attack(forward, split, eps_rel, attack_cfg, batch, seed)
     gen = make_generator(seed, split.y.device)
     e_random = random_start(split.y, eps_from_rel(eps_rel, split.y.shape[1:]), "sphere", gen)
     per, per_random = (
@@ -276,13 +285,15 @@ def _eval_settings(args: argparse.Namespace, cfg: Config):
 
 def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     from smoothrecon.experiments.evaluate import baseline_models, eval_splits, evaluate_models
+    from smoothrecon.operators import build_operator
 
     models, cfg = _evaluation_models(args, build)
     settings = _eval_settings(args, cfg)
     models = [_smoothed_if_grid(m, settings) for m in models]
     if args.baselines:
         keys = {m.key for m in models}
-        models += [b for b in baseline_models(cfg.operator.factor) if b.key not in keys]
+        op = build_operator(cfg.operator)
+        models += [b for b in baseline_models(op) if b.key not in keys]
     labels = [m.info.model for m in models]
     clash = sorted({x for x in labels if labels.count(x) > 1})
     if clash:
@@ -317,7 +328,7 @@ def _smoothed_if_grid(model, settings):
     """A trained or own model is shown smoothed (at sigma_g*) when the grid has sigma_g > 0."""
     import dataclasses
 
-    if model.info.kind in ("bilinear", "bicubic"):
+    if model.info.mode == "none":  # a no-learning baseline
         return model
     info = dataclasses.replace(model.info, smoothed=max(settings.sigmas) > 0)
     return dataclasses.replace(model, info=info)

@@ -106,11 +106,25 @@ class OperatorConfig:
     grayscale: bool = False  # compressed sensing: measure the luminance, not every channel
 
 
+# The no-learning baselines of each operator (models/baselines.py), the first one being the
+# identity on the back-projection A_dagger(y).
+BASELINES: dict[str, tuple[str, ...]] = {
+    "super_resolution": ("bilinear", "bicubic"),
+    "denoising": ("noisy", "gaussian"),
+    "deblurring": ("wiener",),
+    "inpainting": ("fill",),
+    "compressed_sensing": ("zero_filled",),
+}
+
+
 @dataclass
 class ModelConfig:
     """The U-Net of section 4.2.1 / Fig 4.1 (or a no-learning baseline)."""
 
-    name: Literal["unet", "bilinear", "bicubic"] = "unet"
+    # "unet" or a no-learning baseline of the operator (BASELINES)
+    name: Literal[
+        "unet", "bilinear", "bicubic", "noisy", "gaussian", "wiener", "fill", "zero_filled"
+    ] = "unet"
     channels: tuple[int, ...] = (8, 16, 32, 64, 128)  # section 4.2.1
     activation: Literal["relu", "leaky_relu"] = "relu"  # text: ReLU; authors' code: LeakyReLU
     residual: bool = False  # global skip x_hat = y + U-Net(y); the thesis has none
@@ -207,7 +221,7 @@ class ExperimentConfig:
     sigma_fs: tuple[float, ...] = THESIS_SIGMA_FS
     at_eps_rels: tuple[float, ...] = THESIS_AT_EPS_RELS
     variants: tuple[str, ...] = ("thesis",)  # "thesis" (no global skip) and/or "residual"
-    baselines: tuple[str, ...] = ("bilinear", "bicubic")
+    baselines: tuple[str, ...] = ()  # empty: every baseline of the operator (BASELINES)
     rs_pgd: bool = True  # also attack each RS model's smoothed g (worst case reported)
     image_grid_count: int = 3  # rows of the Fig 4.2/4.3 image grids
     # Attack convergence study (issue 8): best-so-far loss after these PGD step counts, for these
@@ -225,7 +239,8 @@ class ExperimentConfig:
     # The "strong" setting is the cheapest (steps x restarts) whose loss is within this fraction
     # of the best loss found, for every model and eps_rel of the study.
     strong_within: float = 0.01
-    # Cost cap (steps x restarts) of the strong setting (0: none). When no setting under the cap
+    # Cost cap of the strong setting (0: none): gradient steps per crop, steps x restarts, or
+    # for an early-stopped setting the mean it spent per crop in the study. When no setting under the cap
     # comes within `strong_within`, the one closest to the best loss is used and the report says
     # how close it gets.
     strong_max_cost: int = 0
@@ -520,9 +535,16 @@ def validate(cfg: Config) -> None:
         all(v in ("thesis", "residual") for v in cfg.experiment.variants),
         f"experiment.variants = {cfg.experiment.variants}: use 'thesis' and/or 'residual'",
     )
+    known = BASELINES[cfg.operator.name]
     _check(
-        all(b in ("bilinear", "bicubic") for b in cfg.experiment.baselines),
-        f"experiment.baselines = {cfg.experiment.baselines}: use 'bilinear'/'bicubic'",
+        all(b in known for b in cfg.experiment.baselines),
+        f"experiment.baselines = {cfg.experiment.baselines}: {cfg.operator.name} has the "
+        f"baselines {', '.join(known)}",
+    )
+    _check(
+        cfg.model.name == "unet" or cfg.model.name in known,
+        f"model.name = '{cfg.model.name}' is not a baseline of {cfg.operator.name} "
+        f"({', '.join(known)}) nor 'unet'",
     )
     e = cfg.experiment
     _check(

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -45,6 +46,7 @@ from smoothrecon.smoothing import (
 from smoothrecon.threat import ThreatModel, pgd_in_space
 
 __all__ = [
+    "Attacked",
     "EvalModel",
     "EvalSettings",
     "SplitInputs",
@@ -78,7 +80,7 @@ class EvalSettings:
     batch_size: int = 64
     chunk_size: int = 0
     antithetic: bool = False
-    n_samples: int = 0  # example images of the first reported crops (report image grids)
+    n_samples: int = 0  # example images of the most textured reported crops (image grids)
     k_min: int = 8  # k = "auto": draws until mc_share <= mc_tolerance, within [k_min, k_max]
     k_max: int = 256
     mc_tolerance: float = 0.05
@@ -154,6 +156,16 @@ class EvalModel:
         return self.norm
 
 
+class Attacked(NamedTuple):
+    """An attack on a batch or split: e (B, C, H, W) the network-input perturbation (add it
+    to y) whatever space the attacker perturbed; loss (B,); norm (B,) ||e|| measured in the
+    attacker's own space (the measurement for a measurement-space attack)."""
+
+    e: torch.Tensor
+    loss: torch.Tensor
+    norm: torch.Tensor
+
+
 def attack(
     forward: Forward,
     y: torch.Tensor,
@@ -162,28 +174,15 @@ def attack(
     cfg: AttackConfig,
     seed: int,
     threat: ThreatModel | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(e, per-sample loss) of the L2 PGD of `cfg` on `forward` in the threat's space (the
-    network input by default) at eps = eps_rel * sqrt(d); e is the network-input perturbation
-    (add it to y), whatever space the attacker perturbed."""
-    res = pgd_in_space(
-        forward,
-        y,
-        target,
-        threat or ThreatModel(),
-        eps_rel,
-        steps=cfg.steps,
-        step_factor=cfg.step_factor,
-        random_start=cfg.random_start,
-        restarts=cfg.restarts,
-        keep=cfg.keep,
-        generator=make_generator(seed, y.device),
-        patience=cfg.patience,
-        rel_tol=cfg.rel_tol,
-    )
+) -> Attacked:
+    """The L2 PGD of `cfg` on `forward` in the threat's space (the network input by default)
+    at eps = eps_rel * sqrt(d in that space)."""
+    gen = make_generator(seed, y.device)
+    res = pgd_in_space(forward, y, target, threat or ThreatModel(), eps_rel, cfg, gen)
     if res.eps == 0:
-        return res.e, torch.zeros(y.shape[0], device=y.device)
-    return res.e.detach(), res.loss.detach()
+        zeros = torch.zeros(y.shape[0], device=y.device)
+        return Attacked(res.e, zeros, zeros)
+    return Attacked(res.e.detach(), res.loss.detach(), res.norm.detach())
 
 
 @dataclass(frozen=True)
@@ -288,25 +287,24 @@ def batched_attack(
     batch_size: int,
     seed: int,
     threat: ThreatModel | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PGD over a whole split in batches (shared across ranks): (e, per-sample loss); e is
-    the network-input perturbation whatever the threat's space."""
+) -> Attacked:
+    """`attack` over a whole split in batches (shared across ranks)."""
 
-    def batch(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(start: int) -> Attacked:
         sl = slice(start, start + batch_size)
         y, target = data.y[sl], data.target[sl]
         return attack(forward, y, target, eps_rel, cfg, _seed(seed, start), threat)
 
     parts = map_batches(data.y.shape[0], batch_size, batch)
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    return Attacked(*(torch.cat([p[i] for p in parts]) for i in range(3)))
 
 
-def _norm_stats(e: torch.Tensor) -> dict[str, float]:
-    n = e.flatten(1).norm(dim=1)
+def _norm_stats(norm: torch.Tensor) -> dict[str, float]:
+    """Mean, min and max of the per-crop perturbation norms (in the attacker's space)."""
     return {
-        "e_norm_mean": float(n.mean()),
-        "e_norm_min": float(n.min()),
-        "e_norm_max": float(n.max()),
+        "e_norm_mean": float(norm.mean()),
+        "e_norm_min": float(norm.min()),
+        "e_norm_max": float(norm.max()),
     }
 
 
@@ -346,14 +344,14 @@ class _Unit:
         return ThreatModel.build(space, self.operator, self.model.space, self.model.space)
 
     def score(
-        self, data: SplitInputs, e: torch.Tensor, sigmas: Sequence[float], cond: Condition
+        self, data: SplitInputs, a: Attacked, sigmas: Sequence[float], cond: Condition
     ) -> dict[float, dict[str, list[float]]]:
-        """Metrics of g(y + e) per sigma; one record each (`cond` with that sigma)."""
+        """Metrics of g(y + a.e) per sigma; one record each (`cond` with that sigma)."""
         s = self.s
         how = Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive)
         noise_seed = _seed(s.seed, cond.split, "noise")
         per_sigma = smoothed_metrics(
-            self.f, data, e, sigmas, how, self.model.space, s.batch_size, noise_seed
+            self.f, data, a.e, sigmas, how, self.model.space, s.batch_size, noise_seed
         )
         for sigma, per_image in per_sigma.items():
             mc, k_used = per_image.pop("mc_share"), per_image.pop("k")
@@ -366,7 +364,7 @@ class _Unit:
                 "mse_debiased": sum(debiased) / len(debiased),
                 "k_mean": k_mean,
                 "k_max_used": max(k_used),
-                **_norm_stats(e),
+                **_norm_stats(a.norm),
             }
             self.records.append(make_record(self.model.info, row, per_image, **extra))
         return per_sigma
@@ -387,10 +385,11 @@ class _Unit:
         forward = g.with_noise(cfg.noise, _seed(seed, split, setting, "eot"))
         rs_seed = _seed(seed, split, setting, "rs")
         threat = self.threat(setting)
-        e_g, _ = batched_attack(
+        on_g_attack = batched_attack(
             forward, data, self.eps_rel, cfg, self.s.batch_size, rs_seed, threat
         )
-        on_g = self.score(data, e_g, [sigma], self.condition(data, split, "pgd_g", setting))
+        cond = self.condition(data, split, "pgd_g", setting)
+        on_g = self.score(data, on_g_attack, [sigma], cond)
         worst = dataclasses.replace(self.condition(data, split, "worst", setting), sigma_g=sigma)
         self.records.append(make_record(self.model.info, worst, worst_case(on_f, on_g[sigma])))
 
@@ -399,15 +398,15 @@ class _Unit:
         for setting, cfg in self.s.attacks_at(self.eps_rel).items():
             seed = _seed(self.s.seed, split, setting)
             threat = self.threat(setting)
-            e, _ = batched_attack(self.f, data, self.eps_rel, cfg, self.s.batch_size, seed, threat)
+            on_f = batched_attack(self.f, data, self.eps_rel, cfg, self.s.batch_size, seed, threat)
             kind = "pgd_f" if self.eps_rel > 0 else "none"
             per_sigma = self.score(
-                data, e, self.s.sigmas, self.condition(data, split, kind, setting)
+                data, on_f, self.s.sigmas, self.condition(data, split, kind, setting)
             )
             chosen = choose_sigma(self.records, chosen_on, self.eps_rel, setting)
             assert chosen is not None, "the selection split is evaluated first"
             if split == reported and setting == self.s.primary and self.s.n_samples:
-                self.samples.update(_samples(self, data, e, chosen))
+                self.samples.update(_samples(self, data, on_f.e, chosen))
             if split == reported and chosen > 0 and self.s.attacks_g_at(self.eps_rel):
                 self.attack_g(data, split, setting, chosen, per_sigma[chosen])
 
@@ -439,11 +438,21 @@ def evaluate_unit(
     return UnitResult(unit.records, unit.samples)
 
 
+def most_textured(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices (ascending) of the n crops of x (B, C, H, W) with the largest mean squared
+    finite-difference gradient: the crops where reconstructions differ, not flat sky."""
+    energy = x.diff(dim=-1).square().mean(dim=(1, 2, 3)) + x.diff(dim=-2).square().mean(
+        dim=(1, 2, 3)
+    )
+    return energy.topk(min(n, x.shape[0])).indices.sort().values
+
+
 def _samples(
     unit: _Unit, data: SplitInputs, e: torch.Tensor, sigma: float
 ) -> dict[str, torch.Tensor]:
-    """Pixel-space images of the first n crops: input, perturbed input, output, truth."""
-    sl = slice(0, unit.s.n_samples)
+    """Pixel-space images of the n most textured crops (the same crops for every model of the
+    same data): input, perturbed input, output, truth."""
+    sl = most_textured(data.x, unit.s.n_samples)
     norm = unit.model.space
     with torch.no_grad():
         y_adv = data.y[sl] + e[sl]

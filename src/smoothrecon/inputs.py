@@ -30,10 +30,24 @@ class SplitInputs:
     x: torch.Tensor
 
 
+def noise_generator(operator: Operator, seed: int, device: torch.device) -> torch.Generator | None:
+    """The seeded generator of a noisy operator's measurement noise (None when noiseless), so
+    an evaluation split sees the same noisy measurements every time."""
+    if operator.sigma_y == 0:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def split_inputs(
-    x_uint8: torch.Tensor, operator: Operator, norm: Normalization, runtime: Runtime
+    x_uint8: torch.Tensor,
+    operator: Operator,
+    norm: Normalization,
+    runtime: Runtime,
+    seed: int = 0,
 ) -> SplitInputs:
-    y, target, x = runtime.pairs(x_uint8, operator, norm)  # type: ignore[arg-type]
+    """The split's model inputs; a noisy operator's noise is drawn from `seed`."""
+    gen = noise_generator(operator, seed, runtime.device)
+    y, target, x = runtime.pairs(x_uint8, operator, norm, gen)
     return SplitInputs(y, target, x)
 
 
@@ -54,7 +68,8 @@ def clean_metrics(
     out: dict[str, list[float]] = {m: [] for m in METRICS}
     with torch.no_grad():
         for start in range(0, x_uint8.shape[0], batch_size):
-            y, _, x = runtime.pairs(x_uint8[start : start + batch_size], operator, norm)  # type: ignore[arg-type]
+            gen = noise_generator(operator, start, runtime.device)
+            y, _, x = runtime.pairs(x_uint8[start : start + batch_size], operator, norm, gen)
             for m, v in all_metrics(to_pixels(forward(y), norm), x).items():
                 out[m].extend(v.tolist())
     return out

@@ -17,7 +17,7 @@ from torch import nn
 from smoothrecon.config import RuntimeConfig
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
-from smoothrecon.operators import SuperResolution
+from smoothrecon.operators import Operator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -90,9 +90,15 @@ class Runtime:
         return f
 
     def pairs(
-        self, x_uint8: torch.Tensor, operator: SuperResolution, norm: Normalization
+        self,
+        x_uint8: torch.Tensor,
+        operator: Operator,
+        norm: Normalization,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """uint8 crops (B, 3, H, W) -> (y normalized input, target x normalized, x pixel [0,1])."""
+        """uint8 crops (B, 3, H, W) -> (y normalized input, target x normalized, x pixel [0,1]);
+        y = A_dagger(A(x) + n), the measurement noise n of a noisy operator drawn from
+        `generator` (None: noiseless)."""
         x = x_uint8.to(self.device, non_blocking=True).float().div_(255.0)
-        y = operator(x)
+        y = operator(x, generator)
         return norm.normalize(y), norm.normalize(x), x

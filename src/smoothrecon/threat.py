@@ -43,7 +43,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from smoothrecon.attacks import PGDResult, eps_from_rel, per_sample_loss, pgd_l2_run
+from smoothrecon.attacks import PGDResult, PGDSettings, eps_from_rel, per_sample_loss, pgd_with
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.operators import Operator, SuperResolution
 
@@ -181,23 +181,17 @@ def pgd_in_space(
     x: torch.Tensor,
     threat: ThreatModel,
     eps_rel: float,
-    steps: int = 10,
-    step_factor: float = 0.25,
-    random_start: str = "ball",
-    restarts: int = 1,
-    keep: str = "best",
+    attack: PGDSettings,
     generator: torch.Generator | None = None,
     snapshots: tuple[int, ...] = (),
-    patience: int = 0,
-    rel_tol: float = 1e-3,
 ) -> SpaceAttack:
     """The project's L2 PGD (`attacks.pgd_l2_run`, unchanged) in the threat's space.
 
-    Maximizes ||forward(y + lift(e)) - x||^2 over ||e||_2 <= eps = eps_rel * sqrt(d), steps of
-    step_factor * eps: PGD on forward_m(e) = forward(y + lift(e)) from y_m = 0 of the
-    perturbed shape. In input space this is exactly the thesis' attack. y: (B, C, H, W)
-    normalized network input; x: the target in forward's output space. snapshots, patience
-    and rel_tol go to pgd_l2_run (snapshots hold e in the threat's space).
+    Maximizes ||forward(y + lift(e)) - x||^2 over ||e||_2 <= eps = eps_rel * sqrt(d) with the
+    PGD settings `attack` (an AttackConfig; steps of attack.step_factor * eps): PGD on
+    forward_m(e) = forward(y + lift(e)) from y_m = 0 of the perturbed shape. In input space
+    this is exactly the thesis' attack. y: (B, C, H, W) normalized network input; x: the
+    target in forward's output space. snapshots go to pgd_l2_run (e in the threat's space).
     """
     eps = threat.eps(eps_rel, y.shape[1:])
     if eps == 0:
@@ -215,21 +209,7 @@ def pgd_in_space(
             return forward(y + threat.lift(e))
 
         start = y.new_zeros((y.shape[0], *threat.perturbed_shape(y.shape[1:])))
-    run = pgd_l2_run(
-        forward_space,
-        start,
-        x,
-        eps,
-        steps=steps,
-        step_size=step_factor * eps,
-        random_start=random_start,
-        restarts=restarts,
-        keep=keep,
-        generator=generator,
-        snapshots=snapshots,
-        patience=patience,
-        rel_tol=rel_tol,
-    )
+    run = pgd_with(forward_space, start, x, eps, attack, generator, snapshots)
     e_space = threat.restrict(run.e.detach())
     with torch.no_grad():
         e = threat.lift(e_space)

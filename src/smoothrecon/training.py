@@ -34,7 +34,7 @@ from smoothrecon.checkpoint import (
     optimizer_state,
     save_model,
 )
-from smoothrecon.config import Config, TrainConfig, config_from_dict, dump_config
+from smoothrecon.config import AttackConfig, Config, TrainConfig, config_from_dict, dump_config
 from smoothrecon.data import DataBundle, EvalSet, prepare_data
 from smoothrecon.errors import TrainingDiverged, UserError
 from smoothrecon.inputs import clean_metrics
@@ -73,6 +73,18 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
+def training_attack(cfg: TrainConfig) -> AttackConfig:
+    """The training attack of the thesis (section 4.2.3): pgd_steps steps of
+    pgd_step_factor * eps from a random start in the ball, last iterate, no restarts."""
+    return AttackConfig(
+        steps=cfg.pgd_steps,
+        step_factor=cfg.pgd_step_factor,
+        random_start="ball",
+        restarts=1,
+        keep="last",
+    )
+
+
 def perturb(
     model: nn.Module,
     y: torch.Tensor,
@@ -106,11 +118,8 @@ def perturb(
             x,
             threat,
             cfg.eps_rel,
-            steps=cfg.pgd_steps,
-            step_factor=cfg.pgd_step_factor,
-            random_start="ball",
-            keep="last",  # the training attack of the thesis: last iterate, no restarts
-            generator=generator,
+            training_attack(cfg),
+            generator,
         )
     return y + attack.e
 
@@ -137,7 +146,7 @@ def _train_epoch(
     progress: bool,
 ) -> tuple[float, int, float]:
     """One epoch; returns (mean train loss, global step, images per second)."""
-    operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    operator = build_operator(cfg.operator)
     threat = ThreatModel.build(cfg.train.attack_space, operator, data.normalization)
     d = distributed.current()
     gen = make_generator(cfg.train.seed * 1_000_003 + epoch + 7919 * d.rank, runtime.device)
@@ -155,7 +164,7 @@ def _train_epoch(
         disable=not progress,
     )
     for x_uint8 in bar:
-        y, x, _ = runtime.pairs(x_uint8, operator, data.normalization)
+        y, x, _ = runtime.pairs(x_uint8, operator, data.normalization, gen)
         y_in = perturb(model, y, x, cfg.train, gen, runtime, threat)
         with runtime.autocast():
             loss = F.mse_loss(net(runtime.layout(y_in)).float(), x)
@@ -191,7 +200,7 @@ def validate(
     model: nn.Module, data: DataBundle, cfg: Config, runtime: Runtime, split: str = "val"
 ) -> dict[str, float]:
     """Clean MSE / PSNR / SSIM of `model` on a fixed split, images in [0, 1]."""
-    operator = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
+    operator = build_operator(cfg.operator)
     evalset: EvalSet = data.eval_set(split)
     model.eval()
     per_image = clean_metrics(
@@ -259,7 +268,7 @@ def _train_locked(
     runtime = Runtime.from_config(cfg.runtime)
     data = data or prepare_data(cfg.data, progress=progress)
     torch.manual_seed(cfg.train.seed)
-    model = runtime.prepare_model(build_model(cfg.model, cfg.operator.factor))
+    model = runtime.prepare_model(build_model(cfg.model, build_operator(cfg.operator)))
     model.check_size(cfg.data.crop_size, cfg.data.crop_size)  # type: ignore[operator]
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps)
     last, best = out / "last.safetensors", out / "best.safetensors"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from smoothrecon.attacks import eps_from_rel, pgd_l2_run
+from smoothrecon.attacks import eps_from_rel, pgd_with
 from smoothrecon.checkpoint import load_model
 from smoothrecon.data import prepare_data
 from smoothrecon.evaluation import split_inputs
@@ -50,20 +50,7 @@ def test_strong_setting_is_at_least_as_strong_as_the_thesis_setting(
         # Rerun both attacks from the study's random start (seed 0) on the same crops.
         losses = {}
         for name, a in (("strong", strong), ("thesis", thesis)):
-            res = pgd_l2_run(
-                model,
-                inputs.y,
-                inputs.target,
-                eps,
-                steps=a.steps,
-                step_size=a.step_factor * eps,
-                random_start=a.random_start,
-                restarts=a.restarts,
-                keep=a.keep,
-                generator=make_generator(0, "cpu"),
-                patience=a.patience,
-                rel_tol=a.rel_tol,
-            )
+            res = pgd_with(model, inputs.y, inputs.target, eps, a, make_generator(0, "cpu"))
             losses[name] = res.loss.mean().item() / d
         assert losses["strong"] >= losses["thesis"], (eps_rel, losses, strong)
         # and the convergence curve itself never falls with more steps (best iterate)

@@ -1,5 +1,5 @@
 """`evaluate --set attack.space=measurement` and `=input` give records labelled with their
-space, with the budget eps = eps_rel * sqrt(d) counted in that space."""
+space, with the budget eps = eps_rel * sqrt(d) and the perturbation norm in that space."""
 
 from __future__ import annotations
 
@@ -25,3 +25,7 @@ def test_records_carry_their_space(tmp_path: Path, photo_dir: Path, cli, space, 
     assert attacked and {x["space"] for x in attacked} == {space}
     for x in attacked:
         assert math.isclose(x["eps"], 0.02 * math.sqrt(values), rel_tol=1e-6)
+        # the perturbation's norm is measured in the attacker's own space, where PGD ends on
+        # the sphere of radius eps (a linear model's worst case lies on it)
+        assert math.isclose(x["e_norm_max"], x["eps"], rel_tol=1e-4)
+        assert math.isclose(x["e_norm_min"], x["eps"], rel_tol=1e-3)

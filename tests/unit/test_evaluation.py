@@ -54,10 +54,10 @@ def test_one_attack_reused_across_sigmas_equals_recomputing_it() -> None:
     data = _inputs(6, 1)
     cfg = AttackConfig(steps=3)
     sigmas = [0.0, 0.1, 0.3]
-    e, _ = batched_attack(f, data, 0.02, cfg, batch_size=4, seed=7)
+    e = batched_attack(f, data, 0.02, cfg, batch_size=4, seed=7).e
     reused = smoothed_metrics(f, data, e, sigmas, 4, NORM, batch_size=4, seed=3)
     for s in sigmas:
-        e_again, _ = batched_attack(f, data, 0.02, cfg, batch_size=4, seed=7)
+        e_again = batched_attack(f, data, 0.02, cfg, batch_size=4, seed=7).e
         alone = smoothed_metrics(f, data, e_again, [s], 4, NORM, batch_size=4, seed=3)[s]
         assert torch.equal(e, e_again)
         for m in ("mse", "psnr", "ssim"):
@@ -146,3 +146,16 @@ def test_adaptive_k_reaches_the_tolerance_and_records_the_draws_used() -> None:
         at_cap = r["k_max_used"] == 64
         assert at_cap or r["mc_share"] <= 0.05 + 1e-9, r
         assert r["mse_debiased"] <= r["mse"]
+
+
+def test_image_grids_show_the_most_textured_crops_in_index_order() -> None:
+    from smoothrecon.evaluation import most_textured
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((6, 3, 8, 10), 0.5)
+    x[4] = torch.rand(3, 8, 10, generator=g)  # the most textured
+    x[1] = 0.5 + 0.1 * torch.rand(3, 8, 10, generator=g)  # a little texture
+    x[3, :, :, 5:] = 0.9  # one edge
+    assert most_textured(x, 2).tolist() == [3, 4]  # an edge outweighs faint noise
+    assert most_textured(x, 3).tolist() == [1, 3, 4]
+    assert most_textured(x, 10).tolist() == list(range(6))

@@ -205,3 +205,33 @@ def test_headline_csv_has_one_row_per_cell_with_its_numbers() -> None:
         assert float(text_mean) == round(mean, digits) and float(text_half) == round(half, digits)
         assert r["metric"] in ("mse", "psnr", "ssim") and int(r["n"]) >= 1
         assert r["column"].lower().startswith(r["metric"])
+
+
+def test_findings_are_checked_under_every_attack_setting() -> None:
+    from smoothrecon.report.page import findings
+
+    lines = findings(_run())
+    attacked = [ln for ln in lines if "more robust than the standard model" in ln]
+    assert len(attacked) == 2  # one per setting (threat model) of the run
+    assert "[thesis, strong]" in attacked[0] and "[thesis, thesis]" in attacked[1]
+    # the clean finding does not depend on the attack: stated once
+    assert sum("best clean SSIM" in ln for ln in lines) == 1
+
+
+def test_sigma_figures_share_one_y_range_covering_every_model() -> None:
+    from smoothrecon.report.figures import sigma_limits
+
+    run = _run()
+    limits = sigma_limits(run, [RS.model, STD.model])
+    shown = [
+        r["psnr"] + sign * r["psnr_ci95"]
+        for r in run.records
+        if r["split"] == "test"
+        and r["attack"] in ("none", "pgd_f")
+        and r["model"] != "x2/bilinear"
+        and (r["eps_rel"] == 0 or r["setting"] == "strong")
+        for sign in (-1, 1)
+    ]
+    lo, hi = limits["psnr"]
+    assert lo < min(shown) and hi > max(shown)
+    assert limits == sigma_limits(run, [STD.model, RS.model])

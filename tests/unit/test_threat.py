@@ -15,7 +15,7 @@ import torch
 from scipy.optimize import brentq
 
 from smoothrecon import training
-from smoothrecon.config import Config
+from smoothrecon.config import AttackConfig, Config
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
 from smoothrecon.operators import (
@@ -53,9 +53,8 @@ def test_measurement_attack_norm_is_eps_on_the_low_resolution_tensor() -> None:
     threat = ThreatModel.build("measurement", op, NORM)
     x = torch.cat([_image(14, 10, seed=s) for s in range(3)])  # odd, non-square LR: 7 x 5
     y, target = NORM.normalize(op(x)), NORM.normalize(x)
-    attack = pgd_in_space(
-        lambda z: 1.5 * z, y, target, threat, 0.05, steps=20, step_factor=0.5, keep="last"
-    )
+    settings = AttackConfig(steps=20, step_factor=0.5, restarts=1, keep="last")
+    attack = pgd_in_space(lambda z: 1.5 * z, y, target, threat, 0.05, settings)
     assert attack.space == "measurement"
     assert attack.e_space.shape == op.A(x).shape == (3, 3, 7, 5)
     eps = 0.05 * math.sqrt(3 * 7 * 5)
@@ -174,8 +173,9 @@ def test_input_space_is_the_thesis_attack() -> None:
 
     eps = eps_from_rel(0.1, y.shape[1:])
     old = pgd_l2(f, y, x, eps, 7, 0.5 * eps, generator=torch.Generator().manual_seed(5))
+    settings = AttackConfig(steps=7, step_factor=0.5, restarts=1)
     new = pgd_in_space(
-        f, y, x, ThreatModel("input"), 0.1, 7, 0.5, generator=torch.Generator().manual_seed(5)
+        f, y, x, ThreatModel("input"), 0.1, settings, torch.Generator().manual_seed(5)
     )
     assert torch.equal(new.e, old) and torch.equal(new.e_space, old)
 
@@ -261,10 +261,8 @@ def test_measurement_pgd_reaches_the_exact_worst_case_of_the_bilinear_baseline(
         target,
         threat,
         eps_rel,
-        steps=100,
-        step_factor=0.5,
-        restarts=restarts,
-        generator=torch.Generator().manual_seed(1),
+        AttackConfig(steps=100, step_factor=0.5, restarts=restarts),
+        torch.Generator().manual_seed(1),
     )
     assert float(attack.norm[0]) <= eps * (1 + 1e-9)
     assert float(attack.loss[0]) == pytest.approx(best, rel=0.01)
@@ -282,9 +280,8 @@ def test_input_pgd_reaches_the_closed_form_of_the_bilinear_baseline(eps_rel: flo
         target,
         ThreatModel("input"),
         eps_rel,
-        steps=100,
-        step_factor=0.5,
-        generator=torch.Generator().manual_seed(1),
+        AttackConfig(steps=100, step_factor=0.5, restarts=1),
+        torch.Generator().manual_seed(1),
     )
     best = (np.linalg.norm(r) + eps) ** 2
     assert float(attack.loss[0]) == pytest.approx(best, rel=0.01)

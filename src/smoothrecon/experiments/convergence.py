@@ -207,14 +207,15 @@ def setting_scores(rows: list[dict]) -> list[dict]:
 def choose_strong(
     rows: list[dict], within: float, base: AttackConfig, max_cost: int = 0
 ) -> tuple[AttackConfig, dict]:
-    """The cheapest setting (by cost; steps x restarts at most `max_cost` when > 0) whose loss is
+    """The cheapest setting (by cost, the mean gradient steps per crop; at most `max_cost` when
+    > 0) whose loss is
     >= (1 - within) of the best loss found and >= the thesis attack's loss from the same start,
     for every model and eps_rel in `rows` (each row carries a 'model' key). When none is close
     enough under the cap, the capped setting closest to the best. Returns (setting, its score)."""
     scores = [
         s
         for s in setting_scores(rows)
-        if s["above_thesis"] and (max_cost <= 0 or s["max_cost"] <= max_cost)
+        if s["above_thesis"] and (max_cost <= 0 or s["cost"] <= max_cost)
     ]
     if not scores:  # nothing beats the thesis attack under the cap: use the strongest overall
         scores = setting_scores(rows)

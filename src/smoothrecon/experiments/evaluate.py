@@ -28,9 +28,9 @@ from smoothrecon.experiments.runner import run_manifest
 from smoothrecon.experiments.units import eval_path, run_evaluation
 from smoothrecon.inputs import SplitInputs, split_inputs
 from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, write_jsonl
-from smoothrecon.models.baselines import Interpolation
+from smoothrecon.models.baselines import OPERATOR_BASELINES, make_baseline
 from smoothrecon.models.own import check_output_shape, module_key
-from smoothrecon.operators import Operator, SuperResolution, build_operator
+from smoothrecon.operators import Operator, SuperResolution, build_operator, problem_tag
 from smoothrecon.records import ModelInfo, Record, headline, sigma_choices, split_roles
 from smoothrecon.runtime import Runtime
 
@@ -57,13 +57,15 @@ def eval_splits(split: str) -> tuple[str, ...]:
     return ("val", "test") if split == "test" else (split,)
 
 
-def baseline_models(factor: int, kinds: Sequence[str] = ("bilinear", "bicubic")) -> list[EvalModel]:
-    """No-learning baselines in the data's normalized space (linear maps: not smoothed)."""
+def baseline_models(operator: Operator, kinds: Sequence[str] = ()) -> list[EvalModel]:
+    """The operator's no-learning baselines (`kinds`, default all of them) in the data's
+    normalized space (linear maps: not smoothed)."""
+    tag, factor = problem_tag(operator), getattr(operator, "factor", 1)
     return [
         EvalModel(
-            Interpolation(kind, factor), ModelInfo(f"x{factor}/{kind}", factor, kind), None, kind
+            make_baseline(kind, operator), ModelInfo(f"{tag}/{kind}", factor, kind), None, kind
         )
-        for kind in kinds
+        for kind in kinds or OPERATOR_BASELINES[operator.name]
     ]
 
 
@@ -222,7 +224,7 @@ def evaluate(
         label, factor, "own", mode="own", smoothed=max(settings.sigmas) > 0, input_space=space
     )
     own = EvalModel(model, info, normalization or PIXEL_SPACE, module_key(model))
-    models = [own, *(baseline_models(factor) if baselines else [])]
+    models = [own, *(baseline_models(operator) if baselines else [])]
     with tempfile.TemporaryDirectory() as tmp:
         return evaluate_models(
             models, cfg, settings, out or tmp, eval_splits(split), operator, verbose=False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from smoothrecon.config import Config
+from smoothrecon.config import BASELINES, Config
 from smoothrecon.records import ModelInfo
 
 
@@ -20,21 +20,23 @@ class ModelSpec:
     """One row family of the thesis' tables."""
 
     factor: int
-    kind: str  # "unet", "bilinear", "bicubic"
+    kind: str  # "unet" or a no-learning baseline of the operator (config.BASELINES)
     variant: str  # "thesis", "residual", or "-" for baselines
     mode: str  # "standard", "gaussian", "adversarial", or "none" for baselines
     value: float = 0.0  # sigma_f (gaussian) or eps_rel (adversarial)
+    problem: str = ""  # the inverse problem in labels: "" for "x<factor>" (super-resolution)
 
     @property
     def label(self) -> str:
+        where = self.problem or f"x{self.factor}"
         if self.kind != "unet":
-            return f"x{self.factor}/{self.kind}"
+            return f"{where}/{self.kind}"
         tag = {
             "standard": "std",
             "gaussian": f"rs{self.value:g}",
             "adversarial": f"at{self.value:g}",
         }
-        return f"x{self.factor}/{self.variant}/{tag[self.mode]}"
+        return f"{where}/{self.variant}/{tag[self.mode]}"
 
     @property
     def slug(self) -> str:
@@ -78,13 +80,23 @@ class ModelSpec:
 
 
 def thesis_grid(cfg: Config) -> list[ModelSpec]:
-    """All models of the experiment config, baselines first."""
+    """All models of the experiment config, baselines first: per factor for super-resolution,
+    once for any other operator (labelled by its name, e.g. "denoising/residual/std")."""
     e = cfg.experiment
+    name = cfg.operator.name
+    sr = name == "super_resolution"
+    baselines = e.baselines or BASELINES[name]
     specs: list[ModelSpec] = []
-    for factor in e.factors:
-        specs += [ModelSpec(factor, b, "-", "none") for b in e.baselines]
+    for factor in e.factors if sr else (cfg.operator.factor,):
+        p = "" if sr else name
+        specs += [ModelSpec(factor, b, "-", "none", problem=p) for b in baselines]
         for variant in e.variants:
-            specs.append(ModelSpec(factor, "unet", variant, "standard"))
-            specs += [ModelSpec(factor, "unet", variant, "gaussian", s) for s in e.sigma_fs]
-            specs += [ModelSpec(factor, "unet", variant, "adversarial", a) for a in e.at_eps_rels]
+            specs.append(ModelSpec(factor, "unet", variant, "standard", problem=p))
+            specs += [
+                ModelSpec(factor, "unet", variant, "gaussian", s, problem=p) for s in e.sigma_fs
+            ]
+            specs += [
+                ModelSpec(factor, "unet", variant, "adversarial", a, problem=p)
+                for a in e.at_eps_rels
+            ]
     return specs

@@ -89,7 +89,7 @@ def family_representatives(cfg: Config) -> list[ModelSpec]:
     reps, seen = [], set()
     for spec in thesis_grid(cfg):
         family = (spec.factor, spec.variant, spec.mode)
-        if spec.kind == "bicubic" or family in seen:
+        if family in seen:  # baselines come first: the operator's first one stands for all
             continue
         seen.add(family)
         reps.append(spec)

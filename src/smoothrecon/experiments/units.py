@@ -161,7 +161,7 @@ def _load(cfg: Config, folder: Path | None, runtime: Runtime) -> torch.nn.Module
     if folder is not None:
         model, _ = load_model(folder / "best.safetensors")
     else:
-        model = build_model(cfg.model, cfg.operator.factor)
+        model = build_model(cfg.model, build_operator(cfg.operator))
     model = runtime.prepare_model(model).eval()
     for p in model.parameters():
         p.requires_grad_(False)

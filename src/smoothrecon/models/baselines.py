@@ -18,17 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smoothrecon.config import BASELINES
 from smoothrecon.operators import Operator, SuperResolution
 from smoothrecon.operators.filters import gaussian_kernel1d, separable_filter
 
-# The no-learning baselines of each operator, the first one being the identity on A_dagger(y).
-OPERATOR_BASELINES: dict[str, tuple[str, ...]] = {
-    "super_resolution": ("bilinear", "bicubic"),
-    "denoising": ("noisy", "gaussian"),
-    "deblurring": ("wiener",),
-    "inpainting": ("fill",),
-    "compressed_sensing": ("zero_filled",),
-}
+OPERATOR_BASELINES = BASELINES  # the operator -> baselines table lives in the config
 
 
 class Interpolation(nn.Module):

@@ -29,6 +29,7 @@ __all__ = [
     "SuperResolution",
     "build_operator",
     "make_operator",
+    "problem_tag",
 ]
 
 OPERATORS: dict[str, type[Operator]] = {
@@ -49,6 +50,12 @@ CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
         "sigma_y",
     ),
 }
+
+
+def problem_tag(operator: Operator) -> str:
+    """How model labels name the inverse problem: "x2" for super-resolution x2, else the
+    operator's name (e.g. "denoising")."""
+    return f"x{operator.factor}" if isinstance(operator, SuperResolution) else operator.name
 
 
 def make_operator(name: str, **params: Any) -> Operator:

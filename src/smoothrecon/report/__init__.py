@@ -17,6 +17,7 @@ from smoothrecon.report.figures import (
     image_grid,
     robustness,
     sigma_curves,
+    sigma_limits,
 )
 from smoothrecon.report.page import (
     Block,
@@ -57,15 +58,15 @@ def robustness_blocks(run: Run, folder: Path) -> list[Block]:
     for setting in run.settings:
         for factor in run.factors:
             suffix = "" if setting == run.primary else f"_{setting}"
-            path = folder / FIGURES / f"robustness_x{factor}{suffix}.png"
+            path = folder / FIGURES / f"robustness_{run.problem(factor)}{suffix}.png"
             space = next(
                 (r.get("space", "input") for r in run.records if r["setting"] == setting),
                 "input",
             )
             where = "the measurement A(x)" if space == "measurement" else "the network input"
             caption = (
-                f"x{factor}, attack setting '{setting}' (perturbs {where}): {run.reported} PSNR "
-                "and SSIM against "
+                f"{run.problem(factor)}, attack setting '{setting}' (perturbs {where}): "
+                f"{run.reported} PSNR and SSIM against "
                 "eps_rel, one line per model (95% CI bands); smoothed models at the sigma_g "
                 f"chosen on {run.roles[1]}, worst case per crop of the attacks on f and on g "
                 "where both ran; baselines dashed"
@@ -76,10 +77,18 @@ def robustness_blocks(run: Run, folder: Path) -> list[Block]:
 
 def _model_figures(run: Run, factor: int, folder: Path) -> list[Block]:
     blocks: list[Block] = []
+    curved = [
+        m["model"]
+        for m in run.models(factor)
+        if m["smoothed"] or (run.kind == "reproduce" and m["mode"] in ("standard", "none"))
+    ]
+    limits = sigma_limits(run, curved)  # one y-range for every model of the factor
     for m in run.models(factor):
         slug = m["model"].replace("/", "_")
-        if m["smoothed"] or (run.kind == "reproduce" and m["mode"] in ("standard", "none")):
-            path = sigma_curves(run, m["model"], folder / FIGURES / f"sigma_curves_{slug}.png")
+        if m["model"] in curved:
+            path = sigma_curves(
+                run, m["model"], folder / FIGURES / f"sigma_curves_{slug}.png", limits
+            )
             blocks += _image(path, f"(Figs A.3-A.8 analogue) {m['model']}: PSNR/SSIM vs sigma_g")
         if m["smoothed"] and any(r["attack"] == "pgd_g" for r in run.by_model[m["model"]]):
             path = attack_comparison(
@@ -92,16 +101,18 @@ def _model_figures(run: Run, factor: int, folder: Path) -> list[Block]:
 
 def _grid_models(run: Run, factor: int, eps_rel: float) -> list[str]:
     """Models of an image grid: in a sweep the thesis' pair (the adversarially trained model
-    closest to eps_rel, the RS model with the best SSIM there); else every learned model."""
+    closest to eps_rel, the RS model of the same variant with the best SSIM there); else every
+    learned model."""
     models = run.models(factor)
     if run.kind == "evaluate":
-        return [m["model"] for m in models if m["kind"] not in ("bilinear", "bicubic")][:3]
+        return [m["model"] for m in models if m["mode"] != "none"][:3]
     ats = [m for m in models if m["mode"] == "adversarial"]
     rss = [m for m in models if m["mode"] == "gaussian"]
     if not ats or not rss:
         return []
     at = min(ats, key=lambda m: (abs(m["value"] - eps_rel), m["variant"] != "thesis"))
-    rs = max(rss, key=lambda m: (headline(run, m, eps_rel) or {"ssim": -1})["ssim"])
+    same = [m for m in rss if m["variant"] == at["variant"]] or rss  # compare like with like
+    rs = max(same, key=lambda m: (headline(run, m, eps_rel) or {"ssim": -1})["ssim"])
     return [at["model"], rs["model"]]
 
 
@@ -111,9 +122,10 @@ def _grids(run: Run, factor: int, folder: Path) -> list[Block]:
         models = _grid_models(run, factor, e)
         if e == 0 or not models:
             continue
-        path = image_grid(run, models, e, folder / FIGURES / f"images_x{factor}_eps{e:g}.png")
+        name = f"images_{run.problem(factor)}_eps{e:g}.png"
+        path = image_grid(run, models, e, folder / FIGURES / name)
         sigmas = ", ".join(f"{m} at sigma_g {chosen_sigma(run, m, e):g}" for m in models)
-        caption = f"(Figs 4.2/4.3 layout) x{factor}, eps_rel {e:g}: {sigmas}"
+        caption = f"(Figs 4.2/4.3 layout) {run.problem(factor)}, eps_rel {e:g}: {sigmas}"
         blocks += _image(path, caption)
     return blocks
 
@@ -152,7 +164,7 @@ def attack_text(run: Run) -> str:
     ]
     if score and "strong" in attacks:
         cap = m["config"]["experiment"].get("strong_max_cost", 0)
-        where = f"under the cost cap of {cap} gradient steps" if cap else "among those studied"
+        where = f"under the cap of {cap} gradient steps per crop" if cap else "among those studied"
         verdict = (
             f"within {score['within']:.0%} of it"
             if score["converged"]
@@ -192,11 +204,18 @@ def scale_text(run: Run) -> str:
             f"{cfg['train']['epochs']} epochs of {cfg['data']['crops_per_epoch']} crops, "
             f"k = {cfg['smoothing']['k']}."
         )
-    hours = (run.train_seconds + run.eval_seconds) / 3600
+    phases = {
+        "training": run.train_seconds,
+        "attack-convergence study": run.study_seconds,
+        "evaluation": run.eval_seconds,
+        "certification": run.certify_seconds,
+    }
+    hours = sum(phases.values()) / 3600
+    spent = " + ".join(f"{v / 60:.1f} min {k}" for k, v in phases.items() if v > 0)
     machine = m["machine"]
     return (
-        f"{scale} {attack_text(run)} Compute: {run.train_seconds / 60:.1f} min training + "
-        f"{run.eval_seconds / 60:.1f} min evaluation ({hours:.2f} h) on "
+        f"{scale} {attack_text(run)} Compute (measured per unit of work): {spent} "
+        f"({hours:.2f} h) on "
         f"{machine.get('gpu') or machine['cpu']} ({machine['cores']} threads, torch "
         f"{machine['torch']})."
     )
@@ -212,8 +231,10 @@ CAVEAT = (
 )
 
 
-def _tables(run: Run, folder: Path) -> list[Block]:
-    """Writes every table's files; returns the blocks of the tables sections."""
+def _tables(run: Run, folder: Path) -> tuple[list[Block], list[Block]]:
+    """Writes every table's files; returns the blocks of the headline tables' sections and of
+    the appendix (sigma_g, Table A.1 and the long attack-convergence table), which the page
+    puts after the figures."""
     tables = headline_tables(run)
     thesis = thesis_tables(run, tables)
     second = [t for s in run.settings[1:] for t in headline_tables(run, s)]
@@ -238,9 +259,8 @@ def _tables(run: Run, folder: Path) -> list[Block]:
             )
         )
         blocks += [Block("table", t) for t in second]
-    if extra:
-        blocks += [Block("h2", "Appendix tables"), *(Block("table", t) for t in extra)]
-    return blocks
+    appendix = [Block("h2", "Appendix tables"), *(Block("table", t) for t in extra)]
+    return blocks, appendix if extra else []
 
 
 def _write_page(folder: Path, blocks: list[Block]) -> Path:
@@ -275,8 +295,10 @@ def build_report(run_folder: str | Path) -> Path:
     if run.kind == "reproduce":
         blocks += [Block("h2", "Which of the thesis' findings hold in this run")]
         blocks += [Block("list", findings(run))]
-    blocks += _tables(run, folder)
+    tables, appendix = _tables(run, folder)
+    blocks += tables
     blocks += [Block("h2", "Figures"), *_figures(run, folder)]
     blocks += certificates
+    blocks += appendix
     blocks += [Block("h2", "Resolved config of this run"), Block("code", config_text(run))]
     return _write_page(folder, blocks)

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from smoothrecon.io import atomic_write
-from smoothrecon.records import value
+from smoothrecon.records import Record, value
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick
 
 
@@ -36,7 +36,7 @@ def robustness(run: Run, factor: int, setting: str, out: Path) -> Path | None:
             continue
         drawn += 1
         xs = np.array([e for e, _ in pts])
-        dashed = m["kind"] in ("bilinear", "bicubic")
+        dashed = m["mode"] == "none"  # a no-learning baseline
         name = m["model"] + (" (smoothed, sigma_g*)" if m["smoothed"] else "")
         for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
             v = np.array([value(r, metric) for _, r in pts])
@@ -54,27 +54,55 @@ def robustness(run: Run, factor: int, setting: str, out: Path) -> Path | None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3)
     fig.suptitle(
-        f"x{factor}: quality under attack ('{setting}' attack, {run.reported} crops, 95% CI bands)"
+        f"{run.problem(factor)}: quality under attack ('{setting}' attack, {run.reported} "
+        "crops, 95% CI bands)"
     )
     fig.tight_layout()
     return _save(fig, out)
 
 
-def sigma_curves(run: Run, model: str, out: Path) -> Path:
-    """PSNR and SSIM (reported split) vs sigma_g, one line per eps_rel; circles mark sigma_g*."""
+def _sigma_rows(run: Run, model: str, e: float) -> list[Record]:
+    """The reported split's records of `model` at eps_rel e along the sigma_g grid."""
+    return sorted(
+        (
+            r
+            for r in run.by_model[model]
+            if r["eps_rel"] == e
+            and r["split"] == run.reported
+            and r["attack"] in ("none", "pgd_f")
+            and (e == 0 or r["setting"] == run.primary)
+        ),
+        key=lambda r: r["sigma_g"],
+    )
+
+
+Limits = dict[str, tuple[float, float]]
+
+
+def sigma_limits(run: Run, models: list[str]) -> Limits:
+    """One y-range per metric (with the CI bands and a margin) over every curve of `models`,
+    so the sigma_g figures of different models can be compared by eye."""
+    out: Limits = {}
+    for metric in ("psnr", "ssim"):
+        lo, hi = [], []
+        for model in models:
+            for e in run.eps_rels:
+                for r in _sigma_rows(run, model, e):
+                    v, ci = value(r, metric), value(r, metric + "_ci95")
+                    lo.append(v - ci)
+                    hi.append(v + ci)
+        if lo:
+            pad = 0.04 * (max(hi) - min(lo) or 1.0)
+            out[metric] = (min(lo) - pad, max(hi) + pad)
+    return out
+
+
+def sigma_curves(run: Run, model: str, out: Path, limits: Limits | None = None) -> Path:
+    """PSNR and SSIM (reported split) vs sigma_g, one line per eps_rel; circles mark sigma_g*.
+    `limits`: shared y-ranges (`sigma_limits`), else each axis fits its own curves."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for e in run.eps_rels:
-        rows = sorted(
-            (
-                r
-                for r in run.by_model[model]
-                if r["eps_rel"] == e
-                and r["split"] == run.reported
-                and r["attack"] in ("none", "pgd_f")
-                and (e == 0 or r["setting"] == run.primary)
-            ),
-            key=lambda r: r["sigma_g"],
-        )
+        rows = _sigma_rows(run, model, e)
         if not rows:
             continue
         s = [r["sigma_g"] for r in rows]
@@ -86,10 +114,12 @@ def sigma_curves(run: Run, model: str, out: Path) -> Path:
             ax.fill_between(s, v - ci, v + ci, alpha=0.12, color=line.get_color())
             j = s.index(chosen)
             ax.plot([chosen], [v[j]], "o", color=line.get_color(), markersize=8, mfc="none")
-    for ax, name in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
+    for ax, name, metric in zip(axes, ("PSNR (dB)", "SSIM"), ("psnr", "ssim"), strict=True):
         ax.set_xlabel("sigma_g")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
+        if limits and metric in limits:
+            ax.set_ylim(*limits[metric])
     axes[1].legend(fontsize=7)
     fig.suptitle(
         f"{model}: {run.reported} metrics vs sigma_g (circles: sigma_g chosen on {run.roles[1]})"

@@ -39,11 +39,18 @@ def difference_ci(a: dict, b: dict, metric: str) -> tuple[float, float]:
 
 
 def _best(
-    run: Run, factor: int, eps: float, mode: str, metric: str = "ssim", variant: str = ""
+    run: Run,
+    factor: int,
+    eps: float,
+    mode: str,
+    metric: str = "ssim",
+    variant: str = "",
+    setting: str = "",
 ) -> dict | None:
-    """The headline record with the best `metric` among models of `mode` (and `variant`)."""
+    """The headline record (under `setting`, default the primary) with the best `metric`
+    among models of `mode` (and `variant`)."""
     rows = [
-        headline(run, m, eps)
+        headline(run, m, eps, setting)
         for m in run.models(factor)
         if m["mode"] == mode and variant in ("", m["variant"])
     ]
@@ -86,66 +93,84 @@ def _verdict(a: dict | None, b: dict | None, metric: str, claim_a_better: bool =
     return f"{'holds' if holds else 'does NOT hold'}: {numbers}"
 
 
+def _attacked_findings(run: Run, factor: int, variant: str, setting: str) -> list[str]:
+    """The thesis' findings about attacked models, under one attack setting."""
+    hi = max(run.eps_rels)
+
+    def best(mode: str, metric: str = "ssim") -> dict | None:
+        return _best(run, factor, hi, mode, metric, variant, setting)
+
+    where = f"{variant}, {setting}" if len(run.settings) > 1 else variant
+    tag = f"{run.problem(factor)} [{where}]"
+    return [
+        f"{tag} — RS reaches a higher SSIM than adversarial training at the largest attack "
+        f"(eps_rel {hi:g}; section 4.4.1): "
+        + _verdict(best("gaussian"), best("adversarial"), "ssim"),
+        f"{tag} — adversarial training reaches a higher PSNR than RS at eps_rel {hi:g} "
+        "(section 4.4.1): "
+        + _verdict(best("adversarial", "psnr"), best("gaussian", "psnr"), "psnr"),
+        f"{tag} — smoothing makes the Gaussian-trained models more robust than the standard "
+        f"model at eps_rel {hi:g}: " + _verdict(best("gaussian"), best("standard"), "ssim"),
+    ]
+
+
+def _g_vs_f(run: Run, factor: int, setting: str) -> list[str]:
+    """Appendix A.3 under one setting: a sign test over (model, eps_rel) pairs of whether
+    attacking g gave a smaller MSE than attacking f."""
+    gf = [
+        (r, s)
+        for r in run.records
+        if r["factor"] == factor and r["attack"] == "pgd_f" and r["setting"] == setting
+        for s in run.records
+        if s["model"] == r["model"]
+        and s["attack"] == "pgd_g"
+        and s["setting"] == setting
+        and s["eps_rel"] == r["eps_rel"]
+        and s["split"] == r["split"] == run.reported
+        and s["sigma_g"] == r["sigma_g"]
+    ]
+    if not gf:
+        return []
+    weaker = sum(1 for f, g in gf if g["mse"] < f["mse"])
+    where = f" [{setting}]" if len(run.settings) > 1 else ""
+    return [
+        f"{run.problem(factor)}{where} — attacking g is weaker than attacking f (appendix A.3): "
+        f"{_sign_verdict(weaker, len(gf))}: RS-PGD gave a smaller MSE than Vanilla PGD in "
+        f"{weaker} of {len(gf)} (model, eps_rel) pairs (two-sided sign test at 5%)"
+    ]
+
+
 def findings(run: Run) -> list[str]:
-    """The thesis' qualitative findings, checked on this run's test records."""
+    """The thesis' qualitative findings, checked on this run's test records: the clean ones
+    once, the attacked ones under every attack setting (threat model) of the run."""
     out = []
     for factor in run.factors:
-        eps = run.eps_rels
-        hi = max(eps)
         for variant in sorted({m["variant"] for m in run.models(factor) if m["kind"] == "unet"}):
-
-            def best(e: float, mode: str, metric: str = "ssim", v: str = variant) -> dict | None:
-                return _best(run, factor, e, mode, metric, v)  # noqa: B023
-
-            tag = f"x{factor} [{variant}]"
-            out.append(
-                f"{tag} — RS reaches a higher SSIM than adversarial training at the "
-                f"largest attack (eps_rel {hi:g}; section 4.4.1): "
-                + _verdict(best(hi, "gaussian"), best(hi, "adversarial"), "ssim")
-            )
-            out.append(
-                f"{tag} — adversarial training reaches a higher PSNR than RS at eps_rel "
-                f"{hi:g} (section 4.4.1): "
-                + _verdict(best(hi, "adversarial", "psnr"), best(hi, "gaussian", "psnr"), "psnr")
-            )
-            others = [r for r in (best(0.0, "gaussian"), best(0.0, "adversarial")) if r]
+            others = [
+                r
+                for r in (
+                    _best(run, factor, 0.0, m, "ssim", variant) for m in ("gaussian", "adversarial")
+                )
+                if r
+            ]
             other_clean = max(others, key=lambda r: r["ssim"], default=None)
             out.append(
-                f"{tag} — standard training has the best clean SSIM among the U-Nets "
-                "(Tables 4.1/4.3): " + _verdict(best(0.0, "standard"), other_clean, "ssim")
+                f"{run.problem(factor)} [{variant}] — standard training has the best clean "
+                "SSIM among the U-Nets (Tables 4.1/4.3): "
+                + _verdict(
+                    _best(run, factor, 0.0, "standard", "ssim", variant), other_clean, "ssim"
+                )
             )
-            out.append(
-                f"{tag} — smoothing makes the Gaussian-trained models more robust than "
-                f"the standard model at eps_rel {hi:g}: "
-                + _verdict(best(hi, "gaussian"), best(hi, "standard"), "ssim")
-            )
+            for setting in run.settings:
+                out += _attacked_findings(run, factor, variant, setting)
         bl = _best(run, factor, 0.0, "none", "psnr")
         un = _best(run, factor, 0.0, "standard", "psnr")
         out.append(
-            f"x{factor} — a learned model beats the no-learning baseline on clean inputs "
-            "(PSNR; not reported by the thesis): " + _verdict(un, bl, "psnr")
+            f"{run.problem(factor)} — a learned model beats the no-learning baseline on clean "
+            "inputs (PSNR; not reported by the thesis): " + _verdict(un, bl, "psnr")
         )
-        gf = [
-            (r, s)
-            for r in run.records
-            if r["factor"] == factor and r["attack"] == "pgd_f"
-            for s in run.records
-            if s["model"] == r["model"]
-            and s["attack"] == "pgd_g"
-            and s["eps_rel"] == r["eps_rel"]
-            and s["split"] == r["split"] == run.reported
-            and s["sigma_g"] == r["sigma_g"]
-        ]
-        if gf:
-            weaker = sum(1 for f, g in gf if g["mse"] < f["mse"])
-            # A sign test over the (model, eps_rel) pairs: 'holds' when attacking g is weaker
-            # in significantly more than half of them, 'does NOT hold' when in fewer.
-            verdict = _sign_verdict(weaker, len(gf))
-            out.append(
-                f"x{factor} — attacking g is weaker than attacking f (appendix A.3): {verdict}: "
-                f"RS-PGD gave a smaller MSE than Vanilla PGD in {weaker} of {len(gf)} "
-                "(model, eps_rel) pairs (two-sided sign test at 5%)"
-            )
+        for setting in run.settings:
+            out += _g_vs_f(run, factor, setting)
     return out
 
 
@@ -165,7 +190,7 @@ def _against_baselines(run: Run, factor: int) -> list[tuple[str, dict]]:
     every learned model of an evaluation."""
     models = run.models(factor)
     if run.kind == "evaluate":
-        return [(m["model"], m) for m in models if m["kind"] not in ("bilinear", "bicubic")]
+        return [(m["model"], m) for m in models if m["mode"] != "none"]
     return [
         (f"{m['variant']} U-Net (standard training)", m) for m in models if m["mode"] == "standard"
     ]
@@ -184,7 +209,7 @@ def baseline_lines(run: Run) -> list[str]:
                 continue
             beats = r["psnr"] > base["psnr"]
             lines.append(
-                f"x{factor}, {name}: clean {run.reported} PSNR {r['psnr']:.2f} ± "
+                f"{run.problem(factor)}, {name}: clean {run.reported} PSNR {r['psnr']:.2f} ± "
                 f"{r['psnr_ci95']:.2f} dB, SSIM {r['ssim']:.4f} vs the best no-learning baseline "
                 f"({base['model']}) {base['psnr']:.2f} dB, SSIM {base['ssim']:.4f}: it "
                 + ("beats" if beats else "does NOT beat")

@@ -31,6 +31,8 @@ class Run:
     convergence: list[dict[str, Any]] = field(default_factory=list)
     eval_seconds: float = 0.0
     train_seconds: float = 0.0
+    study_seconds: float = 0.0  # the attack-convergence study
+    certify_seconds: float = 0.0
 
     @property
     def kind(self) -> str:
@@ -40,6 +42,11 @@ class Run:
     @property
     def eps_rels(self) -> list[float]:
         return sorted({r["eps_rel"] for r in self.records})
+
+    def problem(self, factor: int) -> str:
+        """The inverse problem in titles: "x2" for super-resolution x2, else the operator."""
+        op = self.manifest.get("config", {}).get("operator", {}).get("name", "super_resolution")
+        return f"x{factor}" if op == "super_resolution" else op
 
     @property
     def settings(self) -> list[str]:
@@ -131,7 +138,9 @@ def load_run(folder: str | Path) -> Run:
         if path.is_file():
             payload = json.loads(path.read_text())
             run.convergence.extend(payload["rows"])
-            run.eval_seconds += payload["seconds"]
+            run.study_seconds += payload["seconds"]
+    for path in folder.glob("certificates/*/done-*.json"):
+        run.certify_seconds += json.loads(path.read_text())["seconds"]
     for m in manifest.get("models", []):
         metrics = folder / m["folder"] / "metrics.jsonl"
         if metrics.is_file():

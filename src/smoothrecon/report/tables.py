@@ -146,7 +146,8 @@ def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Tab
             tables.append(
                 Table(
                     f"table_4_{number}{suffix}",
-                    f"(Table {thesis_no} analogue) x{factor}, eps_rel in {{{columns}}}: "
+                    f"(Table {thesis_no} analogue) {run.problem(factor)}, "
+                    f"eps_rel in {{{columns}}}: "
                     f"{reported} crops, mean ± 95% CI; smoothed rows at the sigma_g chosen on "
                     f"{chosen_on}, worst case of PGD on f and on g; attack setting '{setting}'",
                     header,
@@ -287,7 +288,8 @@ def sigma_tables(run: Run) -> list[Table]:
         out.append(
             Table(
                 f"table_a_{i + 2}",
-                f"(Table A.{i + 2} analogue) x{factor}: sigma_g chosen by {chosen_on} SSIM "
+                f"(Table A.{i + 2} analogue) {run.problem(factor)}: sigma_g chosen by "
+                f"{chosen_on} SSIM "
                 f"(the {reported}-set oracle in brackets)",
                 header,
                 rows,
