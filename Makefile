@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 OUT ?= runs/demo
 PRESET ?= cpu
 
-.PHONY: demo test bench lint clean
+.PHONY: demo operators test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ $(DEV_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/smoothrecon reproduce --preset $(PRESET) --out $(OUT)
 	$(BIN)/smoothrecon report $(OUT)
+
+# Every inverse problem at the cpu-operators preset, one run folder and report each.
+OPERATORS ?= denoising deblurring inpainting compressed_sensing
+operators: $(STAMP)
+	for op in $(OPERATORS); do \
+		$(BIN)/smoothrecon reproduce --preset cpu-operators --set operator.name=$$op \
+			--out runs/operators/$$op && $(BIN)/smoothrecon report runs/operators/$$op || exit 1; \
+	done
 
 test: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -118,21 +118,32 @@ def _take(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     return t if idx is None else t.index_select(0, idx)
 
 
+@dataclass(frozen=True)
+class _RunSpec:
+    """How one PGD run goes: steps of step_size from the random start `start`, the iterate
+    kept, the snapshots taken and the early stopping."""
+
+    steps: int
+    step_size: float
+    start: str
+    keep: str
+    snapshots: tuple[int, ...] = ()
+    stop: EarlyStop = EarlyStop()
+
+
 def _one_run(
-    forward: Forward,
+    forward: Callable[..., torch.Tensor],
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
-    steps: int,
-    step_size: float,
-    start: str,
-    keep: str,
+    spec: _RunSpec,
     generator: torch.Generator | None,
-    snapshots: tuple[int, ...] = (),
-    stop: EarlyStop = EarlyStop(),
+    context: torch.Tensor | None = None,
 ) -> PGDResult:
-    """One PGD run; samples that stopped early (idx: those still running) cost nothing more."""
-    e = random_start(y, eps, start, generator)
+    """One PGD run; samples that stopped early (idx: those still running) cost nothing more.
+    With `context` (B, ...), forward(input, context rows of the running samples)."""
+    steps, step_size, stop = spec.steps, spec.step_size, spec.stop
+    e = random_start(y, eps, spec.start, generator)
     snaps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     best_e, best_loss = e.clone(), torch.full((y.shape[0],), -math.inf, device=y.device)
     trace: list[torch.Tensor] = []
@@ -146,14 +157,16 @@ def _one_run(
         e_run = _take(e, idx)
         e_var = e_run.detach().requires_grad_(not final)
         with torch.set_grad_enabled(not final):
-            loss = per_sample_loss(forward(_take(y, idx) + e_var), _take(x, idx))
+            inp = _take(y, idx) + e_var
+            out = forward(inp) if context is None else forward(inp, _take(context, idx))
+            loss = per_sample_loss(out, _take(x, idx))
         full = loss.detach() if idx is None else last_loss.index_copy(0, idx, loss.detach())
         trace.append(full if idx is None else torch.where(running, full, math.nan))
         improved = full > best_loss
         best_loss = torch.where(improved, full, best_loss)
         best_e[improved] = e.detach()[improved]
         last_loss, history = full, [*history, best_loss][-(stop.patience + 1) :]
-        if t in snapshots:
+        if t in spec.snapshots:
             snaps[t] = (best_e.clone(), best_loss.clone())
         running = _running(history, running, stop)
         if final or not running.any():
@@ -168,7 +181,7 @@ def _one_run(
         step = grad / _norms(grad).clamp_min(1e-30)
         e_new = project_l2(e_run.detach() + step_size * step, eps)
         e, idx = _advance(e, e_new, idx, running)
-    return _result(e, best_e, best_loss, last_loss, trace, snaps, used, steps, keep, snapshots)
+    return _result(e, (best_e, best_loss), last_loss, trace, snaps, used, spec)
 
 
 def _advance(
@@ -186,23 +199,22 @@ def _advance(
 
 def _result(
     e: torch.Tensor,
-    best_e: torch.Tensor,
-    best_loss: torch.Tensor,
+    best: tuple[torch.Tensor, torch.Tensor],
     last_loss: torch.Tensor,
     trace: list[torch.Tensor],
     snaps: dict[int, tuple[torch.Tensor, torch.Tensor]],
     used: torch.Tensor,
-    steps: int,
-    keep: str,
-    snapshots: tuple[int, ...],
+    spec: _RunSpec,
 ) -> PGDResult:
-    """The run's result; a run that stopped early fills its later snapshots and trace rows."""
-    for t in snapshots:
+    """The run's result; a run that stopped early fills its later snapshots and trace rows.
+    best: (e, loss) of the best iterate per sample."""
+    (best_e, best_loss), steps = best, spec.steps
+    for t in spec.snapshots:
         if t <= steps and t not in snaps:
             snaps[t] = (best_e.clone(), best_loss.clone())
     nan_rows = [torch.full_like(best_loss, math.nan)] * (steps + 1 - len(trace))
     padded = torch.stack(trace + nan_rows)
-    if keep == "last":
+    if spec.keep == "last":
         return PGDResult(e.detach(), last_loss, padded, snaps, used)
     return PGDResult(best_e, best_loss, padded, snaps, used)
 
@@ -216,7 +228,7 @@ def _keep_worse(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, tor
 
 
 def pgd_l2_run(
-    forward: Forward,
+    forward: Callable[..., torch.Tensor],
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
@@ -229,6 +241,7 @@ def pgd_l2_run(
     snapshots: tuple[int, ...] = (),
     patience: int = 0,
     rel_tol: float = 1e-3,
+    context: torch.Tensor | None = None,
 ) -> PGDResult:
     """L2 PGD with its losses. y: (B, ...) model inputs; x: targets in forward's output space.
 
@@ -237,7 +250,9 @@ def pgd_l2_run(
     patience > 0 stops each sample once its best loss rose by at most rel_tol (relative) over
     the last `patience` steps; later steps then run `forward` on the other samples only (so a
     forward whose noise depends on the batch, like g with fixed noise, sees other draws).
-    patience = 0 (default) runs every step for every sample.
+    patience = 0 (default) runs every step for every sample. `context` (B, ...): what forward
+    needs per sample beside its input, e.g. the base point of a measurement-space attack;
+    forward is then called as forward(input, context rows of the samples still running).
     """
     _validate(y, x, eps, steps, restarts)
     if keep not in ("best", "last"):
@@ -247,11 +262,10 @@ def pgd_l2_run(
     alpha = eps / 4 if step_size is None else step_size
     if snapshots and keep != "best":
         raise ValueError("snapshots need keep='best'")
-    stop = EarlyStop(patience, rel_tol)
-    args = (forward, y, x, eps, steps, alpha, random_start, keep, generator, snapshots, stop)
-    result = _one_run(*args)
+    spec = _RunSpec(steps, alpha, random_start, keep, snapshots, EarlyStop(patience, rel_tol))
+    result = _one_run(forward, y, x, eps, spec, generator, context)
     for _ in range(restarts - 1):
-        other = _one_run(*args)
+        other = _one_run(forward, y, x, eps, spec, generator, context)
         result.e, result.loss = _keep_worse((result.e, result.loss), (other.e, other.loss))
         for t, snap in other.snapshots.items():
             result.snapshots[t] = _keep_worse(result.snapshots[t], snap)
@@ -316,13 +330,14 @@ class PGDSettings(Protocol):
 
 
 def pgd_with(
-    forward: Forward,
+    forward: Callable[..., torch.Tensor],
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
     a: PGDSettings,
     generator: torch.Generator | None = None,
     snapshots: tuple[int, ...] = (),
+    context: torch.Tensor | None = None,
 ) -> PGDResult:
     """`pgd_l2_run` with the settings `a` (an AttackConfig): the one place they are unpacked."""
     return pgd_l2_run(
@@ -339,4 +354,5 @@ def pgd_with(
         snapshots=snapshots,
         patience=a.patience,
         rel_tol=a.rel_tol,
+        context=context,
     )

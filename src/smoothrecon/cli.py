@@ -155,14 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["info", "fetch"], help="info: photos, splits, crops, stats")
     _common(p)
 
-    p = sub.add_parser("train", help="train a U-Net (standard, gaussian or adversarial)")
+    p = sub.add_parser(
+        "train", help="train a U-Net (standard, gaussian, adversarial, or a denoiser of y)"
+    )
     _common(p)
     p.add_argument(
         "--factor", type=_number("[1, inf)", integer=True), help="super-resolution factor (2, 4)"
     )
-    p.add_argument("--mode", choices=["standard", "gaussian", "adversarial"])
     p.add_argument(
-        "--sigma-f", type=_number("[0, inf)"), help="Gaussian training noise (normalized space)"
+        "--mode",
+        choices=["standard", "gaussian", "adversarial", "denoiser"],
+        help="denoiser: learn D(y + noise) = y for denoised smoothing (evaluate --denoiser)",
+    )
+    p.add_argument(
+        "--sigma-f",
+        type=_number("[0, inf)"),
+        help="Gaussian training noise (normalized space), of a denoiser too",
     )
     p.add_argument("--eps-rel", type=_number("[0, 1]"), help="adversarial training eps_rel")
     p.add_argument(
@@ -208,7 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the config's experiment.rs_pgd, on)",
     )
     p.add_argument(
-        "--baselines", action="store_true", help="also evaluate bilinear and bicubic on the crops"
+        "--baselines",
+        action="store_true",
+        help="also evaluate the operator's no-learning baselines (SR: bilinear, bicubic)",
+    )
+    p.add_argument(
+        "--denoiser",
+        help="a denoiser checkpoint (train --mode denoiser): also evaluate every --model f as "
+        "f(D(y)), smoothed (denoised smoothing)",
     )
     p.add_argument(
         "--split",

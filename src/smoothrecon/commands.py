@@ -95,7 +95,7 @@ def _checkpoint_label(path: str) -> str:
 def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):
     """A trained checkpoint brings its operator, architecture and normalization (never the
     data folder's statistics); --preset sets only the evaluation scale."""
-    from smoothrecon.checkpoint import load_model, model_normalization
+    from smoothrecon.checkpoint import load_model, model_config, model_normalization
     from smoothrecon.evaluation import EvalModel
     from smoothrecon.models.own import module_key
     from smoothrecon.records import ModelInfo
@@ -107,11 +107,12 @@ def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):
         )
     module, meta = load_model(args.model)
     cfg = build(args, base=meta["config"])
-    trained = meta["config"]["operator"]
-    if (cfg.operator.factor, cfg.operator.quantize) != (trained["factor"], trained["quantize"]):
+    trained = model_config(meta).operator
+    if cfg.operator != trained:
+        what = {k: v for k, v in cfg.to_dict()["operator"].items() if getattr(trained, k) != v}
         raise UserError(
-            f"the model was trained for operator super_resolution x{trained['factor']} but the "
-            f"config asks for x{cfg.operator.factor}; evaluate it with its own operator"
+            f"the model was trained for operator {trained.name} (factor {trained.factor}) but "
+            f"the config asks for {what}; evaluate it with its own operator"
         )
     t = cfg.train
     value = {"gaussian": t.sigma_f, "adversarial": t.eps_rel}.get(t.mode, 0.0)
@@ -290,6 +291,8 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     models, cfg = _evaluation_models(args, build)
     settings = _eval_settings(args, cfg)
     models = [_smoothed_if_grid(m, settings) for m in models]
+    if args.denoiser:
+        models += denoised_models(models, args.denoiser)
     if args.baselines:
         keys = {m.key for m in models}
         op = build_operator(cfg.operator)
@@ -301,6 +304,44 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     _claim_evaluation(args, cfg, models)
     evaluate_models(models, cfg, settings, args.out, eval_splits(args.split))
     return 0
+
+
+def denoised_models(models: list, path: str) -> list:
+    """f o D for every learned model f of `models` (denoised smoothing), D the denoiser
+    checkpoint at `path`; shown smoothed, labelled '<f>+den<sigma>'."""
+    import dataclasses
+
+    from smoothrecon.checkpoint import load_model, model_config, model_normalization
+    from smoothrecon.evaluation import EvalModel
+    from smoothrecon.models.denoised import Denoised
+    from smoothrecon.models.own import module_key
+
+    denoiser, meta = load_model(path)
+    t = model_config(meta).train
+    if t.mode != "denoiser":
+        raise UserError(
+            f"'{path}' was trained with --mode {t.mode}, not as a denoiser; train one with "
+            f"`smoothrecon train --mode denoiser --sigma-f S`"
+        )
+    out = []
+    for m in models:
+        if m.info.mode == "none":
+            continue
+        if m.norm is not None and m.norm != model_normalization(meta):
+            raise UserError(
+                f"the denoiser '{path}' was trained on inputs normalized with "
+                f"{model_normalization(meta)}, but {m.info.model} uses {m.norm}"
+            )
+        info = dataclasses.replace(
+            m.info,
+            model=f"{m.info.model}+den{t.sigma_f:g}",
+            mode="denoised",
+            value=t.sigma_f,
+            smoothed=True,
+        )
+        key = f"{m.key}+{module_key(denoiser)}"
+        out.append(EvalModel(Denoised(m.module, denoiser), info, m.norm, key))
+    return out
 
 
 def _evaluation_models(args: argparse.Namespace, build: ConfigBuilder):

@@ -160,9 +160,11 @@ class AttackConfig:
 
 @dataclass
 class TrainConfig:
-    """One training loop; the mode is the input perturbation (sections 4.2.1-4.2.3)."""
+    """One training loop; the mode is the input perturbation (sections 4.2.1-4.2.3), or
+    "denoiser": a Gaussian denoiser of the network input at noise sigma_f (its target is the
+    clean network input y, not x) for denoised smoothing (Salman et al. 2020)."""
 
-    mode: Literal["standard", "gaussian", "adversarial"] = "standard"
+    mode: Literal["standard", "gaussian", "adversarial", "denoiser"] = "standard"
     attack_space: Literal["input", "measurement"] = "input"  # the training attack's space
     sigma_f: float = 0.1  # eq 4.2, normalized input space
     eps_rel: float = 0.02  # eq 4.4/4.5
@@ -240,9 +242,9 @@ class ExperimentConfig:
     # of the best loss found, for every model and eps_rel of the study.
     strong_within: float = 0.01
     # Cost cap of the strong setting (0: none): gradient steps per crop, steps x restarts, or
-    # for an early-stopped setting the mean it spent per crop in the study. When no setting under the cap
-    # comes within `strong_within`, the one closest to the best loss is used and the report says
-    # how close it gets.
+    # for an early-stopped setting the mean it spent per crop in the study. When no setting
+    # under the cap comes within `strong_within`, the one closest to the best loss is used and
+    # the report says how close it gets.
     strong_max_cost: int = 0
     # RS-PGD (the attack on g) runs on the test split at these eps_rel (empty: all > 0).
     rs_pgd_eps_rels: tuple[float, ...] = ()
@@ -250,6 +252,9 @@ class ExperimentConfig:
     # "measurement" adds the setting "strong-measurement": the strong attack on the
     # measurement A(x) (docs/threat-models.md).
     attack_spaces: tuple[str, ...] = ("input",)
+    # Denoised smoothing (issue 15): per sigma, a Gaussian denoiser D of the network input is
+    # trained, and the standard model behind it (f o D) is evaluated like an RS model.
+    denoiser_sigmas: tuple[float, ...] = ()
     # Certificates (issue 14) in the sweep: every Gaussian-trained (RS) model's G at sigma_g =
     # its sigma_f, pixel method, on `certify_crops` test crops spread over the test photos
     # (0: all), with `certify_n` samples, at these eps_rel (empty: no certificates).
@@ -288,7 +293,7 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-PRESETS = ("smoke", "cpu", "cpu-long", "cpu-full", "paper")
+PRESETS = ("smoke", "cpu", "cpu-long", "cpu-operators", "cpu-full", "paper")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

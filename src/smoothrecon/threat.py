@@ -202,14 +202,15 @@ def pgd_in_space(
             threat.space, torch.zeros_like(y), zeros, zeros.new_zeros(len(y)), loss, 0.0
         )
     if threat.space == "input":
-        forward_space, start = forward, y
+        run = pgd_with(forward, y, x, eps, attack, generator, snapshots)
     else:
+        # y rides along as context: with early stopping PGD continues on a subset of rows
 
-        def forward_space(e: torch.Tensor) -> torch.Tensor:
-            return forward(y + threat.lift(e))
+        def forward_space(e: torch.Tensor, y_rows: torch.Tensor) -> torch.Tensor:
+            return forward(y_rows + threat.lift(e))
 
         start = y.new_zeros((y.shape[0], *threat.perturbed_shape(y.shape[1:])))
-    run = pgd_with(forward_space, start, x, eps, attack, generator, snapshots)
+        run = pgd_with(forward_space, start, x, eps, attack, generator, snapshots, context=y)
     e_space = threat.restrict(run.e.detach())
     with torch.no_grad():
         e = threat.lift(e_space)

@@ -36,8 +36,9 @@ from smoothrecon.checkpoint import (
 )
 from smoothrecon.config import AttackConfig, Config, TrainConfig, config_from_dict, dump_config
 from smoothrecon.data import DataBundle, EvalSet, prepare_data
+from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import TrainingDiverged, UserError
-from smoothrecon.inputs import clean_metrics
+from smoothrecon.inputs import METRICS, clean_metrics, to_pixels
 from smoothrecon.io import atomic_write_text, ensure_dir, load_checkpoint, read_jsonl, run_lock
 from smoothrecon.io import write_jsonl as _write_jsonl
 from smoothrecon.manifest import (
@@ -48,8 +49,9 @@ from smoothrecon.manifest import (
     differences,
     refusal,
 )
+from smoothrecon.metrics import all_metrics
 from smoothrecon.models import build_model, parameter_count
-from smoothrecon.operators import build_operator
+from smoothrecon.operators import Operator, build_operator
 from smoothrecon.progress import bar as progress_bar
 from smoothrecon.runtime import Runtime
 from smoothrecon.smoothing import make_generator
@@ -94,7 +96,8 @@ def perturb(
     runtime: Runtime,
     threat: ThreatModel | None = None,
 ) -> torch.Tensor:
-    """The training input for `cfg.mode`: y, y + N(0, sigma_f^2 I) or y + PGD perturbation.
+    """The training input for `cfg.mode`: y, y + N(0, sigma_f^2 I) (gaussian, denoiser) or
+    y + PGD perturbation.
 
     y, x: (B, C, H, W) normalized model input and target. The PGD perturbation lives in
     `threat`'s space (cfg.attack_space; None: the input space), eps = sqrt(d) eps_rel with d
@@ -102,7 +105,7 @@ def perturb(
     """
     if cfg.mode == "standard":
         return y
-    if cfg.mode == "gaussian":
+    if cfg.mode in ("gaussian", "denoiser"):
         noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         return y + cfg.sigma_f * noise
     threat = ThreatModel("input") if threat is None else threat
@@ -166,8 +169,9 @@ def _train_epoch(
     for x_uint8 in bar:
         y, x, _ = runtime.pairs(x_uint8, operator, data.normalization, gen)
         y_in = perturb(model, y, x, cfg.train, gen, runtime, threat)
+        target = y if cfg.train.mode == "denoiser" else x  # a denoiser restores y itself
         with runtime.autocast():
-            loss = F.mse_loss(net(runtime.layout(y_in)).float(), x)
+            loss = F.mse_loss(net(runtime.layout(y_in)).float(), target)
         if not _all_finite(loss, d):
             raise TrainingDiverged(
                 f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
@@ -199,10 +203,13 @@ def _all_finite(loss: torch.Tensor, d: distributed.Dist) -> bool:
 def validate(
     model: nn.Module, data: DataBundle, cfg: Config, runtime: Runtime, split: str = "val"
 ) -> dict[str, float]:
-    """Clean MSE / PSNR / SSIM of `model` on a fixed split, images in [0, 1]."""
+    """Clean MSE / PSNR / SSIM of `model` on a fixed split, images in [0, 1]; of a denoiser,
+    how well it restores y from y + N(0, sigma_f^2 I) (seeded noise)."""
     operator = build_operator(cfg.operator)
     evalset: EvalSet = data.eval_set(split)
     model.eval()
+    if cfg.train.mode == "denoiser":
+        return _denoising_metrics(model, evalset.x, operator, data.normalization, runtime, cfg)
     per_image = clean_metrics(
         runtime.forward(model),
         evalset.x,
@@ -212,6 +219,28 @@ def validate(
         cfg.evaluation.batch_size,
     )
     return {k: float(sum(v) / len(v)) for k, v in per_image.items()}
+
+
+def _denoising_metrics(
+    model: nn.Module,
+    x_uint8: torch.Tensor,
+    operator: Operator,
+    norm: Normalization,
+    runtime: Runtime,
+    cfg: Config,
+) -> dict[str, float]:
+    """Mean metrics of D(y + sigma_f n) against y, both de-normalized and clamped to [0, 1]."""
+    forward, out = runtime.forward(model), {m: 0.0 for m in METRICS}
+    gen = make_generator(cfg.train.seed, runtime.device)
+    bs = cfg.evaluation.batch_size
+    with torch.no_grad():
+        for start in range(0, x_uint8.shape[0], bs):
+            y, _, _ = runtime.pairs(x_uint8[start : start + bs], operator, norm)
+            noise = torch.randn(y.shape, generator=gen, device=y.device, dtype=y.dtype)
+            restored = forward(y + cfg.train.sigma_f * noise)
+            for m, v in all_metrics(to_pixels(restored, norm), to_pixels(y, norm)).items():
+                out[m] += float(v.sum())
+    return {m: v / x_uint8.shape[0] for m, v in out.items()}
 
 
 def train(

@@ -235,3 +235,23 @@ def test_sigma_figures_share_one_y_range_covering_every_model() -> None:
     lo, hi = limits["psnr"]
     assert lo < min(shown) and hi > max(shown)
     assert limits == sigma_limits(run, [STD.model, RS.model])
+
+
+def test_monte_carlo_table_marks_estimates_above_the_tolerance() -> None:
+    from smoothrecon.report.tables import monte_carlo_table
+
+    def mc(split: str, sigma: float, share: float) -> Record:
+        cond = Condition(split, 0.0, 0.0, "none", "strong", sigma, 8)
+        extra = {"mc_share": share, "mc_share_median": share, "k_mean": 8.0, "k_max_used": 32}
+        per = _per_image([30.0, 31.0], [0.8 + sigma, 0.8 + sigma])
+        return make_record(RS, cond, per, mse_debiased=0.0009, **extra)
+
+    records = [mc(s, sig, share) for s in ("val", "test") for sig, share in ((0.1, 0.02),)]
+    run = _run(records)
+    run.manifest["config"]["smoothing"] = {"mc_tolerance": 0.05}
+    table = monte_carlo_table(run)
+    assert table.rows == [
+        [RS.model, "0", "0.1", "8.0", "32", "2.0%", f"{records[1]['mse']:.5f}", "0.00090", ""]
+    ]
+    run.manifest["config"]["smoothing"] = {"mc_tolerance": 0.01}
+    assert monte_carlo_table(run).rows[0][-1] == "yes"

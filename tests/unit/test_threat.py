@@ -48,6 +48,30 @@ def _image(h: int, w: int, c: int = 3, seed: int = 0) -> torch.Tensor:
 # --- budgets and lifts -------------------------------------------------------------------------
 
 
+def test_measurement_attack_with_early_stopping_keeps_each_crop_with_its_own_input() -> None:
+    """Crops stop at different steps; the others go on with their own y (issue 16 x 17)."""
+    op = SuperResolution(2)
+    threat = ThreatModel.build("measurement", op, NORM)
+    x = torch.cat([_image(14, 10, seed=s) for s in range(4)])
+    y, target = NORM.normalize(op(x)), NORM.normalize(x)
+    target[0] += 1000.0  # a huge loss: relative progress is tiny, crop 0 stops first
+    settings = AttackConfig(steps=30, step_factor=0.25, restarts=1, patience=3, rel_tol=1e-3)
+    seen: list[torch.Tensor] = []
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z.detach())
+        return 1.5 * z
+
+    attack = pgd_in_space(f, y, target, threat, 0.05, settings, torch.Generator().manual_seed(0))
+    assert attack.run is not None and attack.run.steps_used is not None
+    used = attack.run.steps_used.tolist()
+    assert used[0] < min(used[1:]), used  # crop 0 stopped early, the others went on
+    assert min(z.shape[0] for z in seen) < 4  # so some steps ran on a subset of the crops
+    # and the loss reported is that of each crop's own y with its own perturbation
+    expected = (1.5 * (y + attack.e) - target).pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(attack.loss, expected, rtol=1e-4, atol=1e-3)
+
+
 def test_measurement_attack_norm_is_eps_on_the_low_resolution_tensor() -> None:
     op = SuperResolution(2)
     threat = ThreatModel.build("measurement", op, NORM)

@@ -22,8 +22,10 @@ class ModelSpec:
     factor: int
     kind: str  # "unet" or a no-learning baseline of the operator (config.BASELINES)
     variant: str  # "thesis", "residual", or "-" for baselines
-    mode: str  # "standard", "gaussian", "adversarial", or "none" for baselines
-    value: float = 0.0  # sigma_f (gaussian) or eps_rel (adversarial)
+    # "standard", "gaussian", "adversarial", "none" for baselines; "denoiser" (trained, not
+    # evaluated) and "denoised" (the standard model behind that denoiser, evaluated)
+    mode: str
+    value: float = 0.0  # sigma_f (gaussian, denoiser, denoised) or eps_rel (adversarial)
     problem: str = ""  # the inverse problem in labels: "" for "x<factor>" (super-resolution)
 
     @property
@@ -35,6 +37,8 @@ class ModelSpec:
             "standard": "std",
             "gaussian": f"rs{self.value:g}",
             "adversarial": f"at{self.value:g}",
+            "denoiser": f"den{self.value:g}",
+            "denoised": f"std+den{self.value:g}",
         }
         return f"{where}/{self.variant}/{tag[self.mode]}"
 
@@ -57,12 +61,25 @@ class ModelSpec:
             self.variant,
             self.mode,
             self.value,
-            smoothed=self.mode == "gaussian",
+            smoothed=self.mode in ("gaussian", "denoised"),
         )
 
     @property
     def trained(self) -> bool:
-        return self.kind == "unet"
+        return self.kind == "unet" and self.mode != "denoised"
+
+    @property
+    def evaluated(self) -> bool:
+        """A denoiser is not a reconstruction: only the models behind it are evaluated."""
+        return self.mode != "denoiser"
+
+    def parts(self) -> tuple[ModelSpec, ModelSpec | None]:
+        """(the network, the denoiser in front of it or None)."""
+        if self.mode != "denoised":
+            return self, None
+        std = ModelSpec(self.factor, self.kind, self.variant, "standard", problem=self.problem)
+        den = ModelSpec(self.factor, self.kind, self.variant, "denoiser", self.value, self.problem)
+        return std, den
 
     def config(self, base: Config) -> Config:
         """The full config of this model: `base` with operator, model and train set."""
@@ -72,7 +89,7 @@ class ModelSpec:
         cfg.model.residual = self.variant == "residual"
         if self.trained:
             cfg.train.mode = self.mode  # type: ignore[assignment]
-            if self.mode == "gaussian":
+            if self.mode in ("gaussian", "denoiser"):
                 cfg.train.sigma_f = self.value
             if self.mode == "adversarial":
                 cfg.train.eps_rel = self.value
@@ -99,4 +116,7 @@ def thesis_grid(cfg: Config) -> list[ModelSpec]:
                 ModelSpec(factor, "unet", variant, "adversarial", a, problem=p)
                 for a in e.at_eps_rels
             ]
+            for s in e.denoiser_sigmas:  # denoised smoothing of the standard model
+                specs.append(ModelSpec(factor, "unet", variant, "denoiser", s, problem=p))
+                specs.append(ModelSpec(factor, "unet", variant, "denoised", s, problem=p))
     return specs

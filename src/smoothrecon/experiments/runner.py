@@ -89,7 +89,9 @@ def family_representatives(cfg: Config) -> list[ModelSpec]:
     reps, seen = [], set()
     for spec in thesis_grid(cfg):
         family = (spec.factor, spec.variant, spec.mode)
-        if family in seen:  # baselines come first: the operator's first one stands for all
+        # baselines come first: the operator's first one stands for all; the standard model
+        # stands for its denoised composition
+        if family in seen or spec.mode in ("denoiser", "denoised"):
             continue
         seen.add(family)
         reps.append(spec)
@@ -131,21 +133,28 @@ def unit_settings(spec: ModelSpec, cfg: Config, attacks: dict[str, AttackConfig]
     return dataclasses.replace(
         settings,
         sigmas=settings.sigmas if spec.grid_evaluated else (0.0,),
-        rs_pgd=settings.rs_pgd and spec.mode == "gaussian",
+        rs_pgd=settings.rs_pgd and spec.mode in ("gaussian", "denoised"),
     )
 
 
 def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) -> list[EvalUnit]:
     """One unit per (model, eps_rel), keyed by everything its records depend on."""
     units = []
-    for spec in thesis_grid(cfg):
+    for spec in (s for s in thesis_grid(cfg) if s.evaluated):
         mcfg = spec.config(cfg)
         settings = unit_settings(spec, mcfg, attacks)
-        model_key = mcfg.hash("model", "train")
-        folder = _model_folder(spec, mcfg, out)
+        net, den = spec.parts()
+        ncfg = net.config(cfg)
+        model_key = ncfg.hash("model", "train")
+        folder = _model_folder(net, ncfg, out)
+        den_folder = None
+        if den is not None:
+            dcfg = den.config(cfg)
+            model_key += "+" + dcfg.hash("model", "train")
+            den_folder = _model_folder(den, dcfg, out)
         for eps_rel in cfg.evaluation.eps_rels:
             path = eval_path(out, spec.info(), model_key, mcfg, settings, eps_rel, ("val", "test"))
-            units.append(EvalUnit(spec, mcfg, eps_rel, settings, path, folder))
+            units.append(EvalUnit(spec, ncfg, eps_rel, settings, path, folder, den_folder))
     return units
 
 

@@ -32,6 +32,7 @@ from smoothrecon.experiments.grid import ModelSpec
 from smoothrecon.inputs import SplitInputs, split_inputs
 from smoothrecon.io import atomic_write_json, load_checkpoint, save_checkpoint
 from smoothrecon.models import build_model
+from smoothrecon.models.denoised import Denoised
 from smoothrecon.operators import Operator, build_operator
 from smoothrecon.records import ModelInfo
 from smoothrecon.runtime import Runtime
@@ -134,6 +135,7 @@ class EvalUnit:
     settings: EvalSettings
     path: Path
     model_folder: Path | None
+    denoiser_folder: Path | None = None  # denoised smoothing: f o D, D from this folder
 
     def done(self) -> bool:
         return self.path.exists()
@@ -207,6 +209,8 @@ def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[st
     """A sweep model (trained folder or baseline) on the data's val and test crops."""
     cfg = unit.cfg
     module = _load(cfg, unit.model_folder, runtime)
+    if unit.denoiser_folder is not None:
+        module = Denoised(module, _load(cfg, unit.denoiser_folder, runtime))
     model = EvalModel(module, unit.spec.info(), data.normalization, key="")
     inputs = {s: _inputs(cfg, data, runtime, s) for s in ("val", "test")}
     op = build_operator(cfg.operator)

@@ -32,6 +32,7 @@ from smoothrecon.report.tables import (
     Table,
     convergence_table,
     headline_tables,
+    monte_carlo_table,
     sigma_tables,
     table_a1,
     thesis_tables,
@@ -238,7 +239,11 @@ def _tables(run: Run, folder: Path) -> tuple[list[Block], list[Block]]:
     tables = headline_tables(run)
     thesis = thesis_tables(run, tables)
     second = [t for s in run.settings[1:] for t in headline_tables(run, s)]
-    extra = [t for t in (table_a1(run), *sigma_tables(run), convergence_table(run)) if t.rows]
+    extra = [
+        t
+        for t in (table_a1(run), monte_carlo_table(run), *sigma_tables(run), convergence_table(run))
+        if t.rows
+    ]
     for t in [*tables, *thesis, *second, *extra]:
         _write_table(t, folder / "tables")
     title = "Tables 4.1-4.4 (this run, then the thesis' published numbers)"

@@ -19,7 +19,7 @@ from smoothrecon.errors import UserError
 from smoothrecon.io import load_checkpoint
 from smoothrecon.records import Record
 
-MODE_ORDER = {"none": 0, "own": 1, "gaussian": 2, "standard": 3, "adversarial": 4}
+MODE_ORDER = {"none": 0, "own": 1, "gaussian": 2, "denoised": 3, "standard": 4, "adversarial": 5}
 
 
 @dataclass
