@@ -145,6 +145,38 @@ def trivial_mse(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(x64, 1.0 - x64).pow(2).flatten(1).mean(1)
 
 
+def identity_worst_mse(
+    r: torch.Tensor, std: tuple[float, ...] | list[float], eps: float, iters: int = 200
+) -> torch.Tensor:
+    """The exact worst-case MSE of the reconstruction x_hat = denormalize(y + e) (the
+    back-projection itself, bilinear for super-resolution) over ||e||_2 <= eps, unclamped.
+
+    r: (B, C, H, W) its clean error denormalize(y) - x in pixels; std: the per-channel std of
+    the normalization (e lives in the normalized space, so the pixel error is r + S e with
+    S = diag(std)). max ||r + S e||^2 is a trust-region problem; with M = S^2 the maximizer is
+    e = (lam I - M)^-1 S r, lam > max(std)^2 the root of the secular equation
+    sum_c std_c^2 ||r_c||^2 / (lam - std_c^2)^2 = eps^2 (bisection), and then
+    ||r + S e||^2 = sum_c ||r_c||^2 lam^2 / (lam - std_c^2)^2. Clamping to [0, 1] only lowers
+    the error, so for the clamped baseline this is an upper bound on its worst-case MSE.
+    Returns (B,) in float64.
+    """
+    d = r[0].numel()
+    rc = r.double().pow(2).flatten(2).sum(2)  # (B, C): ||r_c||^2
+    mu = torch.tensor(std, dtype=torch.float64, device=r.device).pow(2).expand_as(rc)
+    if eps == 0:
+        return rc.sum(1) / d
+    beta = mu * rc
+    lo = mu.max(1).values.clone()
+    hi = lo + beta.sum(1).sqrt() / eps + 1e-12
+    lo = lo + 1e-15
+    for _ in range(iters):
+        lam = (lo + hi) / 2
+        g = (beta / (lam[:, None] - mu).pow(2)).sum(1) - eps**2
+        lo, hi = torch.where(g > 0, lam, lo), torch.where(g > 0, hi, lam)
+    lam = (lo + hi) / 2
+    return (rc * lam[:, None].pow(2) / (lam[:, None] - mu).pow(2)).sum(1) / d
+
+
 def psnr_from_mse(mse: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """10 log10(data_range^2 / MSE), as metrics.psnr (MSE floored at 1e-20)."""
     return 10.0 * torch.log10(data_range**2 / mse.double().clamp_min(1e-20))

@@ -37,7 +37,14 @@ import torch
 from torch import nn
 
 from smoothrecon.attacks import eps_from_rel, pgd_with
-from smoothrecon.certification import Bound, Certificate, CertifySettings, Method, certify
+from smoothrecon.certification import (
+    Bound,
+    Certificate,
+    CertifySettings,
+    Method,
+    certify,
+    identity_worst_mse,
+)
 from smoothrecon.config import AttackConfig, Config, dump_config
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
@@ -303,8 +310,10 @@ def certify_batch(
     cert = certify(f, b.y, b.x, norm, s.certify_settings(eps, _method_arg(methods)), gen)
     seconds_certify = (time.perf_counter() - start) / len(b.images)
     gray = _psnr((b.x.double() - 0.5).pow(2).flatten(1).mean(1))
+    r = norm.denormalize(b.y) - b.x  # the back-projection's own error (bilinear for SR)
     rows: list[Record] = []
     for j, eps_rel in enumerate(eps_rels):
+        baseline = _psnr(identity_worst_mse(r, norm.std, eps[j]))
         start = time.perf_counter()
         with torch.enable_grad():
             e = attack_g(f, norm, b.y, b.x, eps[j], s, _seed(seed, eps_rel))
@@ -326,6 +335,7 @@ def certify_batch(
                     "psnr_attacked_upper": float(att[method]["upper"][i]),
                     "abstained_attacked": bool(att[method]["abstained"][i]),
                     "psnr_gray": float(gray[i]),
+                    "psnr_backprojection_worst": float(baseline[i]),
                     "e_norm": float(e[i].norm()),
                     "seconds_certify": seconds_certify,
                     "seconds_attack": seconds_attack,

@@ -72,6 +72,9 @@ def test_certified_bound_is_below_the_attack_at_large_n(tmp_path: Path, model: P
         # the attack on G hurts more than no attack (fresh draws: up to Monte-Carlo noise)
         assert by[i, 0.02]["psnr_attacked"] < by[i, 0.0]["psnr_attacked"] + 0.01
         assert abs(by[i, 0.0]["psnr_attacked"] - by[i, 0.0]["psnr_clean"]) < 0.05
+        # the no-learning reference: the back-projection's exact worst case falls with eps
+        worst = [by[i, e]["psnr_backprojection_worst"] for e in eps_rels]
+        assert worst == sorted(worst, reverse=True) and worst[0] > worst[-1]
     assert "psnr_certified <= psnr_attacked on 6 of 6 records" in result.stdout
 
 

@@ -310,3 +310,26 @@ def test_mismatched_images_raise() -> None:
         certify(_threshold, _y(), torch.rand(3, 3, 5, 7), IDENTITY, s)
     with pytest.raises(ValueError, match="shape"):
         certify(_threshold, _y(), torch.rand(2, 3, 4, 7), IDENTITY, s)
+
+
+def test_identity_worst_case_is_the_exact_trust_region_maximum() -> None:
+    """Against a brute-force search over the sphere (d = 3: one pixel per channel), and the
+    closed form (||r|| + eps s)^2 when every channel has the same std s."""
+    from smoothrecon.certification import identity_worst_mse
+
+    g = torch.Generator().manual_seed(3)
+    std, eps = (0.2, 0.3, 0.25), 0.7
+    r = torch.randn(4, 3, 1, 1, generator=g, dtype=torch.float64) * 0.1
+    theta = torch.linspace(0, math.pi, 721, dtype=torch.float64)
+    phi = torch.linspace(0, 2 * math.pi, 1441, dtype=torch.float64)
+    t, p = torch.meshgrid(theta, phi, indexing="ij")
+    e = eps * torch.stack([t.sin() * p.cos(), t.sin() * p.sin(), t.cos()], -1).reshape(-1, 3)
+    s = torch.tensor(std, dtype=torch.float64)
+    brute = ((r.flatten(1)[:, None, :] + s * e[None]) ** 2).sum(-1).max(1).values / 3
+    got = identity_worst_mse(r, std, eps)
+    torch.testing.assert_close(got, brute, rtol=1e-4, atol=0)
+    assert bool((got >= brute).all())  # nothing on the grid beats the exact maximum
+    same = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    closed = (same.flatten(1).norm(dim=1) + eps * 0.25) ** 2 / same[0].numel()
+    torch.testing.assert_close(identity_worst_mse(same, (0.25,) * 3, eps), closed)
+    torch.testing.assert_close(identity_worst_mse(same, std, 0.0), same.pow(2).flatten(1).mean(1))

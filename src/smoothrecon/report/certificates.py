@@ -55,6 +55,7 @@ def summarize(rows: Sequence[Row]) -> Row:
         "attacked": mean_and_ci([r["psnr_attacked"] for r in rows])[0],
         "clean": mean_and_ci([r["psnr_clean"] for r in rows])[0],
         "gray": mean_and_ci([r["psnr_gray"] for r in rows])[0],
+        "baseline": mean_and_ci([r.get("psnr_backprojection_worst", math.nan) for r in rows])[0],
         "vacuous": sum(bool(r["vacuous"]) for r in rows) / len(rows),
         "abstained": sum(bool(r["abstained"]) for r in rows),
         "held": sum(bool(r["certified_le_attacked"]) for r in checked),
@@ -103,6 +104,7 @@ def certificate_table(model: str, rows: Sequence[Row]) -> Table:
         "certified PSNR (lower bound)",
         "attacked PSNR (upper bound)",
         "clean PSNR",
+        "back-projection, exact worst case",
         "mid-gray PSNR",
         "vacuous",
         "abstained",
@@ -120,6 +122,7 @@ def certificate_table(model: str, rows: Sequence[Row]) -> Table:
                     _fmt(s["certified"], s["certified_ci95"]),
                     _fmt(s["attacked"]),
                     _fmt(s["clean"]),
+                    _fmt(s["baseline"]),
                     _fmt(s["gray"]),
                     f"{s['vacuous']:.0%}",
                     f"{s['abstained']}/{s['n_crops']}" if method == "center" else "-",
@@ -130,7 +133,8 @@ def certificate_table(model: str, rows: Sequence[Row]) -> Table:
     return Table(
         f"certificates_{_slug(model)}",
         f"{model}: certified vs attacked PSNR (dB, mean over crops, ± 95% CI; n = {n}, "
-        f"alpha = {alpha:g} per crop)",
+        f"alpha = {alpha:g} per crop); for reference the exact worst case of the no-learning "
+        f"back-projection (bilinear for super-resolution) on the same crops and eps",
         header,
         body,
     )
@@ -163,6 +167,9 @@ def certificate_figure(model: str, rows: Sequence[Row], out: Path) -> Path:
         )  # fmt: skip
         ax.plot(xs, [v["attacked"] for v in s], "--s", color=color, label=f"attacked ({label})")
         ax.plot(xs, [v["clean"] for v in s], ":", color=color, label=f"clean ({label})")
+        base = [v["baseline"] for v in s]
+        if c == 0 and all(math.isfinite(v) for v in base):  # the same for every sigma_g
+            ax.plot(xs, base, "-.", color="grey", label="back-projection (bilinear): exact worst")
     ax.axhline(mean_and_ci(gray)[0], color="black", lw=1, label="constant mid-gray (vacuous below)")
     if eps_all and min(eps_all) > 0:
         ax.set_xscale("log")
