@@ -87,9 +87,12 @@ def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
 
 def _checkpoint_label(path: str) -> str:
-    """A readable label: the run folder's name for <run>/best.safetensors or <run>."""
+    """A readable label: the run folder's name for <run>/best.safetensors, <run>/best (the
+    suffix left out) or <run>."""
     p = Path(path)
-    return p.parent.name if p.stem in ("best", "last") and p.suffix else p.stem or p.name
+    if p.stem in ("best", "last") and p.suffix in ("", ".safetensors"):
+        return p.parent.name
+    return p.stem or p.name
 
 
 def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):

@@ -95,13 +95,17 @@ def test_a_sweep_with_denoised_smoothing(cli, photo_dir: Path, tmp_path) -> None
         "--set", "experiment.thesis_setting=false", "--out", out,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    records = [
-        rec
-        for p in sorted((out / "evals").rglob("*.json"))
-        for rec in json.loads(p.read_text())["records"]
-    ]
-    composed = [x for x in records if x["model"] == "x2/thesis/std+den0.1"]
-    assert composed and {"pgd_f", "pgd_g", "worst"} <= {x["attack"] for x in composed}
+    units = [json.loads(p.read_text()) for p in sorted((out / "evals").rglob("*.json"))]
+    records = [rec for u in units for rec in u["records"]]
+    composed = [u for u in units if u["label"] == "x2/thesis/std+den0.1"]
+    # evaluated like an RS model: the sigma_g grid, and the EOT attack on g where eps > 0
+    assert composed and all(u["settings"]["rs_pgd"] == (u["eps_rel"] > 0) for u in composed)
+    assert {r["sigma_g"] for u in composed for r in u["records"]} == {0.0, 0.1, 0.3}
+    for u in composed:
+        chosen = {r["sigma_g"] for r in u["records"] if r["attack"] == "worst"}
+        assert bool(chosen) == any(
+            r["attack"] == "pgd_g" for r in u["records"]
+        )  # the attack on g runs at sigma_g* > 0
     assert "x2/thesis/den0.1" not in {x["model"] for x in records}  # D alone is no estimator
     assert cli("report", out).returncode == 0
     assert "standard + denoiser sigma=0.1" in (out / "report" / "report.md").read_text()
