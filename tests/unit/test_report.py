@@ -255,3 +255,16 @@ def test_monte_carlo_table_marks_estimates_above_the_tolerance() -> None:
     ]
     run.manifest["config"]["smoothing"] = {"mc_tolerance": 0.01}
     assert monte_carlo_table(run).rows[0][-1] == "yes"
+
+
+def test_attack_on_g_vs_f_uses_paired_crops() -> None:
+    from smoothrecon.report.page import findings
+
+    line = next(ln for ln in findings(_run()) if "attacking g is weaker" in ln)
+    # per crop: g 27, 24, 29 against f 26, 27, 28 dB: differences +1, -3, +1
+    assert "inconclusive" in line and "3 paired crops of 1 (model, eps_rel) pairs" in line
+    assert "-0.33 dB" in line
+    records = [r for r in _records() if not (r["attack"] == "pgd_g" and r["model"] == RS.model)]
+    records.append(_rec(RS, "test", 0.02, "pgd_g", 0.2, [27.0, 28.0, 29.0], [0.5, 0.5, 0.5]))
+    line = next(ln for ln in findings(_run(records)) if "attacking g is weaker" in ln)
+    assert "holds" in line and "+1.00 dB ± 0.00 dB" in line
