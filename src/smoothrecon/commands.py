@@ -112,10 +112,14 @@ def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):
     cfg = build(args, base=meta["config"])
     trained = model_config(meta).operator
     if cfg.operator != trained:
+        from smoothrecon.operators import build_operator, problem_tag
+
         what = {k: v for k, v in cfg.to_dict()["operator"].items() if getattr(trained, k) != v}
         raise UserError(
-            f"the model was trained for operator {trained.name} (factor {trained.factor}) but "
-            f"the config asks for {what}; evaluate it with its own operator"
+            f"the model was trained for {problem_tag(build_operator(trained))} "
+            f"({trained.name}) but the config asks for "
+            f"{problem_tag(build_operator(cfg.operator))} ({what}); evaluate it with its own "
+            f"operator"
         )
     t = cfg.train
     value = {"gaussian": t.sigma_f, "adversarial": t.eps_rel}.get(t.mode, 0.0)
