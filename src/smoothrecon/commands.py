@@ -156,13 +156,10 @@ def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
 
     if args.model in ALL_BASELINES:
         cfg = build(args)
-        op = build_operator(cfg.operator)
-        if args.model not in BASELINES[cfg.operator.name]:
-            raise UserError(
-                f"'{args.model}' is not a baseline of {cfg.operator.name} (its baselines: "
-                f"{', '.join(BASELINES[cfg.operator.name])})"
-            )
-        return baseline_models(op, [args.model])[0], cfg
+        try:  # make_baseline knows which baselines the operator has
+            return baseline_models(build_operator(cfg.operator), [args.model])[0], cfg
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if is_code_reference(args.model):
         return _own_model(args, build)
     return _checkpoint_model(args, build)

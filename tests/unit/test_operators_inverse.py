@@ -10,9 +10,9 @@ import pytest
 import scipy.ndimage
 import torch
 
-from smoothrecon.config import OperatorConfig, load_config
+from smoothrecon.config import BASELINES, OperatorConfig, load_config
 from smoothrecon.errors import UserError
-from smoothrecon.models.baselines import OPERATOR_BASELINES, make_baseline
+from smoothrecon.models.baselines import make_baseline
 from smoothrecon.operators import (
     OPERATORS,
     CompressedSensing,
@@ -278,14 +278,14 @@ def test_config_overrides_and_checks() -> None:
 @pytest.mark.parametrize("name", list(OPERATORS))
 def test_baselines_are_linear_and_keep_constants(name: str) -> None:
     op = build_operator(OperatorConfig(name=name))  # type: ignore[arg-type]
-    for kind in OPERATOR_BASELINES[name]:
+    for kind in BASELINES[name]:
         f = make_baseline(kind, op)
         a, b = _randn(2, 3, 16, 20, seed=13), _randn(2, 3, 16, 20, seed=14)
         assert f(a).shape == a.shape
         assert torch.allclose(f(0.3 * a - 1.7 * b), 0.3 * f(a) - 1.7 * f(b), atol=1e-10)
         constant = torch.full((1, 3, 16, 20), -0.42, dtype=torch.float64)
         assert torch.allclose(f(constant), constant, atol=1e-12)
-    with pytest.raises(ValueError, match=OPERATOR_BASELINES[name][0]):
+    with pytest.raises(ValueError, match=BASELINES[name][0]):
         make_baseline("nearest", op)
 
 

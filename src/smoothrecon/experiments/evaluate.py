@@ -18,7 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from smoothrecon import distributed
-from smoothrecon.config import AttackConfig, Config, dump_config, load_config
+from smoothrecon.config import BASELINES, AttackConfig, Config, dump_config, load_config
 from smoothrecon.data import DataBundle, prepare_data
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
@@ -28,7 +28,7 @@ from smoothrecon.experiments.runner import run_manifest
 from smoothrecon.experiments.units import eval_path, run_evaluation
 from smoothrecon.inputs import SplitInputs, split_inputs
 from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, write_jsonl
-from smoothrecon.models.baselines import OPERATOR_BASELINES, make_baseline
+from smoothrecon.models.baselines import make_baseline
 from smoothrecon.models.own import check_output_shape, module_key
 from smoothrecon.operators import Operator, SuperResolution, build_operator, problem_tag
 from smoothrecon.records import ModelInfo, Record, headline, sigma_choices, split_roles
@@ -65,7 +65,7 @@ def baseline_models(operator: Operator, kinds: Sequence[str] = ()) -> list[EvalM
         EvalModel(
             make_baseline(kind, operator), ModelInfo(f"{tag}/{kind}", factor, kind), None, kind
         )
-        for kind in kinds or OPERATOR_BASELINES[operator.name]
+        for kind in kinds or BASELINES[operator.name]
     ]
 
 

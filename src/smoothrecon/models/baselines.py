@@ -22,8 +22,6 @@ from smoothrecon.config import BASELINES
 from smoothrecon.operators import Operator, SuperResolution
 from smoothrecon.operators.filters import gaussian_kernel1d, separable_filter
 
-OPERATOR_BASELINES = BASELINES  # the operator -> baselines table lives in the config
-
 
 class Interpolation(nn.Module):
     """f(y) = y (bilinear) or bicubic_up(bilinear_down(y)); y (B, C, H, W), any space."""
@@ -78,8 +76,8 @@ class GaussianSmoothing(nn.Module):
 
 
 def make_baseline(kind: str, operator: Operator) -> nn.Module:
-    """The no-learning baseline `kind` (one of OPERATOR_BASELINES[operator.name])."""
-    known = OPERATOR_BASELINES[operator.name]
+    """The no-learning baseline `kind` (one of config.BASELINES[operator.name])."""
+    known = BASELINES[operator.name]
     if kind not in known:
         raise ValueError(
             f"unknown baseline '{kind}' for operator {operator.name}; use one of {', '.join(known)}"
