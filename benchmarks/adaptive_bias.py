@@ -23,7 +23,13 @@ from smoothrecon.inputs import split_inputs, to_pixels
 from smoothrecon.metrics import mse
 from smoothrecon.operators import SuperResolution
 from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import make_generator, mc_share_fn, predict_adaptive, predict_many
+from smoothrecon.smoothing import (
+    AdaptiveK,
+    make_generator,
+    mc_share_fn,
+    predict_adaptive,
+    predict_many,
+)
 
 
 def measure(path: str, k_ref: int = 512) -> list[str]:
@@ -43,8 +49,9 @@ def measure(path: str, k_ref: int = 512) -> list[str]:
     ]
     with torch.no_grad():
         auto = predict_adaptive(
-            f, data.y, sigmas, mc_share_fn(data.x, norm), s.k_min, s.k_max, s.mc_tolerance,
-            make_generator(1, "cpu"), antithetic=s.antithetic,
+            f, data.y, sigmas, mc_share_fn(data.x, norm),
+            AdaptiveK(s.k_min, s.k_max, s.mc_tolerance), make_generator(1, "cpu"),
+            antithetic=s.antithetic,
         )  # fmt: skip
         ref = predict_many(
             f, data.y, sigmas, k_ref, make_generator(2, "cpu"), antithetic=True, with_se=True

@@ -1,22 +1,21 @@
 """Benchmarks of issue 16: the thesis' evaluation method against ours, the early-stopped
-strong attack, BatchNorm folding, and the bias of adaptive k (`python -m
-benchmarks.evaluation_speed bias`). A small U-Net (channels (8, 16, 32)) briefly trained on the
-benchmark crops keeps each benchmark under a minute on 2 cores.
+strong attack and BatchNorm folding (the bias of adaptive k: benchmarks/adaptive_bias.py). A
+small U-Net (channels (8, 16, 32)) briefly trained on the benchmark crops keeps each benchmark
+under a minute on 2 cores.
 """
 
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import bench_config, bench_data, compare
+from benchmarks.common import compare
 from benchmarks.thesis_method import thesis_grid
-from smoothrecon.attacks import eps_from_rel, pgd_l2_run
+from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2_run
 from smoothrecon.config import THESIS_EPS_RELS, THESIS_SIGMA_G_GRID, AttackConfig, Config
 from smoothrecon.data import DataBundle
 from smoothrecon.data.normalization import Normalization
@@ -26,7 +25,13 @@ from smoothrecon.models import UNet
 from smoothrecon.models.fold import fold_batchnorm
 from smoothrecon.operators import build_operator
 from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import make_generator, mc_share_fn, predict_adaptive, predict_many
+from smoothrecon.smoothing import (
+    AdaptiveK,
+    make_generator,
+    mc_share_fn,
+    predict_adaptive,
+    predict_many,
+)
 
 SMALL = (8, 16, 32)
 FAST = Runtime(torch.device("cpu"), "bf16", True)
@@ -65,7 +70,7 @@ def ours_grid(
     norm: Normalization,
     eps_rels: Sequence[float],
     sigmas: Sequence[float],
-    adaptive: tuple[int, int, float] | None,
+    adaptive: AdaptiveK | None,
     k: int = 50,
 ) -> dict[tuple[float, float], dict[str, torch.Tensor]]:
     """The project's path: BN folded, bf16 + channels_last, one attack per eps_rel (default
@@ -83,7 +88,7 @@ def ours_grid(
                 preds = predict_many(f, y, sigmas, k, gen, with_se=True)
             else:
                 err = mc_share_fn(data.x, norm)
-                preds = predict_adaptive(f, y, sigmas, err, *adaptive, generator=gen)  # type: ignore[assignment]
+                preds = predict_adaptive(f, y, sigmas, err, adaptive, gen)  # type: ignore[assignment]
         for s, p in preds.items():
             x_hat = norm.denormalize(p.mean).clamp(0, 1)
             assert p.se is not None
@@ -126,7 +131,9 @@ def bench_thesis_peer(cfg: Config, data: DataBundle) -> list:
     t0 = time.perf_counter()
     theirs = thesis_grid(copy.deepcopy(model), inputs, norm, *grid, k=50)
     t1 = time.perf_counter()
-    ours = ours_grid(model, inputs, norm, *grid, adaptive=(8, 256, 0.05))
+    ours = ours_grid(
+        model, inputs, norm, *grid, adaptive=AdaptiveK(k_min=8, k_max=256, tolerance=0.05)
+    )
     t2 = time.perf_counter()
     ours_grid(model, inputs, norm, *grid, adaptive=None, k=50)
     t3 = time.perf_counter()
@@ -156,17 +163,8 @@ def bench_strong_attack(cfg: Config, data: DataBundle, patience: int = 10, rel_t
 
     def run(p: int):
         gen = make_generator(0, "cpu")
-        return pgd_l2_run(
-            f,
-            inputs.y,
-            inputs.target,
-            eps,
-            100,
-            eps / 2,
-            generator=gen,
-            patience=p,
-            rel_tol=rel_tol,
-        )
+        strong = PGDRun(steps=100, step_size=eps / 2, patience=p, rel_tol=rel_tol)
+        return pgd_l2_run(f, inputs.y, inputs.target, eps, strong, gen)
 
     full, early = run(0), run(patience)
     t_full, t_early = compare(lambda: run(0), lambda: run(patience), rounds=2)
@@ -208,76 +206,3 @@ def bench_fold(cfg: Config, data: DataBundle):
         t_plain > t_fold,
         detail,
     )
-
-
-def adaptive_bias(
-    cfg: Config, data: DataBundle, repeats: int = 8, k_ref: int = 1024
-) -> dict[str, float]:
-    """Bias of optional stopping, on clean inputs of 8 crops and sigma_g in (0.1, 0.25, 0.5, 1):
-    the mean over (image, sigma) of MSE(g_hat) relative to the exact smoothed MSE (fixed
-    k_ref, debiased by its Monte-Carlo variance), averaged over `repeats` seeds, for adaptive k
-    (tolerance 5%, k 8..512) and for the fixed k of the same mean cost."""
-    model, inputs = small_model(cfg, data), _inputs(cfg, data, 8)
-    f = FAST.forward(FAST.prepare_model(fold_batchnorm(model)))
-    norm, sigmas = data.normalization, [0.1, 0.25, 0.5, 1.0]
-    std = torch.tensor(norm.std).view(1, -1, 1, 1)
-
-    def mse_and_mc(preds) -> tuple[torch.Tensor, torch.Tensor]:
-        mse = torch.stack(
-            [
-                all_metrics(norm.denormalize(preds[s].mean).clamp(0, 1), inputs.x)["mse"]
-                for s in sigmas
-            ]
-        )
-        mc = torch.stack([(preds[s].se * std).pow(2).flatten(1).mean(1) for s in sigmas])
-        return mse, mc
-
-    with torch.no_grad():
-        ref_mse, ref_mc = mse_and_mc(
-            predict_many(f, inputs.y, sigmas, k_ref, make_generator(99, "cpu"), with_se=True)
-        )
-        exact = ref_mse - ref_mc
-        adaptive, fixed, ks = [], [], []
-        for r in range(repeats):
-            a = predict_adaptive(
-                f,
-                inputs.y,
-                sigmas,
-                mc_share_fn(inputs.x, norm),
-                8,
-                512,
-                0.05,
-                make_generator(r, "cpu"),
-            )
-            ks.append(torch.stack([a[s].k for s in sigmas]).float())
-            adaptive.append(mse_and_mc(a))
-        k_fixed = max(2, round(float(torch.stack(ks).mean())))
-        for r in range(repeats):
-            fixed.append(
-                mse_and_mc(
-                    predict_many(
-                        f, inputs.y, sigmas, k_fixed, make_generator(100 + r, "cpu"), with_se=True
-                    )
-                )
-            )
-
-    def rel(runs, debias: bool) -> float:
-        vals = torch.stack([m - mc if debias else m for m, mc in runs]).mean(0)
-        return float(((vals - exact) / exact).mean())
-
-    return {
-        "adaptive_mean_k": float(torch.stack(ks).mean()),
-        "adaptive_k_by_sigma": [round(float(v), 1) for v in torch.stack(ks).mean((0, 2))],
-        "fixed_k": k_fixed,
-        "adaptive_rel_bias_raw": rel(adaptive, False),
-        "adaptive_rel_bias_debiased": rel(adaptive, True),
-        "fixed_rel_bias_raw": rel(fixed, False),
-        "fixed_rel_bias_debiased": rel(fixed, True),
-        "reference_mc_share_median": float((ref_mc / ref_mse).median()),
-    }  # type: ignore[dict-item]
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["bias"]:
-        cfg = bench_config()
-        print(adaptive_bias(cfg, bench_data(cfg)))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import bench_config, bench_data, compare, machine
 from benchmarks.evaluation_speed import bench_fold, bench_strong_attack, bench_thesis_peer
-from smoothrecon.attacks import eps_from_rel, pgd_l2
+from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2
 from smoothrecon.config import Config
 from smoothrecon.data import DataBundle
 from smoothrecon.evaluation import SplitInputs, batched_attack, smoothed_metrics, split_inputs
@@ -161,9 +161,10 @@ def bench_pgd(cfg: Config, data: DataBundle) -> Row:
     f = runtime.forward(model)
     eps = eps_from_rel(0.02, inputs.y.shape[1:])
     steps = 10
+    thesis = PGDRun(steps=steps, step_size=eps / 4, keep="last")
 
     def attack() -> None:
-        pgd_l2(f, inputs.y, inputs.target, eps, steps=steps, step_size=eps / 4, keep="last")
+        pgd_l2(f, inputs.y, inputs.target, eps, thesis)
 
     def fwd_bwd() -> None:
         for _ in range(steps):

@@ -5,7 +5,7 @@ The Python API a researcher imports in a notebook; the CLI and the presets are t
 
 __version__ = "0.1.0"
 
-from smoothrecon.attacks import eps_from_rel, pgd_l2
+from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2
 from smoothrecon.certification_run import certify_entry as certify
 from smoothrecon.checkpoint import load_model, model_normalization
 from smoothrecon.config import Config, load_config
@@ -19,6 +19,7 @@ from smoothrecon.training import TrainResult, train
 
 __all__ = [
     "Config",
+    "PGDRun",
     "SmoothedEstimator",
     "SuperResolution",
     "TrainResult",

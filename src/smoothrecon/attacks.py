@@ -11,7 +11,8 @@ uniformly in the ball (Gaussian direction, radius eps * u^(1/d)), as the thesis'
 "sphere" puts it on the sphere; "none" starts at 0. By default the best iterate per sample
 (highest loss) is returned; the thesis used the last one (`keep="last"`). With restarts the
 worst case per sample over all restarts is kept. Gradients are taken with respect to e only,
-so nothing accumulates in the model's parameters.
+so nothing accumulates in the model's parameters. How PGD runs (steps, step size, start,
+restarts, iterate kept, early stopping) is one settings object, `PGDRun`.
 
 Early stopping (off by default): with `patience` m > 0 a sample stops once its best loss has
 risen by at most `rel_tol` (relative) over its last m steps; it keeps its best (or last
@@ -84,13 +85,9 @@ class PGDResult:
     steps_used: torch.Tensor | None = None
 
 
-def _validate(y: torch.Tensor, x: torch.Tensor, eps: float, steps: int, restarts: int) -> None:
+def _validate(y: torch.Tensor, x: torch.Tensor, eps: float) -> None:
     if eps < 0 or not math.isfinite(eps):
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if restarts < 1:
-        raise ValueError(f"restarts must be >= 1, got {restarts}")
     if y.shape[0] != x.shape[0]:
         raise ValueError(
             f"y and x hold different numbers of samples: {y.shape[0]} and {x.shape[0]}"
@@ -98,37 +95,52 @@ def _validate(y: torch.Tensor, x: torch.Tensor, eps: float, steps: int, restarts
 
 
 @dataclass(frozen=True)
-class EarlyStop:
-    """Stop a sample once its best loss rose by at most rel_tol (relative) over `patience`
-    steps; patience 0 never stops."""
+class PGDRun:
+    """How L2 PGD runs; the defaults are the thesis' evaluation attack (10 steps of eps/4,
+    random start in the ball), except that the best iterate is kept (`keep="last"`
+    reproduces the thesis).
 
+    steps: gradient steps per run; step_size: alpha in the model-input space (None: eps/4);
+    random_start: "ball", "sphere" or "none"; restarts: runs, the per-sample worst case kept;
+    keep: "best" or "last" iterate; patience, rel_tol: early stopping, a sample stops once its
+    best loss rose by at most rel_tol (relative) over `patience` steps (0: never stops).
+    """
+
+    steps: int = 10
+    step_size: float | None = None
+    random_start: str = "ball"
+    restarts: int = 1
+    keep: str = "best"
     patience: int = 0
     rel_tol: float = 1e-3
 
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.restarts < 1:
+            raise ValueError(f"restarts must be >= 1, got {self.restarts}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got '{self.keep}'")
+        if self.patience < 0 or not self.rel_tol >= 0:
+            raise ValueError(
+                f"need patience >= 0 and rel_tol >= 0, got {self.patience} and {self.rel_tol}"
+            )
 
-def _running(history: list[torch.Tensor], running: torch.Tensor, stop: EarlyStop) -> torch.Tensor:
+    def alpha(self, eps: float) -> float:
+        """The step size for radius eps: step_size, or eps/4 when it is None."""
+        return eps / 4 if self.step_size is None else self.step_size
+
+
+def _running(history: list[torch.Tensor], running: torch.Tensor, run: PGDRun) -> torch.Tensor:
     """The samples still running after the last entry of the best-loss `history` (B,) list."""
-    if not stop.patience or len(history) <= stop.patience:
+    if not run.patience or len(history) <= run.patience:
         return running
-    now, then = history[-1], history[-1 - stop.patience]
-    return running & (now - then > stop.rel_tol * then.abs())
+    now, then = history[-1], history[-1 - run.patience]
+    return running & (now - then > run.rel_tol * then.abs())
 
 
 def _take(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     return t if idx is None else t.index_select(0, idx)
-
-
-@dataclass(frozen=True)
-class _RunSpec:
-    """How one PGD run goes: steps of step_size from the random start `start`, the iterate
-    kept, the snapshots taken and the early stopping."""
-
-    steps: int
-    step_size: float
-    start: str
-    keep: str
-    snapshots: tuple[int, ...] = ()
-    stop: EarlyStop = EarlyStop()
 
 
 def _one_run(
@@ -136,14 +148,16 @@ def _one_run(
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
-    spec: _RunSpec,
+    run: PGDRun,
     generator: torch.Generator | None,
+    snapshots: tuple[int, ...] = (),
     context: torch.Tensor | None = None,
 ) -> PGDResult:
-    """One PGD run; samples that stopped early (idx: those still running) cost nothing more.
-    With `context` (B, ...), forward(input, context rows of the running samples)."""
-    steps, step_size, stop = spec.steps, spec.step_size, spec.stop
-    e = random_start(y, eps, spec.start, generator)
+    """One PGD run (restarts aside); samples that stopped early (idx: those still running)
+    cost nothing more. With `context` (B, ...), forward(input, context rows of the running
+    samples)."""
+    steps, step_size = run.steps, run.alpha(eps)
+    e = random_start(y, eps, run.random_start, generator)
     snaps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     best_e, best_loss = e.clone(), torch.full((y.shape[0],), -math.inf, device=y.device)
     trace: list[torch.Tensor] = []
@@ -165,10 +179,10 @@ def _one_run(
         improved = full > best_loss
         best_loss = torch.where(improved, full, best_loss)
         best_e[improved] = e.detach()[improved]
-        last_loss, history = full, [*history, best_loss][-(stop.patience + 1) :]
-        if t in spec.snapshots:
+        last_loss, history = full, [*history, best_loss][-(run.patience + 1) :]
+        if t in snapshots:
             snaps[t] = (best_e.clone(), best_loss.clone())
-        running = _running(history, running, stop)
+        running = _running(history, running, run)
         if final or not running.any():
             break
         if loss.requires_grad:
@@ -181,7 +195,7 @@ def _one_run(
         step = grad / _norms(grad).clamp_min(1e-30)
         e_new = project_l2(e_run.detach() + step_size * step, eps)
         e, idx = _advance(e, e_new, idx, running)
-    return _result(e, (best_e, best_loss), last_loss, trace, snaps, used, spec)
+    return _result((e, last_loss), (best_e, best_loss), trace, (snapshots, snaps), used, run)
 
 
 def _advance(
@@ -198,23 +212,24 @@ def _advance(
 
 
 def _result(
-    e: torch.Tensor,
+    last: tuple[torch.Tensor, torch.Tensor],
     best: tuple[torch.Tensor, torch.Tensor],
-    last_loss: torch.Tensor,
     trace: list[torch.Tensor],
-    snaps: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    snapshots: tuple[tuple[int, ...], dict[int, tuple[torch.Tensor, torch.Tensor]]],
     used: torch.Tensor,
-    spec: _RunSpec,
+    run: PGDRun,
 ) -> PGDResult:
     """The run's result; a run that stopped early fills its later snapshots and trace rows.
-    best: (e, loss) of the best iterate per sample."""
-    (best_e, best_loss), steps = best, spec.steps
-    for t in spec.snapshots:
+    last, best: (e, loss) of the last evaluated and of the best iterate per sample;
+    snapshots: (the steps asked for, the snapshots taken)."""
+    (e, last_loss), (best_e, best_loss), steps = last, best, run.steps
+    asked, snaps = snapshots
+    for t in asked:
         if t <= steps and t not in snaps:
             snaps[t] = (best_e.clone(), best_loss.clone())
     nan_rows = [torch.full_like(best_loss, math.nan)] * (steps + 1 - len(trace))
     padded = torch.stack(trace + nan_rows)
-    if spec.keep == "last":
+    if run.keep == "last":
         return PGDResult(e.detach(), last_loss, padded, snaps, used)
     return PGDResult(best_e, best_loss, padded, snaps, used)
 
@@ -232,40 +247,31 @@ def pgd_l2_run(
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
-    steps: int = 10,
-    step_size: float | None = None,
-    random_start: str = "ball",
-    restarts: int = 1,
-    keep: str = "best",
+    run: PGDRun = PGDRun(),
     generator: torch.Generator | None = None,
     snapshots: tuple[int, ...] = (),
-    patience: int = 0,
-    rel_tol: float = 1e-3,
     context: torch.Tensor | None = None,
 ) -> PGDResult:
-    """L2 PGD with its losses. y: (B, ...) model inputs; x: targets in forward's output space.
+    """L2 PGD with its losses, run as `run` says (see `PGDRun`).
 
-    Returns the per-sample worst case over `restarts` runs; `trace` is that of the first run;
-    `snapshots` (best iterate after t steps, worst case over restarts) for each t asked for.
-    patience > 0 stops each sample once its best loss rose by at most rel_tol (relative) over
-    the last `patience` steps; later steps then run `forward` on the other samples only (so a
-    forward whose noise depends on the batch, like g with fixed noise, sees other draws).
-    patience = 0 (default) runs every step for every sample. `context` (B, ...): what forward
-    needs per sample beside its input, e.g. the base point of a measurement-space attack;
-    forward is then called as forward(input, context rows of the samples still running).
+    y: (B, ...) model inputs (the normalized space); x: (B, ...) targets in forward's output
+    space; eps: radius of the l2 ball in y's space. Returns the per-sample worst case over
+    `run.restarts` runs; `trace` is that of the first run; `snapshots` (best iterate after t
+    steps, worst case over restarts) for each t asked for (needs keep="best").
+    run.patience > 0 stops each sample once its best loss rose by at most run.rel_tol
+    (relative) over the last `patience` steps; later steps then run `forward` on the other
+    samples only (so a forward whose noise depends on the batch, like g with fixed noise, sees
+    other draws). patience = 0 (default) runs every step for every sample. `context`
+    (B, ...): what forward needs per sample beside its input, e.g. the base point of a
+    measurement-space attack; forward is then called as forward(input, context rows of the
+    samples still running).
     """
-    _validate(y, x, eps, steps, restarts)
-    if keep not in ("best", "last"):
-        raise ValueError(f"keep must be 'best' or 'last', got '{keep}'")
-    if patience < 0 or not rel_tol >= 0:
-        raise ValueError(f"need patience >= 0 and rel_tol >= 0, got {patience} and {rel_tol}")
-    alpha = eps / 4 if step_size is None else step_size
-    if snapshots and keep != "best":
+    _validate(y, x, eps)
+    if snapshots and run.keep != "best":
         raise ValueError("snapshots need keep='best'")
-    spec = _RunSpec(steps, alpha, random_start, keep, snapshots, EarlyStop(patience, rel_tol))
-    result = _one_run(forward, y, x, eps, spec, generator, context)
-    for _ in range(restarts - 1):
-        other = _one_run(forward, y, x, eps, spec, generator, context)
+    result = _one_run(forward, y, x, eps, run, generator, snapshots, context)
+    for _ in range(run.restarts - 1):
+        other = _one_run(forward, y, x, eps, run, generator, snapshots, context)
         result.e, result.loss = _keep_worse((result.e, result.loss), (other.e, other.loss))
         for t, snap in other.snapshots.items():
             result.snapshots[t] = _keep_worse(result.snapshots[t], snap)
@@ -279,35 +285,17 @@ def pgd_l2(
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
-    steps: int = 10,
-    step_size: float | None = None,
-    random_start: str = "ball",
-    restarts: int = 1,
-    keep: str = "best",
+    run: PGDRun = PGDRun(),
     generator: torch.Generator | None = None,
-    patience: int = 0,
-    rel_tol: float = 1e-3,
 ) -> torch.Tensor:
     """The perturbation e (B, ...) with ||e_i||_2 <= eps maximizing ||forward(y + e) - x||^2.
 
-    Defaults are the thesis' evaluation attack (10 steps of eps/4, random start in the ball),
-    except that the best iterate is kept (`keep="last"` reproduces the thesis). `patience` and
-    `rel_tol`: per-sample early stopping (see `pgd_l2_run`), off by default.
+    y: (B, ...) model inputs (the normalized space), e in the same space; x: (B, ...) targets
+    in forward's output space. `run` (see `PGDRun`): by default the thesis' evaluation attack
+    (10 steps of eps/4, random start in the ball), except that the best iterate is kept
+    (`PGDRun(keep="last")` reproduces the thesis); per-sample early stopping is off.
     """
-    return pgd_l2_run(
-        forward,
-        y,
-        x,
-        eps,
-        steps,
-        step_size,
-        random_start,
-        restarts,
-        keep,
-        generator,
-        patience=patience,
-        rel_tol=rel_tol,
-    ).e
+    return pgd_l2_run(forward, y, x, eps, run, generator).e
 
 
 class PGDSettings(Protocol):
@@ -340,19 +328,13 @@ def pgd_with(
     context: torch.Tensor | None = None,
 ) -> PGDResult:
     """`pgd_l2_run` with the settings `a` (an AttackConfig): the one place they are unpacked."""
-    return pgd_l2_run(
-        forward,
-        y,
-        x,
-        eps,
+    run = PGDRun(
         steps=a.steps,
         step_size=a.step_factor * eps,
         random_start=a.random_start,
         restarts=a.restarts,
         keep=a.keep,
-        generator=generator,
-        snapshots=snapshots,
         patience=a.patience,
         rel_tol=a.rel_tol,
-        context=context,
     )
+    return pgd_l2_run(forward, y, x, eps, run, generator, snapshots, context)

@@ -36,6 +36,7 @@ from smoothrecon.operators import Operator
 from smoothrecon.records import Condition, ModelInfo, Record, choose_sigma, make_record, split_roles
 from smoothrecon.runtime import Runtime
 from smoothrecon.smoothing import (
+    AdaptiveK,
     SmoothedEstimator,
     make_generator,
     mc_share,
@@ -86,9 +87,9 @@ class EvalSettings:
     mc_tolerance: float = 0.05
 
     @property
-    def adaptive(self) -> tuple[int, int, float] | None:
-        """(k_min, k_max, tolerance) when k is 'auto', else None."""
-        return (self.k_min, self.k_max, self.mc_tolerance) if self.k == "auto" else None
+    def adaptive(self) -> AdaptiveK | None:
+        """The stopping rule of k: 'auto', else None."""
+        return AdaptiveK(self.k_min, self.k_max, self.mc_tolerance) if self.k == "auto" else None
 
     @property
     def fixed_k(self) -> int:
@@ -193,7 +194,7 @@ class Sampling:
     k: int
     chunk_size: int = 0
     antithetic: bool = False
-    adaptive: tuple[int, int, float] | None = None
+    adaptive: AdaptiveK | None = None
 
 
 def _predict(
@@ -215,15 +216,12 @@ def _predict(
                 s: (p.mean, _se(p.se), [float(how.k if s > 0 else 1)] * y.shape[0])
                 for s, p in preds.items()
             }
-        k_min, k_max, tol = how.adaptive
         ada = predict_adaptive(
             forward,
             y,
             sigmas,
             mc_share_fn(x, norm),
-            k_min,
-            k_max,
-            tol,
+            how.adaptive,
             gen,
             how.chunk_size,
             how.antithetic,

@@ -11,7 +11,8 @@ curves over sigma_g carry less Monte-Carlo noise. Antithetic pairs (z, -z) are a
 The base model f is used as given: put it in eval mode first.
 
 Adaptive k: `predict_adaptive` draws in rounds and stops each (image, sigma) once the
-Monte-Carlo share of its error (`mc_share`) is at most a tolerance, between k_min and k_max.
+Monte-Carlo share of its error (`mc_share`) is at most a tolerance, between k_min and k_max
+(the rule `AdaptiveK`).
 """
 
 from __future__ import annotations
@@ -96,12 +97,7 @@ def predict_many(
     y: (B, C, H, W) model inputs (normalized space). Returns {sigma: SmoothedOutput}; sigma = 0
     gives f(y) itself. Differentiable with respect to y.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if any(s < 0 for s in sigmas):
-        raise ValueError(f"sigmas must be >= 0, got {list(sigmas)}")
-    if antithetic and k % 2:
-        raise ValueError(f"antithetic pairs need an even k, got {k}")
+    _check_many(sigmas, k, antithetic)
     b, shape = y.shape[0], tuple(y.shape[1:])
     out: dict[float, SmoothedOutput] = {}
     if 0.0 in sigmas:
@@ -112,11 +108,7 @@ def predict_many(
         return out
     chunk = chunk_size or auto_chunk(shape, y.device)
     chunk = max(2, chunk - chunk % 2) if antithetic else max(1, chunk)
-    sums: dict[float, torch.Tensor] = {}
-    # For the standard error: float64 first and second moments (float32 would lose the
-    # variance to cancellation when it is small against the mean).
-    m1: dict[float, torch.Tensor] = {}
-    m2: dict[float, torch.Tensor] = {}
+    sums: dict[float, _Sums] = {}
     total = b * k
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
@@ -126,27 +118,56 @@ def predict_many(
         for s in noisy:
             pred = f(base + s * z)
             if s not in sums:
-                sums[s] = torch.zeros((b, *pred.shape[1:]), device=pred.device, dtype=pred.dtype)
-                if with_se:
-                    m1[s] = torch.zeros(sums[s].shape, device=pred.device, dtype=torch.float64)
-                    m2[s] = torch.zeros_like(m1[s])
-            sums[s] = sums[s].index_add(0, images, pred)
-            if with_se:
-                # Antithetic pairs are not independent: the variance is that of pair means.
-                p, idx = pred.detach().double(), images
-                if antithetic:
-                    p, idx = (p[0::2] + p[1::2]) / 2, images[0::2]
-                m1[s] = m1[s].index_add(0, idx, p)
-                m2[s] = m2[s].index_add(0, idx, p**2)
+                sums[s] = _Sums(b, pred, with_se, antithetic)
+            sums[s].add(pred, images)
     for s in noisy:
-        mean = sums[s] / k
-        se = None
-        if with_se:
-            m = k // 2 if antithetic else k  # independent samples per image
-            var = (m2[s] / m - (m1[s] / m) ** 2).clamp_min(0) * (m / max(m - 1, 1))
-            se = (var / m).sqrt().to(mean.dtype)
-        out[s] = SmoothedOutput(mean, se)
+        out[s] = sums[s].output(k)
     return out
+
+
+def _check_many(sigmas: Sequence[float], k: int, antithetic: bool) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if any(s < 0 for s in sigmas):
+        raise ValueError(f"sigmas must be >= 0, got {list(sigmas)}")
+    if antithetic and k % 2:
+        raise ValueError(f"antithetic pairs need an even k, got {k}")
+
+
+class _Sums:
+    """The running sum of one sigma's predictions per image (differentiable), and with
+    `with_se` float64 first and second moments of its independent units for the standard error
+    (float32 would lose the variance to cancellation when it is small against the mean)."""
+
+    def __init__(self, b: int, pred: torch.Tensor, with_se: bool, antithetic: bool):
+        self.antithetic = antithetic
+        self.sum = torch.zeros((b, *pred.shape[1:]), device=pred.device, dtype=pred.dtype)
+        self.m1: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+        if with_se:
+            self.m1 = torch.zeros(self.sum.shape, device=pred.device, dtype=torch.float64)
+            self.m2 = torch.zeros_like(self.m1)
+
+    def add(self, pred: torch.Tensor, images: torch.Tensor) -> None:
+        """Add the predictions pred (N, C, H, W) of the images `images` (N,)."""
+        self.sum = self.sum.index_add(0, images, pred)
+        if self.m1 is None or self.m2 is None:
+            return
+        # Antithetic pairs are not independent: the variance is that of pair means.
+        p, idx = pred.detach().double(), images
+        if self.antithetic:
+            p, idx = (p[0::2] + p[1::2]) / 2, images[0::2]
+        self.m1 = self.m1.index_add(0, idx, p)
+        self.m2 = self.m2.index_add(0, idx, p**2)
+
+    def output(self, k: int) -> SmoothedOutput:
+        """g_hat from k draws per image, and its per-pixel standard error if it was asked."""
+        mean = self.sum / k
+        if self.m1 is None or self.m2 is None:
+            return SmoothedOutput(mean, None)
+        m = k // 2 if self.antithetic else k  # independent samples per image
+        var = (self.m2 / m - (self.m1 / m) ** 2).clamp_min(0) * (m / max(m - 1, 1))
+        return SmoothedOutput(mean, (var / m).sqrt().to(mean.dtype))
 
 
 class SmoothedEstimator:
@@ -298,16 +319,27 @@ def _sample_round(
             moments.add(f(noisy), s_c * b + img)
 
 
+@dataclass(frozen=True)
+class AdaptiveK:
+    """When `predict_adaptive` stops drawing for an (image, sigma): k_min draws first, then
+    rounds of more until the Monte-Carlo share of the error is at most `tolerance` or k = k_max.
+    The defaults are those of the config (smoothing.k_min, k_max, mc_tolerance)."""
+
+    k_min: int = 8
+    k_max: int = 256
+    tolerance: float = 0.05
+
+
 def _next_increment(
     n: torch.Tensor,
     share: torch.Tensor,
     active: torch.Tensor,
-    tolerance: float,
-    k_max: int,
+    rule: AdaptiveK,
     antithetic: bool,
 ) -> torch.Tensor:
     """(B,) draws for the next round: enough that the worst active sigma of each image would
     reach the tolerance if its share fell as 1/k (times 1.1), growing k by 1.25x to 4x."""
+    tolerance, k_max = rule.tolerance, rule.k_max
     growth = (share / tolerance * 1.1).clamp(1.25, 4.0).nan_to_num(4.0)
     target = torch.ceil(n.view(1, -1) * growth).long()
     target = torch.where(active, target, torch.zeros_like(target)).amax(0)
@@ -317,9 +349,8 @@ def _next_increment(
     return torch.minimum(inc, (k_max - n).clamp_min(0)) * active.any(0)
 
 
-def _check_adaptive(
-    sigmas: Sequence[float], k_min: int, k_max: int, tolerance: float, antithetic: bool
-) -> None:
+def _check_adaptive(sigmas: Sequence[float], rule: AdaptiveK, antithetic: bool) -> None:
+    k_min, k_max, tolerance = rule.k_min, rule.k_max, rule.tolerance
     if any(s < 0 for s in sigmas):
         raise ValueError(f"sigmas must be >= 0, got {list(sigmas)}")
     least = 4 if antithetic else 2  # two independent units for a standard error
@@ -336,21 +367,20 @@ def predict_adaptive(
     y: torch.Tensor,
     sigmas: Sequence[float],
     error_fn: ErrorFn,
-    k_min: int = 8,
-    k_max: int = 256,
-    tolerance: float = 0.05,
+    rule: AdaptiveK = AdaptiveK(),
     generator: torch.Generator | None = None,
     chunk_size: int = 0,
     antithetic: bool = False,
 ) -> dict[float, AdaptiveOutput]:
-    """g_hat(y) for every sigma with k chosen per (image, sigma): k_min draws, then rounds of
-    more until error_fn(g_hat, se) <= tolerance or k = k_max (optional stopping: see README).
+    """g_hat(y) for every sigma with k chosen per (image, sigma) by `rule`: rule.k_min draws,
+    then rounds of more until error_fn(g_hat, se) <= rule.tolerance or k = rule.k_max
+    (optional stopping: see README).
 
     y: (B, C, H, W) model inputs (normalized space). error_fn: e.g. `mc_share_fn(x, norm)`.
     Images and sigmas that stopped get no more forwards; the others are batched together in
     chunks of `chunk_size` noisy inputs. sigma = 0 gives f(y) with k = 1. Not differentiable.
     """
-    _check_adaptive(sigmas, k_min, k_max, tolerance, antithetic)
+    _check_adaptive(sigmas, rule, antithetic)
     b, dev = y.shape[0], y.device
     out: dict[float, AdaptiveOutput] = {}
     noisy = [float(s) for s in sigmas if s > 0]
@@ -368,14 +398,14 @@ def predict_adaptive(
         active = torch.ones(len(noisy), b, dtype=torch.bool, device=dev)
         share = torch.full((len(noisy), b), math.inf, device=dev)
         n = torch.zeros(b, dtype=torch.long, device=dev)
-        inc = torch.full((b,), k_min, dtype=torch.long, device=dev)
+        inc = torch.full((b,), rule.k_min, dtype=torch.long, device=dev)
         while active.any():
             _sample_round(f, y, sig, inc, active, moments, generator, chunk)
             n += inc
             slot = active.flatten().nonzero().squeeze(1)
             share.view(-1)[slot] = error_fn(*moments.mean_se(slot), slot % b).float()
-            active &= (share > tolerance) & (n < k_max).view(1, -1)
-            inc = _next_increment(n, share, active, tolerance, k_max, antithetic)
+            active &= (share > rule.tolerance) & (n < rule.k_max).view(1, -1)
+            inc = _next_increment(n, share, active, rule, antithetic)
         for i, s in enumerate(noisy):
             slot = torch.arange(i * b, (i + 1) * b, device=dev)
             mean, se = moments.mean_se(slot)

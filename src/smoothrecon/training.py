@@ -137,23 +137,28 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _train_epoch(
-    net: nn.Module,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: DataBundle,
-    cfg: Config,
-    runtime: Runtime,
-    epoch: int,
-    step: int,
-    progress: bool,
-) -> tuple[float, int, float]:
-    """One epoch; returns (mean train loss, global step, images per second)."""
+@dataclass(frozen=True)
+class _Trainer:
+    """What every epoch of one training run uses: `net` is `model` itself, or its
+    DistributedDataParallel wrapper when several processes train together."""
+
+    net: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    data: DataBundle
+    cfg: Config
+    runtime: Runtime
+    progress: bool
+
+
+def _train_epoch(run: _Trainer, epoch: int, step: int) -> tuple[float, int, float]:
+    """One epoch of `run`; returns (mean train loss, global step, images per second)."""
+    cfg, runtime, data, optimizer = run.cfg, run.runtime, run.data, run.optimizer
     operator = build_operator(cfg.operator)
     threat = ThreatModel.build(cfg.train.attack_space, operator, data.normalization)
     d = distributed.current()
     gen = make_generator(cfg.train.seed * 1_000_003 + epoch + 7919 * d.rank, runtime.device)
-    net.train()
+    run.net.train()
     total, count, start = 0.0, 0, time.perf_counter()
     pin = runtime.device.type == "cuda"
     batches = data.training_crops().batches(epoch, cfg.train.batch_size, d.rank, d.world, pin)
@@ -164,14 +169,14 @@ def _train_epoch(
         desc=f"epoch {epoch}/{cfg.train.epochs}",
         unit="batch",
         leave=False,
-        disable=not progress,
+        disable=not run.progress,
     )
     for x_uint8 in bar:
         y, x, _ = runtime.pairs(x_uint8, operator, data.normalization, gen)
-        y_in = perturb(model, y, x, cfg.train, gen, runtime, threat)
+        y_in = perturb(run.model, y, x, cfg.train, gen, runtime, threat)
         target = y if cfg.train.mode == "denoiser" else x  # a denoiser restores y itself
         with runtime.autocast():
-            loss = F.mse_loss(net(runtime.layout(y_in)).float(), target)
+            loss = F.mse_loss(run.net(runtime.layout(y_in)).float(), target)
         if not _all_finite(loss, d):
             raise TrainingDiverged(
                 f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
@@ -317,12 +322,11 @@ def _train_locked(
     if d.main:
         atomic_write_text(out / "config.yaml", dump_config(cfg))
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["epoch"] <= epoch]
+    trainer = _Trainer(net, model, optimizer, data, cfg, runtime, progress)
     started, done_here = time.perf_counter(), 0
     while epoch < cfg.train.epochs and (stop_after is None or done_here < stop_after):
         t0 = time.perf_counter()
-        loss, step, ips = _train_epoch(
-            net, model, optimizer, data, cfg, runtime, epoch + 1, step, progress
-        )
+        loss, step, ips = _train_epoch(trainer, epoch + 1, step)
         epoch += 1
         done_here += 1
         if not d.main:

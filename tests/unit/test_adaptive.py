@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.smoothing import (
+    AdaptiveK,
     make_generator,
     mc_share,
     mc_share_fn,
@@ -45,9 +46,7 @@ def test_linear_f_with_antithetic_pairs_stops_at_k_min_and_is_exact() -> None:
         y,
         [0.25, 1.0],
         mc_share_fn(x, NORM),
-        k_min=4,
-        k_max=64,
-        tolerance=1e-3,
+        AdaptiveK(k_min=4, k_max=64, tolerance=1e-3),
         generator=make_generator(0, "cpu"),
         antithetic=True,
     )
@@ -64,9 +63,7 @@ def test_linear_f_without_antithetic_pairs_needs_more_than_k_min() -> None:
         y,
         [1.0],
         mc_share_fn(x, NORM),
-        k_min=4,
-        k_max=4096,
-        tolerance=0.01,
+        AdaptiveK(k_min=4, k_max=4096, tolerance=0.01),
         generator=make_generator(0, "cpu"),
     )
     assert (out[1.0].k > 4).all() and (out[1.0].mc_share <= 0.01).all()
@@ -81,9 +78,7 @@ def test_noisy_f_reaches_the_tolerance_within_k_max(antithetic: bool) -> None:
         y,
         sigmas,
         mc_share_fn(x, NORM),
-        k_min=8,
-        k_max=2048,
-        tolerance=tol,
+        AdaptiveK(k_min=8, k_max=2048, tolerance=tol),
         generator=make_generator(3, "cpu"),
         chunk_size=50,
         antithetic=antithetic,
@@ -106,9 +101,7 @@ def test_k_max_caps_the_draws_and_the_share_says_the_tolerance_was_not_reached()
         y,
         [2.0],
         mc_share_fn(x, NORM),
-        k_min=4,
-        k_max=10,
-        tolerance=1e-6,
+        AdaptiveK(k_min=4, k_max=10, tolerance=1e-6),
         generator=make_generator(0, "cpu"),
     )
     assert (out[2.0].k == 10).all() and (out[2.0].mc_share > 1e-6).all()
@@ -123,9 +116,7 @@ def test_k_min_equal_k_max_is_the_fixed_k_estimator(antithetic: bool) -> None:
         y,
         sigmas,
         mc_share_fn(x, NORM),
-        k_min=k,
-        k_max=k,
-        tolerance=1e-9,
+        AdaptiveK(k_min=k, k_max=k, tolerance=1e-9),
         generator=make_generator(7, "cpu"),
         chunk_size=10,
         antithetic=antithetic,
@@ -148,9 +139,7 @@ def test_same_seed_same_result_and_chunk_size_does_not_matter() -> None:
             y,
             [0.2, 0.8],
             mc_share_fn(x, NORM),
-            k_min=6,
-            k_max=300,
-            tolerance=0.03,
+            AdaptiveK(k_min=6, k_max=300, tolerance=0.03),
             generator=make_generator(seed, "cpu"),
             chunk_size=chunk,
         )
@@ -166,13 +155,13 @@ def test_same_seed_same_result_and_chunk_size_does_not_matter() -> None:
 def test_bad_settings_are_refused() -> None:
     (y, x) = _data()
     err = mc_share_fn(x, NORM)
-    for kwargs in (
-        {"k_min": 1},
-        {"k_min": 8, "k_max": 4},
-        {"tolerance": 0.0},
-        {"antithetic": True, "k_min": 5, "k_max": 9},
+    for rule, antithetic in (
+        (AdaptiveK(k_min=1), False),
+        (AdaptiveK(k_min=8, k_max=4), False),
+        (AdaptiveK(tolerance=0.0), False),
+        (AdaptiveK(k_min=5, k_max=9), True),
     ):
         with pytest.raises(ValueError):
-            predict_adaptive(torch.tanh, y, [0.5], err, **kwargs)  # type: ignore[arg-type]
+            predict_adaptive(torch.tanh, y, [0.5], err, rule, antithetic=antithetic)
     with pytest.raises(ValueError):
         predict_adaptive(torch.tanh, y, [-0.1], err)

@@ -187,7 +187,7 @@ def test_quantized_super_resolution_is_refused_in_measurement_space(
 
 def test_input_space_is_the_thesis_attack() -> None:
     """In input space pgd_in_space is pgd_l2_run on y itself: the same numbers."""
-    from smoothrecon.attacks import eps_from_rel, pgd_l2
+    from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2
 
     g = torch.Generator().manual_seed(0)
     y, x = torch.randn(2, 3, 6, 10, generator=g), torch.randn(2, 3, 6, 10, generator=g)
@@ -196,7 +196,7 @@ def test_input_space_is_the_thesis_attack() -> None:
         return torch.tanh(z) * 2
 
     eps = eps_from_rel(0.1, y.shape[1:])
-    old = pgd_l2(f, y, x, eps, 7, 0.5 * eps, generator=torch.Generator().manual_seed(5))
+    old = pgd_l2(f, y, x, eps, PGDRun(7, 0.5 * eps), torch.Generator().manual_seed(5))
     settings = AttackConfig(steps=7, step_factor=0.5, restarts=1)
     new = pgd_in_space(
         f, y, x, ThreatModel("input"), 0.1, settings, torch.Generator().manual_seed(5)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from smoothrecon.attacks import PGDResult, eps_from_rel, pgd_l2_run
+from smoothrecon.attacks import PGDResult, PGDRun, eps_from_rel, pgd_l2_run
 from smoothrecon.config import (
     THESIS_EVAL_STEP_FACTOR,
     THESIS_EVAL_STEPS,
@@ -74,21 +74,17 @@ class _Study:
         stop: tuple[int, float] = (0, 1e-3),
     ) -> PGDResult:
         """One PGD run from random start number `restart`; stop = (patience, rel_tol)."""
-        return pgd_l2_run(
-            self.forward,
-            self.y,
-            self.target,
-            self.eps,
+        run = PGDRun(
             steps=steps,
             step_size=factor * self.eps,
             random_start=self.start,
             restarts=1,
             keep=keep,
-            generator=make_generator(self.seed * 7919 + restart, self.y.device),
-            snapshots=snapshots,
             patience=stop[0],
             rel_tol=stop[1],
         )
+        gen = make_generator(self.seed * 7919 + restart, self.y.device)
+        return pgd_l2_run(self.forward, self.y, self.target, self.eps, run, gen, snapshots)
 
     def thesis_row(self) -> dict:
         res = self.run(THESIS_EVAL_STEPS, THESIS_EVAL_STEP_FACTOR, "last", 0)
