@@ -570,7 +570,7 @@ def certify_entry(
     """
     import tempfile
 
-    from smoothrecon.checkpoint import load_model, model_normalization
+    from smoothrecon.checkpoint import load_model, model_normalization, trained_info
     from smoothrecon.experiments.evaluate import PIXEL_SPACE, _api_config
     from smoothrecon.models.own import module_key
     from smoothrecon.operators import SuperResolution
@@ -588,16 +588,7 @@ def certify_entry(
         cfg = load_config(
             preset or trained.get("preset", "cpu"), overrides=[*sets, *overrides], extra=[base]
         )
-        t = cfg.train
-        info = ModelInfo(
-            _label(Path(model)),
-            cfg.operator.factor,
-            "unet",
-            "residual" if cfg.model.residual else "thesis",
-            t.mode,
-            t.sigma_f if t.mode == "gaussian" else 0.0,
-            smoothed=True,
-        )
+        info = trained_info(_label(Path(model)), cfg, smoothed=True)
         own = EvalModel(module, info, model_normalization(meta), module_key(module))
         operator = None  # the checkpoint's own operator (cfg.operator)
     else:

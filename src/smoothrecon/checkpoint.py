@@ -21,6 +21,7 @@ from smoothrecon.errors import UserError
 from smoothrecon.io import load_checkpoint, save_checkpoint
 from smoothrecon.models import build_model
 from smoothrecon.operators import Operator, build_operator
+from smoothrecon.records import ModelInfo
 
 FORMAT = "smoothrecon-checkpoint-v1"
 
@@ -108,3 +109,20 @@ def model_operator(meta: dict[str, Any]) -> Operator:
 
 def model_normalization(meta: dict[str, Any]) -> Normalization:
     return Normalization.from_dict(meta["normalization"])
+
+
+def trained_info(label: str, cfg: Config, smoothed: bool = False) -> ModelInfo:
+    """The record fields of a checkpoint's U-Net, read off its training config: the mode,
+    sigma_f (gaussian, denoiser) or eps_rel (adversarial, with its attack space)."""
+    t = cfg.train
+    value = {"gaussian": t.sigma_f, "denoiser": t.sigma_f, "adversarial": t.eps_rel}
+    return ModelInfo(
+        label,
+        cfg.operator.factor,
+        "unet",
+        "residual" if cfg.model.residual else "thesis",
+        t.mode,
+        value.get(t.mode, 0.0),
+        smoothed=smoothed,
+        train_space=t.attack_space if t.mode == "adversarial" else "input",
+    )

@@ -226,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         "f(D(y)), smoothed (denoised smoothing)",
     )
     p.add_argument(
+        "--project",
+        action="store_true",
+        help="also evaluate every --model f as f(P(y)), P the orthogonal projection of the "
+        "input onto the range of the back-projection (the consistency baseline, "
+        "docs/threat-models.md)",
+    )
+    p.add_argument(
         "--split",
         choices=["val", "test", "all"],
         default="test",

@@ -98,10 +98,9 @@ def _checkpoint_label(path: str) -> str:
 def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):
     """A trained checkpoint brings its operator, architecture and normalization (never the
     data folder's statistics); --preset sets only the evaluation scale."""
-    from smoothrecon.checkpoint import load_model, model_config, model_normalization
+    from smoothrecon.checkpoint import load_model, model_config, model_normalization, trained_info
     from smoothrecon.evaluation import EvalModel
     from smoothrecon.models.own import module_key
-    from smoothrecon.records import ModelInfo
 
     if args.weights or args.input_space:
         raise UserError(
@@ -121,12 +120,7 @@ def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):
             f"{problem_tag(build_operator(cfg.operator))} ({what}); evaluate it with its own "
             f"operator"
         )
-    t = cfg.train
-    value = {"gaussian": t.sigma_f, "adversarial": t.eps_rel}.get(t.mode, 0.0)
-    variant = "residual" if cfg.model.residual else "thesis"
-    info = ModelInfo(
-        _checkpoint_label(args.model), cfg.operator.factor, "unet", variant, t.mode, value
-    )
+    info = trained_info(_checkpoint_label(args.model), cfg)
     return EvalModel(module, info, model_normalization(meta), module_key(module)), cfg
 
 
@@ -297,6 +291,8 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     models = [_smoothed_if_grid(m, settings) for m in models]
     if args.denoiser:
         models += denoised_models(models, args.denoiser)
+    if args.project:
+        models += projected_models(models, cfg)
     if args.baselines:
         keys = {m.key for m in models}
         op = build_operator(cfg.operator)
@@ -345,6 +341,27 @@ def denoised_models(models: list, path: str) -> list:
         )
         key = f"{m.key}+{module_key(denoiser)}"
         out.append(EvalModel(Denoised(m.module, denoiser), info, m.norm, key))
+    return out
+
+
+def projected_models(models: list, cfg: Config) -> list:
+    """f o P for every learned model f of `models` (the consistency baseline of issue 17): P
+    projects the network input onto the range of the back-projection of `cfg.operator`;
+    labelled '<f>+proj'."""
+    import dataclasses
+
+    from smoothrecon.evaluation import EvalModel
+    from smoothrecon.operators import build_operator
+    from smoothrecon.threat import ProjectedModel, RangeProjection
+
+    op = build_operator(cfg.operator)
+    out = []
+    for m in models:
+        if m.info.mode in ("none", "denoised"):
+            continue
+        info = dataclasses.replace(m.info, model=f"{m.info.model}+proj", mode="projected")
+        module = ProjectedModel(m.module, RangeProjection(op, m.space))
+        out.append(EvalModel(module, info, m.norm, f"{m.key}+proj"))
     return out
 
 

@@ -252,6 +252,12 @@ class ExperimentConfig:
     # "measurement" adds the setting "strong-measurement": the strong attack on the
     # measurement A(x) (docs/threat-models.md).
     attack_spaces: tuple[str, ...] = ("input",)
+    # ... and the spaces of adversarial training: one model per (at_eps_rels, at_spaces);
+    # "measurement" models are labelled "at<eps>-meas" (train.attack_space, issue 17).
+    at_spaces: tuple[str, ...] = ("input",)
+    # The consistency baseline (issue 17): the standard model behind the orthogonal projection
+    # of its input onto the range of the back-projection, f o P, labelled "std+proj".
+    projected: bool = False
     # Denoised smoothing (issue 15): per sigma, a Gaussian denoiser D of the network input is
     # trained, and the standard model behind it (f o D) is evaluated like an RS model.
     denoiser_sigmas: tuple[float, ...] = ()
@@ -503,9 +509,13 @@ def validate(cfg: Config) -> None:
     _check(t.batch_size >= 1, f"train.batch_size = {t.batch_size} must be >= 1")
     _check(t.lr > 0, f"train.lr = {t.lr} must be > 0")
     _check(
-        not (cfg.operator.quantize and "measurement" in (t.attack_space, a.space)),
-        "attack.space / train.attack_space = 'measurement' needs operator.quantize = false "
-        "(rounding has no gradient)",
+        not (
+            cfg.operator.quantize
+            and "measurement"
+            in (t.attack_space, a.space, *cfg.experiment.attack_spaces, *cfg.experiment.at_spaces)
+        ),
+        "attack.space / train.attack_space / experiment.attack_spaces / experiment.at_spaces = "
+        "'measurement' needs operator.quantize = false (rounding has no gradient)",
     )
     _check(a.steps >= 1, f"attack.steps = {a.steps} must be >= 1")
     _check(a.step_factor > 0, f"attack.step_factor = {a.step_factor} must be > 0")
@@ -557,6 +567,11 @@ def validate(cfg: Config) -> None:
         and e.attack_spaces[0] == "input"
         and set(e.attack_spaces) <= {"input", "measurement"},
         f"experiment.attack_spaces = {e.attack_spaces}: 'input' first, then 'measurement'",
+    )
+    _check(
+        len(e.at_spaces) == len(set(e.at_spaces)) >= 1
+        and set(e.at_spaces) <= {"input", "measurement"},
+        f"experiment.at_spaces = {e.at_spaces}: 'input' and/or 'measurement', once each",
     )
     _check(
         all(t >= 1 for t in e.convergence_steps) and len(e.convergence_steps) >= 1,

@@ -37,6 +37,7 @@ class Record(TypedDict):
     value: float  # sigma_f (gaussian) or eps_rel (adversarial) of training, else 0
     smoothed: bool  # defended by smoothing: the headline shows it at sigma_g*
     input_space: str  # "normalized" or "pixel": where eps, sigma_g and e live
+    train_space: NotRequired[str]  # adversarial training's threat model: "input", "measurement"
     # the condition
     split: str  # "val", "test" or "all"
     eps_rel: float
@@ -81,6 +82,7 @@ class ModelInfo:
     value: float = 0.0
     smoothed: bool = False
     input_space: str = "normalized"
+    train_space: str = "input"  # adversarial training's attack space (issue 17)
 
     @property
     def slug(self) -> str:

@@ -4,6 +4,7 @@ a rerun does no work, and a run killed mid-way resumes to the same tables."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
+from smoothrecon.checkpoint import load_model
 from smoothrecon.io import read_jsonl
 from smoothrecon.report.tables import CELL_COLUMNS
 
@@ -29,6 +31,11 @@ def reproduce_args(photo_dir: Path, out: Path) -> list[str]:
         str(photo_dir),
         "--set",
         "data.short_side=0",
+        # issue 17's rows: AT trained against each threat model, and f o P
+        "--set",
+        "experiment.at_spaces=[input,measurement]",
+        "--set",
+        "experiment.projected=true",
         "--quiet",
         "--out",
         str(out),
@@ -96,6 +103,44 @@ def test_rs_models_are_certified_in_the_run_and_the_report(full_run) -> None:
     # a certificate is a lower bound: the run's own attack on G never goes below it
     assert all(r["certified_le_attacked"] for r in rows), rows
     assert "Certified robustness" in (out / "report" / "report.md").read_text()
+
+
+def test_threat_model_rows_are_trained_evaluated_and_reported(full_run) -> None:
+    out = full_run["out"]
+    rows = [
+        r for p in (out / "evals").rglob("*.json") for r in json.loads(p.read_text())["records"]
+    ]
+    by_model = {r["model"]: r for r in rows}
+    meas = by_model["x2/thesis/at0.02-meas"]
+    assert (meas["mode"], meas["value"], meas["train_space"]) == (
+        "adversarial",
+        0.02,
+        "measurement",
+    )
+    assert by_model["x2/thesis/at0.02"]["train_space"] == "input"
+    (folder,) = (out / "models").glob("x2-thesis-at0.02-meas-*")
+    _, meta = load_model(folder / "best.safetensors")
+    assert meta["config"]["train"]["attack_space"] == "measurement"
+    assert not list((out / "models").glob("*proj*")), "f o P reuses the standard model's weights"
+
+    def clean_psnr(model: str) -> float:
+        (r,) = [
+            r
+            for r in rows
+            if r["model"] == model and r["eps_rel"] == 0 and r["split"] == "test"
+            and r["sigma_g"] == 0
+        ]  # fmt: skip
+        return r["psnr"]
+
+    # a noiseless measurement's input lies in the range of the back-projection already: the
+    # projection costs no clean accuracy
+    assert abs(clean_psnr("x2/thesis/std+proj") - clean_psnr("x2/thesis/std")) < 1e-3
+    assert {r["sigma_g"] for r in rows if r["model"] == "x2/thesis/std+proj"} == {0.0}
+    md = (out / "report" / "report.md").read_text()
+    assert "standard + range projection (f o P)" in md
+    assert "AT eps_rel=0.02 (measurement attack)" in md
+    assert "the range projection (f o P) makes the standard model more robust" in md
+    assert "adversarial training against the attacked space (input) beats training" in md
 
 
 def test_report_tables_exist_and_parse(full_run) -> None:

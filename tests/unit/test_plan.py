@@ -6,7 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from smoothrecon.config import AttackConfig, load_config
-from smoothrecon.experiments.runner import plan_convergence, plan_evaluation
+from smoothrecon.experiments.runner import (
+    family_representatives,
+    plan_convergence,
+    plan_evaluation,
+    plan_training,
+)
 
 ATTACKS = {"strong": AttackConfig(steps=20)}
 
@@ -51,3 +56,26 @@ def test_adding_a_model_keeps_the_other_models_units() -> None:
     assert _paths(plan_evaluation(base, out, ATTACKS)) < _paths(plan_evaluation(more, out, ATTACKS))
     changed = load_config("smoke", overrides=["experiment.convergence_restarts=3"])
     assert _paths(plan_convergence(changed, out)).isdisjoint(_paths(plan_convergence(base, out)))
+
+
+def test_threat_model_rows_of_the_grid() -> None:
+    # AT per (eps_rel, space): the measurement-trained one is its own model, trained with
+    # train.attack_space = measurement; f o P evaluates the standard model's weights, unsmoothed
+    cfg = load_config(
+        "smoke", overrides=["experiment.at_spaces=[input,measurement]", "experiment.projected=true"]
+    )
+    out = Path("/run")
+    trains = {u.spec.label: u for u in plan_training(cfg, out)}
+    assert trains["x2/thesis/at0.02-meas"].cfg.train.attack_space == "measurement"
+    assert trains["x2/thesis/at0.02"].cfg.train.attack_space == "input"
+    assert "x2/thesis/std+proj" not in trains
+    evals = {u.spec.label: u for u in plan_evaluation(cfg, out, ATTACKS)}
+    proj, std = evals["x2/thesis/std+proj"], evals["x2/thesis/std"]
+    assert proj.model_folder == std.model_folder == trains["x2/thesis/std"].folder
+    assert proj.settings.sigmas == (0.0,) and not proj.settings.rs_pgd
+    assert proj.path.parent != std.path.parent
+    assert evals["x2/thesis/at0.02-meas"].spec.info().train_space == "measurement"
+    assert "std+proj" not in {s.label.split("/")[-1] for s in family_representatives(cfg)}
+    # the default grid is unchanged by the new fields
+    base = {u.spec.label for u in plan_evaluation(load_config("smoke"), out, ATTACKS)}
+    assert set(evals) - base == {"x2/thesis/at0.02-meas", "x2/thesis/std+proj"}

@@ -23,10 +23,12 @@ class ModelSpec:
     kind: str  # "unet" or a no-learning baseline of the operator (config.BASELINES)
     variant: str  # "thesis", "residual", or "-" for baselines
     # "standard", "gaussian", "adversarial", "none" for baselines; "denoiser" (trained, not
-    # evaluated) and "denoised" (the standard model behind that denoiser, evaluated)
+    # evaluated) and "denoised" (the standard model behind that denoiser, evaluated);
+    # "projected" (the standard model behind the range projection P, f o P, evaluated)
     mode: str
     value: float = 0.0  # sigma_f (gaussian, denoiser, denoised) or eps_rel (adversarial)
     problem: str = ""  # the inverse problem in labels: "" for "x<factor>" (super-resolution)
+    space: str = "input"  # adversarial training's attack space: "input" or "measurement"
 
     @property
     def label(self) -> str:
@@ -36,9 +38,10 @@ class ModelSpec:
         tag = {
             "standard": "std",
             "gaussian": f"rs{self.value:g}",
-            "adversarial": f"at{self.value:g}",
+            "adversarial": f"at{self.value:g}" + ("-meas" if self.space == "measurement" else ""),
             "denoiser": f"den{self.value:g}",
             "denoised": f"std+den{self.value:g}",
+            "projected": "std+proj",
         }
         return f"{where}/{self.variant}/{tag[self.mode]}"
 
@@ -49,8 +52,8 @@ class ModelSpec:
     @property
     def grid_evaluated(self) -> bool:
         """Whether the sigma_g grid is evaluated (RS models; standard and baselines as
-        references). Adversarially trained models are evaluated without smoothing."""
-        return self.mode != "adversarial"
+        references). Adversarially trained models and f o P are evaluated without smoothing."""
+        return self.mode not in ("adversarial", "projected")
 
     def info(self) -> ModelInfo:
         """The record fields of this model; only RS models are reported smoothed."""
@@ -62,11 +65,12 @@ class ModelSpec:
             self.mode,
             self.value,
             smoothed=self.mode in ("gaussian", "denoised"),
+            train_space=self.space,
         )
 
     @property
     def trained(self) -> bool:
-        return self.kind == "unet" and self.mode != "denoised"
+        return self.kind == "unet" and self.mode not in ("denoised", "projected")
 
     @property
     def evaluated(self) -> bool:
@@ -74,10 +78,13 @@ class ModelSpec:
         return self.mode != "denoiser"
 
     def parts(self) -> tuple[ModelSpec, ModelSpec | None]:
-        """(the network, the denoiser in front of it or None)."""
+        """(the trained network, the denoiser in front of it or None); f o P is the standard
+        network behind the projection."""
+        std = ModelSpec(self.factor, self.kind, self.variant, "standard", problem=self.problem)
+        if self.mode == "projected":
+            return std, None
         if self.mode != "denoised":
             return self, None
-        std = ModelSpec(self.factor, self.kind, self.variant, "standard", problem=self.problem)
         den = ModelSpec(self.factor, self.kind, self.variant, "denoiser", self.value, self.problem)
         return std, den
 
@@ -93,6 +100,7 @@ class ModelSpec:
                 cfg.train.sigma_f = self.value
             if self.mode == "adversarial":
                 cfg.train.eps_rel = self.value
+                cfg.train.attack_space = self.space  # type: ignore[assignment]
         return cfg
 
 
@@ -109,12 +117,15 @@ def thesis_grid(cfg: Config) -> list[ModelSpec]:
         specs += [ModelSpec(factor, b, "-", "none", problem=p) for b in baselines]
         for variant in e.variants:
             specs.append(ModelSpec(factor, "unet", variant, "standard", problem=p))
+            if e.projected:
+                specs.append(ModelSpec(factor, "unet", variant, "projected", problem=p))
             specs += [
                 ModelSpec(factor, "unet", variant, "gaussian", s, problem=p) for s in e.sigma_fs
             ]
             specs += [
-                ModelSpec(factor, "unet", variant, "adversarial", a, problem=p)
+                ModelSpec(factor, "unet", variant, "adversarial", a, p, space)
                 for a in e.at_eps_rels
+                for space in e.at_spaces
             ]
             for s in e.denoiser_sigmas:  # denoised smoothing of the standard model
                 specs.append(ModelSpec(factor, "unet", variant, "denoiser", s, problem=p))

@@ -90,8 +90,8 @@ def family_representatives(cfg: Config) -> list[ModelSpec]:
     for spec in thesis_grid(cfg):
         family = (spec.factor, spec.variant, spec.mode)
         # baselines come first: the operator's first one stands for all; the standard model
-        # stands for its denoised composition
-        if family in seen or spec.mode in ("denoiser", "denoised"):
+        # stands for its denoised and projected compositions
+        if family in seen or spec.mode in ("denoiser", "denoised", "projected"):
             continue
         seen.add(family)
         reps.append(spec)
@@ -148,6 +148,8 @@ def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) ->
         model_key = ncfg.hash("model", "train")
         folder = _model_folder(net, ncfg, out)
         den_folder = None
+        if spec.mode == "projected":
+            model_key += "+proj"
         if den is not None:
             dcfg = den.config(cfg)
             model_key += "+" + dcfg.hash("model", "train")

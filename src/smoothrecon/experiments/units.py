@@ -36,12 +36,22 @@ from smoothrecon.models.denoised import Denoised
 from smoothrecon.operators import Operator, build_operator
 from smoothrecon.records import ModelInfo
 from smoothrecon.runtime import Runtime
+from smoothrecon.threat import ProjectedModel, RangeProjection
 from smoothrecon.training import train
 
 
 def short_hash(obj: object, n: int = 8) -> str:
     """Short hash of a JSON-able object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
+
+
+# ModelInfo fields added after runs existed, with their default: a field at its default is
+# left out of unit keys, so a run folder from before it keeps its finished units.
+_LATER_FIELDS = {"train_space": "input"}
+
+
+def _info_key(info: ModelInfo) -> dict[str, Any]:
+    return {k: v for k, v in info.__dict__.items() if _LATER_FIELDS.get(k, object()) != v}
 
 
 def eval_path(
@@ -59,7 +69,7 @@ def eval_path(
     key = short_hash(
         {
             "model": model_key,
-            "info": info.__dict__,
+            "info": _info_key(info),
             "data": cfg.hash("data", "operator"),
             "splits": splits,
             "settings": settings.unit_fields(eps_rel),
@@ -209,11 +219,13 @@ def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[st
     """A sweep model (trained folder or baseline) on the data's val and test crops."""
     cfg = unit.cfg
     module = _load(cfg, unit.model_folder, runtime)
+    op = build_operator(cfg.operator)
     if unit.denoiser_folder is not None:
         module = Denoised(module, _load(cfg, unit.denoiser_folder, runtime))
+    if unit.spec.mode == "projected":
+        module = ProjectedModel(module, RangeProjection(op, data.normalization))
     model = EvalModel(module, unit.spec.info(), data.normalization, key="")
     inputs = {s: _inputs(cfg, data, runtime, s) for s in ("val", "test")}
-    op = build_operator(cfg.operator)
     return run_evaluation(model, inputs, unit.eps_rel, unit.settings, runtime, unit.path, op)
 
 

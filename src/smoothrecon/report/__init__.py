@@ -111,7 +111,14 @@ def _grid_models(run: Run, factor: int, eps_rel: float) -> list[str]:
     rss = [m for m in models if m["mode"] == "gaussian"]
     if not ats or not rss:
         return []
-    at = min(ats, key=lambda m: (abs(m["value"] - eps_rel), m["variant"] != "thesis"))
+    at = min(
+        ats,
+        key=lambda m: (
+            abs(m["value"] - eps_rel),
+            m["train_space"] != "input",  # the thesis' pair first
+            m["variant"] != "thesis",
+        ),
+    )
     same = [m for m in rss if m["variant"] == at["variant"]] or rss  # compare like with like
     rs = max(same, key=lambda m: (headline(run, m, eps_rel) or {"ssim": -1})["ssim"])
     return [at["model"], rs["model"]]

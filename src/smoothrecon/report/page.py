@@ -111,7 +111,41 @@ def _attacked_findings(run: Run, factor: int, variant: str, setting: str) -> lis
         + _verdict(best("adversarial", "psnr"), best("gaussian", "psnr"), "psnr"),
         f"{tag} — smoothing makes the Gaussian-trained models more robust than the standard "
         f"model at eps_rel {hi:g}: " + _verdict(best("gaussian"), best("standard"), "ssim"),
+        *_defence_findings(
+            run, [m for m in run.models(factor) if m["variant"] == variant], setting, tag
+        ),
     ]
+
+
+def _defence_findings(run: Run, models: list[dict], setting: str, tag: str) -> list[str]:
+    """Issue 17, under one attack setting at the largest eps_rel (PSNR): does the range
+    projection (f o P) make the standard model more robust, and does adversarial training
+    against the attacked space beat the same eps_rel trained against the other space?"""
+    hi, space = max(run.eps_rels), run.space(setting)
+
+    def rec(m: dict | None) -> dict | None:
+        r = headline(run, m, hi, setting) if m else None
+        return dict(r) if r else None
+
+    def first(mode: str) -> dict | None:
+        return next((m for m in models if m["mode"] == mode), None)
+
+    out = []
+    if first("projected") and first("standard"):
+        out.append(
+            f"{tag} — the range projection (f o P) makes the standard model more robust at "
+            f"eps_rel {hi:g} (PSNR; not in the thesis): "
+            + _verdict(rec(first("projected")), rec(first("standard")), "psnr")
+        )
+    ats = [m for m in models if m["mode"] == "adversarial"]
+    for m in (m for m in ats if m["train_space"] == space):
+        for o in (o for o in ats if o["value"] == m["value"] and o["train_space"] != space):
+            out.append(
+                f"{tag} — adversarial training against the attacked space ({space}) beats "
+                f"training against the {o['train_space']} space at eps_rel {hi:g} (PSNR; not "
+                "in the thesis): " + _verdict(rec(m), rec(o), "psnr")
+            )
+    return out
 
 
 def _g_vs_f(run: Run, factor: int, setting: str) -> list[str]:
@@ -181,8 +215,33 @@ def findings(run: Run) -> list[str]:
             "inputs (PSNR; not reported by the thesis): " + _verdict(un, bl, "psnr")
         )
         for setting in run.settings:
+            out += _robust_vs_baseline(run, factor, setting)
             out += _g_vs_f(run, factor, setting)
     return out
+
+
+def _robust_vs_baseline(run: Run, factor: int, setting: str) -> list[str]:
+    """Whether the most robust learned model (best PSNR at the largest eps_rel, smoothed at
+    its sigma_g*) beats the best no-learning baseline there: a defence only counts against
+    doing nothing."""
+    hi = max(run.eps_rels)
+    if hi == 0:
+        return []
+
+    def top(learned: bool) -> dict | None:
+        rows = [
+            dict(r)
+            for m in run.models(factor)
+            if (m["mode"] != "none") == learned and (r := headline(run, m, hi, setting)) is not None
+        ]
+        return max(rows, key=lambda r: r["psnr"], default=None)
+
+    where = f" [{setting}]" if len(run.settings) > 1 else ""
+    return [
+        f"{run.problem(factor)}{where} — the most robust learned model beats the best "
+        f"no-learning baseline at eps_rel {hi:g} (PSNR; not in the thesis): "
+        + _verdict(top(True), top(False), "psnr")
+    ]
 
 
 def _against_baselines(run: Run, factor: int) -> list[tuple[str, dict]]:

@@ -19,7 +19,15 @@ from smoothrecon.errors import UserError
 from smoothrecon.io import load_checkpoint
 from smoothrecon.records import Record
 
-MODE_ORDER = {"none": 0, "own": 1, "gaussian": 2, "denoised": 3, "standard": 4, "adversarial": 5}
+MODE_ORDER = {
+    "none": 0,
+    "own": 1,
+    "gaussian": 2,
+    "denoised": 3,
+    "standard": 4,
+    "projected": 5,
+    "adversarial": 6,
+}
 
 
 @dataclass
@@ -54,6 +62,10 @@ class Run:
         names = list(self.manifest.get("attacks", {}))
         return names or sorted({r["setting"] for r in self.records})
 
+    def space(self, setting: str) -> str:
+        """The threat model of an attack setting: "input" or "measurement"."""
+        return str(self.manifest.get("attacks", {}).get(setting, {}).get("space", "input"))
+
     @property
     def primary(self) -> str:
         return self.settings[0]
@@ -83,11 +95,16 @@ class Run:
         return out
 
     def models(self, factor: int) -> list[dict[str, Any]]:
-        """One dict per model of `factor` (label, kind, variant, mode, value, smoothed), in
-        table order: baselines, then per variant RS, standard, adversarial; own models first."""
+        """One dict per model of `factor` (label, kind, variant, mode, value, smoothed,
+        train_space), in table order: baselines, then per variant RS, standard, f o P,
+        adversarial (input-trained first); own models first."""
         keys = ("model", "kind", "variant", "mode", "value", "smoothed")
         seen: list[dict[str, Any]] = [
-            {k: dict(rows[0])[k] for k in keys} for rows in self.by_model.values()
+            {
+                **{k: dict(rows[0])[k] for k in keys},
+                "train_space": rows[0].get("train_space", "input"),
+            }
+            for rows in self.by_model.values()
         ]
         return sorted(
             (m for m in seen if self.by_model[m["model"]][0]["factor"] == factor),
@@ -97,6 +114,7 @@ class Run:
                 m["variant"],
                 MODE_ORDER.get(m["mode"], 9),
                 m["value"],
+                m["train_space"] != "input",
                 m["model"],
             ),
         )

@@ -94,8 +94,10 @@ def _row_name(m: dict) -> str:
     what = {
         "gaussian": f"RS sigma_f={m['value']:g}",
         "standard": "standard",
-        "adversarial": f"AT eps_rel={m['value']:g}",
+        "adversarial": f"AT eps_rel={m['value']:g}"
+        + (f" ({m['train_space']} attack)" if m.get("train_space", "input") != "input" else ""),
         "denoised": f"standard + denoiser sigma={m['value']:g}",
+        "projected": "standard + range projection (f o P)",
     }[m["mode"]]
     name = f"{what} [{m['variant']}]"
     return name if "/" in m["model"] else f"{m['model']}: {name}"
@@ -186,8 +188,8 @@ def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
         assert t.factor is not None, "headline tables carry their factor"
         group, rows = t.eps_rels, []
         for m in run.models(t.factor):
-            if m["kind"] != "unet" or m["variant"] != "thesis":
-                continue
+            if m["kind"] != "unet" or m["variant"] != "thesis" or m["train_space"] != "input":
+                continue  # the thesis trained against input-space attacks only
             cells = [_row_name(m).replace(" [thesis]", "")]
             found = False
             for e in group:
