@@ -17,6 +17,7 @@ import torch
 from smoothrecon.config import Config, load_config
 from smoothrecon.data import DataBundle, prepare_data
 from smoothrecon.experiments.runner import machine_info
+from smoothrecon.runtime import Runtime, pick_device, resolve_precision
 
 
 def machine() -> str:
@@ -66,3 +67,18 @@ def bench_config(overrides: list[str] | None = None) -> Config:
 
 def bench_data(cfg: Config) -> DataBundle:
     return prepare_data(cfg.data, progress=False)
+
+
+def project_runtime(cfg: Config) -> Runtime:
+    """The runtime the project itself uses for `cfg` on this machine (precision 'auto' resolved:
+    bf16 only where the CPU computes it natively), on the CPU."""
+    device = torch.device("cpu")
+    assert pick_device("cpu") == device
+    return Runtime(
+        device, resolve_precision(cfg.runtime.precision, device), cfg.runtime.channels_last
+    )
+
+
+def describe(rt: Runtime) -> str:
+    """'bf16+CL', 'fp32 NCHW', ...: a runtime in the benchmark table's words."""
+    return f"{rt.precision}{'+CL' if rt.channels_last else ' NCHW'}"

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import compare
+from benchmarks.common import bench_config, compare, describe, project_runtime
 from benchmarks.thesis_method import thesis_grid
 from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2_run
 from smoothrecon.config import THESIS_EPS_RELS, THESIS_SIGMA_G_GRID, AttackConfig, Config
 from smoothrecon.data import DataBundle
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.evaluation import SplitInputs, batched_attack, split_inputs
+from smoothrecon.experiments.convergence import thesis_attack
 from smoothrecon.metrics import all_metrics
 from smoothrecon.models import UNet
 from smoothrecon.models.fold import fold_batchnorm
@@ -34,7 +35,9 @@ from smoothrecon.smoothing import (
 )
 
 SMALL = (8, 16, 32)
-FAST = Runtime(torch.device("cpu"), "bf16", True)
+# the project's own runtime on this machine (precision "auto": bf16 only where it is native)
+OURS = project_runtime(bench_config())
+THESIS_PGD = thesis_attack(AttackConfig())  # section 4.4: 10 steps of eps/4, last iterate
 SLOW = Runtime(torch.device("cpu"), "fp32", False)
 
 
@@ -73,14 +76,15 @@ def ours_grid(
     adaptive: AdaptiveK | None,
     k: int = 50,
 ) -> dict[tuple[float, float], dict[str, torch.Tensor]]:
-    """The project's path: BN folded, bf16 + channels_last, one attack per eps_rel (default
-    AttackConfig) reused by every sigma, then g_hat for all sigmas at once, adaptive
-    (k_min, k_max, tolerance) or fixed k. Same keys as `thesis_grid`."""
-    f = FAST.forward(FAST.prepare_model(fold_batchnorm(model)))
+    """The project's path: BN folded, its own runtime (OURS), one attack per eps_rel reused by
+    every sigma (the thesis' own attack, which `thesis_grid` reruns per sigma: equal
+    strength), then g_hat for all sigmas at once, adaptive or fixed k. Same keys as
+    `thesis_grid`."""
+    f = OURS.forward(OURS.prepare_model(fold_batchnorm(model)))
     std = torch.tensor(norm.std).view(1, -1, 1, 1)
     out = {}
     for eps_rel in eps_rels:
-        e = batched_attack(f, data, eps_rel, AttackConfig(), 64, 1).e
+        e = batched_attack(f, data, eps_rel, THESIS_PGD, 64, 1).e
         gen = make_generator(2, "cpu")
         y = data.y + e
         with torch.no_grad():
@@ -99,13 +103,18 @@ def ours_grid(
 
 def grid_difference(a: dict, b: dict) -> tuple[float, float, float]:
     """(largest |mean PSNR difference| in dB over cells, largest |mean MSE difference| over the
-    combined Monte-Carlo variance of the two cell means, mean |PSNR difference| in dB)."""
+    combined Monte-Carlo error of the two cell means (the summed MC variances, by which each
+    estimate's MSE exceeds the exact g's) on the clean smoothed cells, mean |PSNR difference|
+    in dB). Attacked cells differ by their attacks' random starts too, so only clean cells
+    test equal precision."""
     dp, ratio = [], []
     for cell in a:
         dp.append(abs(float(a[cell]["psnr"].mean() - b[cell]["psnr"].mean())))
-        mc = float(a[cell]["mc_var"].mean() + b[cell]["mc_var"].mean())
-        d_mse = abs(float(a[cell]["mse"].mean() - b[cell]["mse"].mean()))
-        ratio.append(d_mse / max(mc, 1e-12))
+        eps_rel, sigma = cell
+        if eps_rel == 0 and sigma > 0:
+            mc = float(a[cell]["mc_var"].mean() + b[cell]["mc_var"].mean())
+            d_mse = abs(float(a[cell]["mse"].mean() - b[cell]["mse"].mean()))
+            ratio.append(d_mse / max(mc, 1e-12))
     return max(dp), max(ratio), sum(dp) / len(dp)
 
 
@@ -120,7 +129,7 @@ def _median_share(grid: dict) -> float:
 
 
 def bench_thesis_peer(cfg: Config, data: DataBundle) -> list:
-    """The thesis' method (fp32 NCHW, attack per sigma_g, k loop) vs ours (folded bf16 + CL,
+    """The thesis' method (fp32 NCHW, attack per sigma_g, k loop) vs ours (folded, OURS,
     one attack per eps_rel, adaptive k at tolerance 5%) on the thesis grid, 8 crops, timed once
     each (too long to repeat)."""
     from benchmarks.run import Row  # run.py imports this module
@@ -142,8 +151,8 @@ def bench_thesis_peer(cfg: Config, data: DataBundle) -> list:
         f"6 eps_rel x 17 sigma_g, 8 crops, U-Net {SMALL}: thesis {t1 - t0:.1f} s, ours "
         f"{t2 - t1:.1f} s (fixed k=50: {t3 - t2:.1f} s, ratio {(t1 - t0) / (t3 - t2):.2f}); "
         f"largest |dPSNR| {d_psnr:.2f} dB (mean {mean_d:.2f}), largest |dMSE| / combined MC "
-        f"variance {d_mc:.1f} (sigma_g > 0); median mc_share thesis {_median_share(theirs):.3f}, "
-        f"ours {_median_share(ours):.3f}; timed once on a shared machine"
+        f"variance {d_mc:.1f} (clean, sigma_g > 0); median mc_share thesis "
+        f"{_median_share(theirs):.3f}, ours {_median_share(ours):.3f}; timed once"
     )
     ratio = (t1 - t0) / (t2 - t1)
     return [Row.at_least("thesis evaluation method / ours, whole grid", ratio, 5, detail)]
@@ -151,7 +160,7 @@ def bench_thesis_peer(cfg: Config, data: DataBundle) -> list:
 
 def _strong_setup(cfg: Config, data: DataBundle):
     model, inputs = small_model(cfg, data), _inputs(cfg, data, 16)
-    f = FAST.forward(FAST.prepare_model(fold_batchnorm(model)))
+    f = OURS.forward(OURS.prepare_model(fold_batchnorm(model)))
     return f, inputs, eps_from_rel(0.05, inputs.y.shape[1:])
 
 
@@ -180,12 +189,12 @@ def bench_strong_attack(cfg: Config, data: DataBundle, patience: int = 10, rel_t
 
 
 def bench_fold(cfg: Config, data: DataBundle):
-    """Forward of 64 crops in bf16 + channels_last, BatchNorm kept vs folded, with accuracy."""
+    """Forward of 64 crops in the project's runtime, BatchNorm kept vs folded, with accuracy."""
     from benchmarks.run import Row
 
     model, inputs = small_model(cfg, data), _inputs(cfg, data, 64)
-    plain = FAST.forward(FAST.prepare_model(copy.deepcopy(model)))
-    folded = FAST.forward(FAST.prepare_model(fold_batchnorm(model)))
+    plain = OURS.forward(OURS.prepare_model(copy.deepcopy(model)))
+    folded = OURS.forward(OURS.prepare_model(fold_batchnorm(model)))
     norm = data.normalization
     with torch.no_grad():
         a = all_metrics(norm.denormalize(plain(inputs.y)).clamp(0, 1), inputs.x)
@@ -200,7 +209,7 @@ def bench_fold(cfg: Config, data: DataBundle):
         f"{b['psnr'].mean():.3f} dB, SSIM {a['ssim'].mean():.4f} -> {b['ssim'].mean():.4f}"
     )
     return Row(
-        "BN folding forward (bf16 CL): unfolded / folded",
+        f"BN folding forward ({describe(OURS)}): unfolded / folded",
         t_plain / t_fold,
         "> 1",
         t_plain > t_fold,

@@ -17,7 +17,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import bench_config, bench_data, compare, machine
+from benchmarks.common import (
+    bench_config,
+    bench_data,
+    compare,
+    describe,
+    machine,
+    project_runtime,
+)
 from benchmarks.evaluation_speed import bench_fold, bench_strong_attack, bench_thesis_peer
 from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2
 from smoothrecon.config import Config
@@ -48,8 +55,10 @@ class Row:
         return Row(name, ratio, f">= {bound:g}", ratio >= bound, detail)
 
 
-def _setup(cfg: Config, precision: str = "bf16", channels_last: bool = True):
-    runtime = Runtime(torch.device("cpu"), precision, channels_last)
+def _setup(cfg: Config, runtime: Runtime | None = None):
+    """(runtime, a fresh U-Net in its layout, the operator): the project's own runtime on this
+    machine unless another is given."""
+    runtime = runtime or project_runtime(cfg)
     torch.manual_seed(0)
     model = runtime.prepare_model(build_model(cfg.model, build_operator(cfg.operator)))
     op = build_operator(cfg.operator.name, cfg.operator.factor, cfg.operator.quantize)
@@ -73,7 +82,7 @@ def make_step(
 
 def _quick_train(cfg: Config, data: DataBundle, steps: int = 120) -> torch.nn.Module:
     """A briefly trained U-Net (fp32), so accuracy changes are measured on a sensible model."""
-    runtime, model, op = _setup(cfg, "fp32", True)
+    runtime, model, op = _setup(cfg, Runtime(torch.device("cpu"), "fp32", True))
     step = make_step(runtime, model, torch.optim.Adam(model.parameters(), lr=1e-3))
     model.train()
     done = 0
@@ -117,7 +126,8 @@ def bench_train_step(cfg: Config, data: DataBundle) -> Row:
         "training step: real loop / bare fwd+bwd+Adam",
         ratio,
         1.15,
-        f"{ips:.0f} img/s in the real loop, batch {bs}, {cfg.data.crop_size}px, bf16+CL",
+        f"{ips:.0f} img/s in the real loop, batch {bs}, {cfg.data.crop_size}px, "
+        f"{describe(runtime)}",
     )
 
 
@@ -330,15 +340,17 @@ def bench_fast_path(cfg: Config, data: DataBundle) -> list[Row]:
         )
     )
     try:
-        compiled = torch.compile(m_fast)
+        ours = project_runtime(cfg)
+        m_ours = ours.prepare_model(copy.deepcopy(trained)).eval()
+        compiled = torch.compile(m_ours)
         t0 = time.perf_counter()
         with torch.no_grad():
-            fast.forward(compiled)(y)  # type: ignore[arg-type]
+            ours.forward(compiled)(y)  # type: ignore[arg-type]
         warm = time.perf_counter() - t0
-        t_eager, t_comp = compare(fwd(fast, m_fast), fwd(fast, compiled))  # type: ignore[arg-type]
+        t_eager, t_comp = compare(fwd(ours, m_ours), fwd(ours, compiled))  # type: ignore[arg-type]
         rows.append(
             Row(
-                "torch.compile forward: eager / compiled (bf16 channels_last)",
+                f"torch.compile forward: eager / compiled ({describe(ours)})",
                 t_eager / t_comp,
                 "> 1 to be worth it",
                 t_eager > t_comp,
