@@ -229,7 +229,7 @@ def _robust_vs_baseline(run: Run, factor: int, setting: str) -> list[str]:
         return []
 
     def top(learned: bool) -> dict | None:
-        rows = [
+        rows: list[dict[str, Any]] = [
             dict(r)
             for m in run.models(factor)
             if (m["mode"] != "none") == learned and (r := headline(run, m, hi, setting)) is not None
