@@ -108,7 +108,7 @@ def predict_many(
         return out
     chunk = chunk_size or auto_chunk(shape, y.device)
     chunk = max(2, chunk - chunk % 2) if antithetic else max(1, chunk)
-    sums: dict[float, _Sums] = {}
+    moments = {s: _Moments(b, antithetic, y.device, with_se) for s in noisy}
     total = b * k
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
@@ -116,12 +116,11 @@ def predict_many(
         z = _noise(stop - start, shape, antithetic, y, generator)
         base = y.index_select(0, images)
         for s in noisy:
-            pred = f(base + s * z)
-            if s not in sums:
-                sums[s] = _Sums(b, pred, with_se, antithetic)
-            sums[s].add(pred, images)
+            moments[s].add(f(base + s * z), images)
+    every = torch.arange(b, device=y.device)
     for s in noisy:
-        out[s] = sums[s].output(k)
+        mean = moments[s].mean(every)
+        out[s] = SmoothedOutput(mean, moments[s].se(every, mean.dtype) if with_se else None)
     return out
 
 
@@ -132,42 +131,6 @@ def _check_many(sigmas: Sequence[float], k: int, antithetic: bool) -> None:
         raise ValueError(f"sigmas must be >= 0, got {list(sigmas)}")
     if antithetic and k % 2:
         raise ValueError(f"antithetic pairs need an even k, got {k}")
-
-
-class _Sums:
-    """The running sum of one sigma's predictions per image (differentiable), and with
-    `with_se` float64 first and second moments of its independent units for the standard error
-    (float32 would lose the variance to cancellation when it is small against the mean)."""
-
-    def __init__(self, b: int, pred: torch.Tensor, with_se: bool, antithetic: bool):
-        self.antithetic = antithetic
-        self.sum = torch.zeros((b, *pred.shape[1:]), device=pred.device, dtype=pred.dtype)
-        self.m1: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
-        if with_se:
-            self.m1 = torch.zeros(self.sum.shape, device=pred.device, dtype=torch.float64)
-            self.m2 = torch.zeros_like(self.m1)
-
-    def add(self, pred: torch.Tensor, images: torch.Tensor) -> None:
-        """Add the predictions pred (N, C, H, W) of the images `images` (N,)."""
-        self.sum = self.sum.index_add(0, images, pred)
-        if self.m1 is None or self.m2 is None:
-            return
-        # Antithetic pairs are not independent: the variance is that of pair means.
-        p, idx = pred.detach().double(), images
-        if self.antithetic:
-            p, idx = (p[0::2] + p[1::2]) / 2, images[0::2]
-        self.m1 = self.m1.index_add(0, idx, p)
-        self.m2 = self.m2.index_add(0, idx, p**2)
-
-    def output(self, k: int) -> SmoothedOutput:
-        """g_hat from k draws per image, and its per-pixel standard error if it was asked."""
-        mean = self.sum / k
-        if self.m1 is None or self.m2 is None:
-            return SmoothedOutput(mean, None)
-        m = k // 2 if self.antithetic else k  # independent samples per image
-        var = (self.m2 / m - (self.m1 / m) ** 2).clamp_min(0) * (m / max(m - 1, 1))
-        return SmoothedOutput(mean, (var / m).sqrt().to(mean.dtype))
 
 
 class SmoothedEstimator:
@@ -252,36 +215,52 @@ class AdaptiveOutput:
 
 
 class _Moments:
-    """Running sums per slot (sigma, image): the sum of predictions in f's dtype, and float64
-    moments of the independent units (single draws, or antithetic pair means) for the se."""
+    """Running sums per slot (e.g. (sigma, image)): the sum of predictions in f's dtype
+    (differentiable), and with `with_se` float64 moments of the independent units (single
+    draws, or antithetic pair means) for the standard error (float32 would lose the variance to
+    cancellation when it is small against the mean)."""
 
-    def __init__(self, slots: int, antithetic: bool, device: torch.device):
-        self.antithetic = antithetic
+    def __init__(self, slots: int, antithetic: bool, device: torch.device, with_se: bool = True):
+        self.antithetic, self.with_se = antithetic, with_se
         self.count = torch.zeros(slots, dtype=torch.long, device=device)
         self.sums = self.m1 = self.m2 = torch.empty(0)
 
     def add(self, pred: torch.Tensor, slot: torch.Tensor) -> None:
+        """Add the predictions pred (N, C, H, W) of the slots `slot` (N,)."""
         if self.sums.numel() == 0:
             shape = (self.count.shape[0], *pred.shape[1:])
             self.sums = torch.zeros(shape, device=pred.device, dtype=pred.dtype)
-            self.m1 = torch.zeros(shape, device=pred.device, dtype=torch.float64)
-            self.m2 = torch.zeros_like(self.m1)
-        self.sums.index_add_(0, slot, pred)
+            if self.with_se:
+                self.m1 = torch.zeros(shape, device=pred.device, dtype=torch.float64)
+                self.m2 = torch.zeros_like(self.m1)
+        self.sums.index_add_(0, slot, pred)  # autograd-safe: its backward needs no sums
         self.count.index_add_(0, slot, torch.ones_like(slot))
-        p, idx = pred.double(), slot
+        if not self.with_se:
+            return
+        p, idx = pred.detach().double(), slot
         if self.antithetic:  # pairs sit at even offsets of every chunk
             p, idx = (p[0::2] + p[1::2]) / 2, slot[0::2]
         self.m1.index_add_(0, idx, p)
         self.m2.index_add_(0, idx, p**2)
 
+    def _count(self, slot: torch.Tensor) -> torch.Tensor:
+        return self.count[slot].view(-1, *([1] * (self.sums.dim() - 1)))
+
+    def mean(self, slot: torch.Tensor) -> torch.Tensor:
+        """g_hat for the slots `slot` (N,): (N, C, H, W)."""
+        return self.sums[slot] / self._count(slot)
+
+    def se(self, slot: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The per-pixel standard error of g_hat for the slots `slot` (N,), in `dtype`."""
+        n = self._count(slot)
+        m = (n // 2 if self.antithetic else n).double()  # independent units per slot
+        var = (self.m2[slot] / m - (self.m1[slot] / m) ** 2).clamp_min(0)
+        return (var * (m / (m - 1).clamp_min(1)) / m).sqrt().to(dtype)
+
     def mean_se(self, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """g_hat and its per-pixel standard error for the slots `slot` (N,)."""
-        view = (-1, *([1] * (self.sums.dim() - 1)))
-        n = self.count[slot].view(view)
-        mean = self.sums[slot] / n
-        m = (n // 2 if self.antithetic else n).double()
-        var = (self.m2[slot] / m - (self.m1[slot] / m) ** 2).clamp_min(0) * (m / (m - 1))
-        return mean, (var / m).sqrt().to(mean.dtype)
+        mean = self.mean(slot)
+        return mean, self.se(slot, mean.dtype)
 
 
 def _sample_round(
