@@ -49,12 +49,15 @@ def _best(
 ) -> dict | None:
     """The headline record (under `setting`, default the primary) with the best `metric`
     among models of `mode` (and `variant`)."""
-    rows = [
-        headline(run, m, eps, setting)
-        for m in run.models(factor)
-        if m["mode"] == mode and variant in ("", m["variant"])
+    models = [m for m in run.models(factor) if m["mode"] == mode and variant in ("", m["variant"])]
+    return _top(run, models, eps, setting, metric)
+
+
+def _top(run: Run, models: list[dict], eps: float, setting: str, metric: str) -> dict | None:
+    """The headline record at `eps` under `setting` with the best `metric` among `models`."""
+    found: list[dict[str, Any]] = [
+        dict(r) for m in models if (r := headline(run, m, eps, setting)) is not None
     ]
-    found: list[dict[str, Any]] = [dict(r) for r in rows if r is not None]
     return max(found, key=lambda r: r[metric]) if found else None
 
 
@@ -124,8 +127,7 @@ def _defence_findings(run: Run, models: list[dict], setting: str, tag: str) -> l
     hi, space = max(run.eps_rels), run.space(setting)
 
     def rec(m: dict | None) -> dict | None:
-        r = headline(run, m, hi, setting) if m else None
-        return dict(r) if r else None
+        return _top(run, [m] if m else [], hi, setting, "psnr")
 
     def first(mode: str) -> dict | None:
         return next((m for m in models if m["mode"] == mode), None)
@@ -229,12 +231,8 @@ def _robust_vs_baseline(run: Run, factor: int, setting: str) -> list[str]:
         return []
 
     def top(learned: bool) -> dict | None:
-        rows: list[dict[str, Any]] = [
-            dict(r)
-            for m in run.models(factor)
-            if (m["mode"] != "none") == learned and (r := headline(run, m, hi, setting)) is not None
-        ]
-        return max(rows, key=lambda r: r["psnr"], default=None)
+        models = [m for m in run.models(factor) if (m["mode"] != "none") == learned]
+        return _top(run, models, hi, setting, "psnr")
 
     where = f" [{setting}]" if len(run.settings) > 1 else ""
     return [

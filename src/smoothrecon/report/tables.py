@@ -95,7 +95,7 @@ def _row_name(m: dict) -> str:
         "gaussian": f"RS sigma_f={m['value']:g}",
         "standard": "standard",
         "adversarial": f"AT eps_rel={m['value']:g}"
-        + (f" ({m['train_space']} attack)" if m.get("train_space", "input") != "input" else ""),
+        + (f" ({m['train_space']} attack)" if m["train_space"] != "input" else ""),
         "denoised": f"standard + denoiser sigma={m['value']:g}",
         "projected": "standard + range projection (f o P)",
     }[m["mode"]]
