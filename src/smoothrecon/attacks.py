@@ -76,13 +76,17 @@ class PGDResult:
     """e: (B, ...) perturbation; loss: (B,) its loss; trace: (steps + 1, B) loss per iterate
     (NaN after a sample stopped early); snapshots: {t: (e, loss)} the best iterate among the
     first t steps (for convergence); steps_used: (B,) gradient steps (forward+backward) spent
-    per sample over all restarts."""
+    per sample over all restarts; grad_bad: (B,) bool, the first gradient of the loss was zero
+    or not finite (the attack had nothing to ascend: masked gradients); last: (e, loss) of the
+    last evaluated iterate (of the first run)."""
 
     e: torch.Tensor
     loss: torch.Tensor
     trace: torch.Tensor
     snapshots: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     steps_used: torch.Tensor | None = None
+    grad_bad: torch.Tensor | None = None
+    last: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _validate(y: torch.Tensor, x: torch.Tensor, eps: float) -> None:
@@ -165,6 +169,7 @@ def _one_run(
     idx: torch.Tensor | None = None
     running = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
     used = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
+    grad_bad = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
     last_loss = torch.full_like(best_loss, math.nan)
     for t in range(steps + 1):
         final = t == steps  # the last iterate's loss costs one forward without backward
@@ -185,17 +190,26 @@ def _one_run(
         running = _running(history, running, run)
         if final or not running.any():
             break
-        if loss.requires_grad:
-            (grad,) = torch.autograd.grad(
-                loss.sum(), e_var, allow_unused=True, materialize_grads=True
-            )
-        else:  # the output does not depend on the input: nothing to ascend
-            grad = torch.zeros_like(e_var)
+        grad = _gradient(loss, e_var)
+        if t == 0:
+            grad_bad = ~torch.isfinite(grad).flatten(1).all(1) | (_norms(grad).flatten() == 0)
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         used = used + 1 if idx is None else used.index_add(0, idx, torch.ones_like(idx))
         step = grad / _norms(grad).clamp_min(1e-30)
         e_new = project_l2(e_run.detach() + step_size * step, eps)
         e, idx = _advance(e, e_new, idx, running)
-    return _result((e, last_loss), (best_e, best_loss), trace, (snapshots, snaps), used, run)
+    result = _result((e, last_loss), (best_e, best_loss), trace, (snapshots, snaps), used, run)
+    result.grad_bad = grad_bad
+    return result
+
+
+def _gradient(loss: torch.Tensor, e_var: torch.Tensor) -> torch.Tensor:
+    """d sum(loss) / d e_var, zero where the loss does not depend on e (nothing to ascend).
+    Non-finite entries are kept: the caller flags them."""
+    if not loss.requires_grad:
+        return torch.zeros_like(e_var)
+    (grad,) = torch.autograd.grad(loss.sum(), e_var, allow_unused=True, materialize_grads=True)
+    return grad
 
 
 def _advance(
@@ -229,9 +243,10 @@ def _result(
             snaps[t] = (best_e.clone(), best_loss.clone())
     nan_rows = [torch.full_like(best_loss, math.nan)] * (steps + 1 - len(trace))
     padded = torch.stack(trace + nan_rows)
+    last = (e.detach(), last_loss)
     if run.keep == "last":
-        return PGDResult(e.detach(), last_loss, padded, snaps, used)
-    return PGDResult(best_e, best_loss, padded, snaps, used)
+        return PGDResult(e.detach(), last_loss, padded, snaps, used, last=last)
+    return PGDResult(best_e, best_loss, padded, snaps, used, last=last)
 
 
 def _keep_worse(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]):

@@ -179,15 +179,22 @@ def _seed(*parts: object) -> int:
 
 
 def bounded_smoothed(
-    f: Forward, norm: Normalization, sigma: float, k: int, seed: int, chunk: int = 0
+    f: Forward,
+    norm: Normalization,
+    sigma: float,
+    k: int,
+    seed: int,
+    chunk: int = 0,
+    noise: str = "fixed",
 ) -> Forward:
-    """G_hat with k draws held fixed across calls: y (normalized) -> (B, C, H, W) pixel space,
-    mean_j clamp(denormalize(f(y + sigma z_j)), 0, 1) (each sample clamped, as G)."""
+    """G_hat with k draws, held fixed across calls or fresh each call (`noise`, as the attack
+    on g says): y (normalized) -> (B, C, H, W) pixel space, mean_j clamp(denormalize(f(y +
+    sigma z_j)), 0, 1) (each sample clamped, as G)."""
 
     def p(z: torch.Tensor) -> torch.Tensor:
         return norm.denormalize(f(z)).clamp(0, 1)
 
-    return SmoothedEstimator(p, sigma, k, chunk).with_noise("fixed", seed)
+    return SmoothedEstimator(p, sigma, k, chunk).with_noise(noise, seed)
 
 
 def attack_g(
@@ -204,7 +211,8 @@ def attack_g(
     if eps == 0:
         return torch.zeros_like(y)
     a = s.attack
-    forward = bounded_smoothed(f, norm, s.sigma_g, a.k_attack, _seed(seed, "eot"), s.chunk_size)
+    eot_seed = _seed(seed, "eot")
+    forward = bounded_smoothed(f, norm, s.sigma_g, a.k_attack, eot_seed, s.chunk_size, a.noise)
     res = pgd_with(forward, y, x, eps, a, make_generator(_seed(seed, "start"), y.device))
     return res.e.detach()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from smoothrecon import distributed
+from smoothrecon.attack_check import FAILED_TEXT
 from smoothrecon.config import BASELINES, Config, dump_config
 from smoothrecon.errors import UserError
 
@@ -200,8 +201,10 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
         print(
             f"eps_rel {eps_rel:g}: PGD PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
             f"(random noise of the same norm: {row['random_psnr']:.2f} dB, "
-            f"{row['random_ssim']:.4f})  ||e|| {row['e_norm_mean']:.4f}"
+            f"{row['random_ssim']:.4f})  ||e|| {row['e_norm_mean']:.4f} ({row['space']} space)"
         )
+        if row["attack_failed"]:
+            print(f"  warning: {FAILED_TEXT}" + _gradient_free_note(row))
         if args.save_perturbations:
             save_checkpoint(
                 out / f"perturbations-eps{eps_rel:g}.safetensors",
@@ -215,22 +218,33 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
 
 def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
-    """(row of the attack command, e): PGD of `attack_cfg` on `forward` against random noise
-    of the same norm (the reference an attack must beat), both scored on g at --sigma-g."""
-    from smoothrecon.attacks import eps_from_rel, random_start
-    from smoothrecon.evaluation import batched_attack, smoothed_metrics
+    """(row of the attack command, e): PGD of `attack_cfg` on `forward` in the threat model of
+    attack.space, judged against random noise of the same norm in the same space (the
+    reference an attack must beat; a failed attack is backed by the gradient-free one), both
+    scored on g at --sigma-g: the evaluation's own check (`evaluation.check_attack`)."""
+    from smoothrecon.evaluation import (
+        Checking,
+        EvalSettings,
+        Sampling,
+        batched_attack,
+        check_attack,
+        smoothed_metrics,
+    )
     from smoothrecon.metrics import mean_and_ci
-    from smoothrecon.smoothing import make_generator
+    from smoothrecon.operators import build_operator
+    from smoothrecon.threat import ThreatModel
 
     seed, batch = cfg.evaluation.seed, cfg.evaluation.batch_size
-    e, loss, _ = batched_attack(forward, split, eps_rel, attack_cfg, batch, seed)
-    gen = make_generator(seed, split.y.device)
-    e_random = random_start(split.y, eps_from_rel(eps_rel, split.y.shape[1:]), "sphere", gen)
-    per, per_random = (
-        smoothed_metrics(f, split, pert, [args.sigma_g], cfg.smoothing.k, norm, batch, seed)[
-            args.sigma_g
-        ]
-        for pert in (e, e_random)
+    s = EvalSettings.from_config(cfg, {args.attack: attack_cfg})
+    how = Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive)
+    threat = ThreatModel.build(attack_cfg.space, build_operator(cfg.operator), norm, norm)
+
+    def scorer(e):
+        return smoothed_metrics(f, split, e, [args.sigma_g], how, norm, batch, seed)[args.sigma_g]
+
+    a = batched_attack(forward, split, eps_rel, attack_cfg, batch, seed, threat)
+    res = check_attack(
+        forward, split, a, Checking(attack_cfg, seed, threat, scorer, eps_rel, batch)
     )
     row = {
         "eps_rel": eps_rel,
@@ -238,14 +252,22 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
         "sigma_g": args.sigma_g,
         "attack": "pgd_g" if args.sigma_g > 0 else "pgd_f",
         "setting": args.attack,
-        "e_norm_mean": float(e.flatten(1).norm(dim=1).mean()),
-        "loss_mean": float(loss.mean()),
-        "n": len(per["mse"]),
+        "space": threat.space,
+        "e_norm_mean": float(res.attacked.norm.mean()),
+        "loss_mean": float(res.attacked.loss.mean()),
+        "n": len(res.per_image["mse"]),
+        **res.check.fields(),
     }
     for m in ("mse", "psnr", "ssim"):
-        row[m], row[f"{m}_se"], _ = mean_and_ci(per[m])
-        row[f"random_{m}"], row[f"random_{m}_se"], _ = mean_and_ci(per_random[m])
-    return row, e
+        row[m], row[f"{m}_se"], _ = mean_and_ci(res.per_image[m])
+        row[f"random_{m}"], row[f"random_{m}_se"], _ = mean_and_ci(res.random[m])
+    return row, res.attacked.e
+
+
+def _gradient_free_note(row: dict) -> str:
+    if not row.get("gradient_free"):
+        return ""
+    return " (the PSNR above is the per-crop worse of PGD and the gradient-free attack)"
 
 
 def _check_eps_rels(eps_rels: list[float]) -> None:

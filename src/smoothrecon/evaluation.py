@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 
+from smoothrecon.attack_check import AttackCheck, judge, record_fields, worse_per_crop
 from smoothrecon.config import AttackConfig, Config
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.distributed import map_batches
+from smoothrecon.gradient_free import SPSARun, spsa_l2
 from smoothrecon.inputs import METRICS, Forward, SplitInputs, clean_metrics, split_inputs, to_pixels
 from smoothrecon.metrics import all_metrics
 from smoothrecon.models.fold import fold_batchnorm
@@ -44,16 +47,25 @@ from smoothrecon.smoothing import (
     predict_adaptive,
     predict_many,
 )
-from smoothrecon.threat import ThreatModel, pgd_in_space
+from smoothrecon.threat import (
+    SpaceAttack,
+    ThreatModel,
+    attack_in_space,
+    pgd_in_space,
+    same_norm_noise,
+)
 
 __all__ = [
     "Attacked",
+    "Checked",
+    "Checking",
     "EvalModel",
     "EvalSettings",
     "SplitInputs",
     "UnitResult",
     "attack",
     "batched_attack",
+    "check_attack",
     "clean_metrics",
     "evaluate_unit",
     "smoothed_metrics",
@@ -77,6 +89,7 @@ class EvalSettings:
     attacks: Mapping[str, AttackConfig]  # setting name -> attack; the first chooses sigma_g*
     rs_pgd: bool = False  # also attack g at sigma_g* (and report the per-image worst case)
     rs_pgd_eps_rels: tuple[float, ...] = ()  # where RS-PGD runs; empty: every eps_rel > 0
+    rs_pgd_spaces: tuple[str, ...] = ()  # the threat models it runs in; empty: all
     seed: int = 0
     batch_size: int = 64
     chunk_size: int = 0
@@ -85,6 +98,13 @@ class EvalSettings:
     k_min: int = 8  # k = "auto": draws until mc_share <= mc_tolerance, within [k_min, k_max]
     k_max: int = 256
     mc_tolerance: float = 0.05
+    # the attack on g per setting where it differs from the attack on f (the EOT study's
+    # choice in a sweep); a setting not here attacks g with its own settings
+    attacks_g: Mapping[str, AttackConfig] = field(default_factory=dict)
+
+    def attack_on_g(self, setting: str) -> AttackConfig:
+        """The attack on g of `setting`: attacks_g's entry, else the setting itself."""
+        return self.attacks_g.get(setting, self.attacks[setting])
 
     @property
     def adaptive(self) -> AdaptiveK | None:
@@ -105,6 +125,7 @@ class EvalSettings:
             attacks=dict(attacks),
             rs_pgd=cfg.experiment.rs_pgd,
             rs_pgd_eps_rels=tuple(cfg.experiment.rs_pgd_eps_rels),
+            rs_pgd_spaces=tuple(cfg.experiment.rs_pgd_spaces),
             seed=cfg.evaluation.seed,
             batch_size=cfg.evaluation.batch_size,
             chunk_size=cfg.smoothing.chunk_size,
@@ -123,11 +144,14 @@ class EvalSettings:
         """The settings run at eps_rel (at 0 there is no attack: the primary stands for all)."""
         return dict(self.attacks) if eps_rel > 0 else {self.primary: self.attacks[self.primary]}
 
-    def attacks_g_at(self, eps_rel: float) -> bool:
+    def attacks_g_at(self, eps_rel: float, setting: str = "") -> bool:
+        """Whether RS-PGD attacks g at eps_rel (under `setting`, when given: its space)."""
+        space = self.attacks[setting].space if setting else ""
         return (
             self.rs_pgd
             and eps_rel > 0
             and (not self.rs_pgd_eps_rels or eps_rel in self.rs_pgd_eps_rels)
+            and (not space or not self.rs_pgd_spaces or space in self.rs_pgd_spaces)
         )
 
     def unit_fields(self, eps_rel: float) -> dict:
@@ -135,8 +159,18 @@ class EvalSettings:
         d = dataclasses.asdict(self)
         d.pop("eps_rels")
         d.pop("rs_pgd_eps_rels")
+        spaces = d.pop("rs_pgd_spaces")
+        if spaces:  # left out when empty: earlier unit keys stay valid
+            d["rs_pgd_spaces"] = [
+                k for k in self.attacks_at(eps_rel) if self.attacks_g_at(eps_rel, k)
+            ]
         d["attacks"] = {k: dataclasses.asdict(v) for k, v in self.attacks_at(eps_rel).items()}
         d["rs_pgd"] = self.attacks_g_at(eps_rel)
+        d.pop("attacks_g")
+        if d["rs_pgd"] and self.attacks_g:
+            d["attacks_g"] = {
+                k: dataclasses.asdict(self.attack_on_g(k)) for k in self.attacks_at(eps_rel)
+            }
         return {"eps_rel": eps_rel, **d}
 
 
@@ -160,11 +194,16 @@ class EvalModel:
 class Attacked(NamedTuple):
     """An attack on a batch or split: e (B, C, H, W) the network-input perturbation (add it
     to y) whatever space the attacker perturbed; loss (B,); norm (B,) ||e|| measured in the
-    attacker's own space (the measurement for a measurement-space attack)."""
+    attacker's own space (the measurement for a measurement-space attack); e_random
+    (B, C, H, W): random noise of the same norm in the same space (the reference the attack
+    must beat, `attack_check`); grad_bad (B,) bool: the first gradient was zero or not
+    finite."""
 
     e: torch.Tensor
     loss: torch.Tensor
     norm: torch.Tensor
+    e_random: torch.Tensor
+    grad_bad: torch.Tensor
 
 
 def attack(
@@ -177,13 +216,48 @@ def attack(
     threat: ThreatModel | None = None,
 ) -> Attacked:
     """The L2 PGD of `cfg` on `forward` in the threat's space (the network input by default)
-    at eps = eps_rel * sqrt(d in that space)."""
+    at eps = eps_rel * sqrt(d in that space), with random noise of the same norm beside it."""
     gen = make_generator(seed, y.device)
-    res = pgd_in_space(forward, y, target, threat or ThreatModel(), eps_rel, cfg, gen)
+    threat = threat or ThreatModel()
+    res = pgd_in_space(forward, y, target, threat, eps_rel, cfg, gen)
+    return _attacked(res, threat, y, seed)
+
+
+def gradient_free_attack(
+    forward: Forward,
+    y: torch.Tensor,
+    target: torch.Tensor,
+    eps_rel: float,
+    cfg: AttackConfig,
+    seed: int,
+    threat: ThreatModel | None = None,
+) -> Attacked:
+    """The gradient-free check (`gradient_free.spsa_l2`, cfg.fallback_queries forwards per
+    crop) in the threat's space: what an attack reaches without autograd's gradients."""
+    gen = make_generator(_seed(seed, "gradient-free"), y.device)
+    threat = threat or ThreatModel()
+    # a step near the estimate's expected cosine with the gradient, sqrt(K / (K + d)): a
+    # larger fixed step wanders around the optimum in high dimension (gradient_free.SPSARun)
+    k, d = SPSARun().directions, threat.count(y.shape[1:])
+    step = min(0.25, 2 * math.sqrt(k / (k + d)))
+    run = SPSARun(queries=cfg.fallback_queries, directions=k, step_factor=step)
+
+    def solve(fwd, start, x, eps, g, context):  # type: ignore[no-untyped-def]
+        return spsa_l2(fwd, start, x, eps, run, g, context)
+
+    res = attack_in_space(forward, y, target, threat, eps_rel, solve, gen)
+    return _attacked(res, threat, y, seed)
+
+
+def _attacked(res: SpaceAttack, threat: ThreatModel, y: torch.Tensor, seed: int) -> Attacked:
     if res.eps == 0:
         zeros = torch.zeros(y.shape[0], device=y.device)
-        return Attacked(res.e, zeros, zeros)
-    return Attacked(res.e.detach(), res.loss.detach(), res.norm.detach())
+        return Attacked(res.e, zeros, zeros, res.e, zeros.bool())
+    norm = res.norm.detach()
+    e_random = same_norm_noise(threat, y, norm, make_generator(_seed(seed, "random"), y.device))
+    assert res.run is not None
+    bad = res.run.grad_bad if res.run.grad_bad is not None else torch.zeros_like(norm).bool()
+    return Attacked(res.e.detach(), res.loss.detach(), norm, e_random, bad)
 
 
 @dataclass(frozen=True)
@@ -285,16 +359,18 @@ def batched_attack(
     batch_size: int,
     seed: int,
     threat: ThreatModel | None = None,
+    how: Callable[..., Attacked] = attack,
 ) -> Attacked:
-    """`attack` over a whole split in batches (shared across ranks)."""
+    """`attack` (or another attack function of its signature, `how`) over a whole split in
+    batches (shared across ranks)."""
 
     def batch(start: int) -> Attacked:
         sl = slice(start, start + batch_size)
         y, target = data.y[sl], data.target[sl]
-        return attack(forward, y, target, eps_rel, cfg, _seed(seed, start), threat)
+        return how(forward, y, target, eps_rel, cfg, _seed(seed, start), threat)
 
     parts = map_batches(data.y.shape[0], batch_size, batch)
-    return Attacked(*(torch.cat([p[i] for p in parts]) for i in range(3)))
+    return Attacked(*(torch.cat([p[i] for p in parts]) for i in range(len(Attacked._fields))))
 
 
 def _norm_stats(norm: torch.Tensor) -> dict[str, float]:
@@ -341,17 +417,31 @@ class _Unit:
             raise ValueError("a measurement-space attack needs the operator")
         return ThreatModel.build(space, self.operator, self.model.space, self.model.space)
 
-    def score(
-        self, data: SplitInputs, a: Attacked, sigmas: Sequence[float], cond: Condition
-    ) -> dict[float, dict[str, list[float]]]:
-        """Metrics of g(y + a.e) per sigma; one record each (`cond` with that sigma)."""
+    def sampling(self) -> Sampling:
         s = self.s
-        how = Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive)
-        noise_seed = _seed(s.seed, cond.split, "noise")
-        per_sigma = smoothed_metrics(
-            self.f, data, a.e, sigmas, how, self.model.space, s.batch_size, noise_seed
-        )
+        return Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive)
+
+    def smoothed(
+        self, data: SplitInputs, e: torch.Tensor, sigmas: Sequence[float], split: str
+    ) -> dict[float, dict[str, list[float]]]:
+        """Per-image metrics of g(y + e) for each sigma (`smoothed_metrics`, this unit's
+        noise seed per split, so the same e always scores the same)."""
+        noise_seed = _seed(self.s.seed, split, "noise")
+        how, norm, bs = self.sampling(), self.model.space, self.s.batch_size
+        return smoothed_metrics(self.f, data, e, sigmas, how, norm, bs, noise_seed)
+
+    def score(
+        self,
+        data: SplitInputs,
+        a: Attacked,
+        cond: Condition,
+        check: tuple[AttackCheck | None, float],
+        per_sigma: dict[float, dict[str, list[float]]],
+    ) -> None:
+        """One record per sigma of `per_sigma` (metrics of g(y + a.e), `cond` with that
+        sigma); check = (the attack's check, the sigma its random reference was scored at)."""
         for sigma, per_image in per_sigma.items():
+            per_image = dict(per_image)
             mc, k_used = per_image.pop("mc_share"), per_image.pop("k")
             debiased = per_image.pop("mse_debiased")
             k_mean = sum(k_used) / len(k_used)
@@ -363,9 +453,9 @@ class _Unit:
                 "k_mean": k_mean,
                 "k_max_used": max(k_used),
                 **_norm_stats(a.norm),
+                **record_fields(check[0], sigma == check[1]),
             }
             self.records.append(make_record(self.model.info, row, per_image, **extra))
-        return per_sigma
 
     def condition(self, data: SplitInputs, split: str, attack: str, setting: str) -> Condition:
         threat = self.threat(setting)
@@ -374,39 +464,117 @@ class _Unit:
         return Condition(split, self.eps_rel, eps, attack, setting, 0.0, k, threat.space)
 
     def attack_g(
-        self, data: SplitInputs, split: str, setting: str, sigma: float, on_f: dict
+        self, data: SplitInputs, split: str, setting: str, sigma: float, on_f: tuple
     ) -> None:
-        """RS-PGD: the attack of `setting` on g at sigma_g* with k_attack draws (EOT), then
-        the per-image worse of the two attacks."""
-        cfg, seed = self.s.attacks[setting], self.s.seed
+        """RS-PGD: the attack on g of `setting` (`EvalSettings.attack_on_g`) at sigma_g* with
+        k_attack draws (EOT), checked like the attack on f, then the per-image worse of the
+        two attacks. on_f: (per-image metrics of the attack on f through g, its check)."""
+        cfg, seed = self.s.attack_on_g(setting), self.s.seed
         g = SmoothedEstimator(self.f, sigma, cfg.k_attack, self.s.chunk_size)
         forward = g.with_noise(cfg.noise, _seed(seed, split, setting, "eot"))
         rs_seed = _seed(seed, split, setting, "rs")
         threat = self.threat(setting)
-        on_g_attack = batched_attack(
-            forward, data, self.eps_rel, cfg, self.s.batch_size, rs_seed, threat
+        bs = self.s.batch_size
+        a = batched_attack(forward, data, self.eps_rel, cfg, bs, rs_seed, threat)
+
+        def scorer(e: torch.Tensor) -> dict[str, list[float]]:
+            return self.smoothed(data, e, [sigma], split)[sigma]
+
+        res = check_attack(
+            forward, data, a, Checking(cfg, rs_seed, threat, scorer, self.eps_rel, bs)
         )
         cond = self.condition(data, split, "pgd_g", setting)
-        on_g = self.score(data, on_g_attack, [sigma], cond)
+        self.score(data, res.attacked, cond, (res.check, sigma), {sigma: res.per_image})
+        worst_per = worst_case(on_f[0], res.per_image)
+        both_bad = a.grad_bad & res.attacked.grad_bad
+        w_check = judge(worst_per, res.random, both_bad)
+        w_check = dataclasses.replace(
+            w_check, gradient_free=res.check.gradient_free or on_f[1].gradient_free
+        )
         worst = dataclasses.replace(self.condition(data, split, "worst", setting), sigma_g=sigma)
-        self.records.append(make_record(self.model.info, worst, worst_case(on_f, on_g[sigma])))
+        extra = record_fields(w_check, True)
+        self.records.append(make_record(self.model.info, worst, worst_per, **extra))
+
+    def attack_f(self, split: str, data: SplitInputs, setting: str) -> tuple[Attacked, Checked]:
+        """The attack of `setting` on f, checked at sigma_g = 0."""
+        cfg = self.s.attacks[setting]
+        seed = _seed(self.s.seed, split, setting)
+        threat = self.threat(setting)
+        bs = self.s.batch_size
+        a = batched_attack(self.f, data, self.eps_rel, cfg, bs, seed, threat)
+
+        def scorer(e: torch.Tensor) -> dict[str, list[float]]:
+            return self.smoothed(data, e, [0.0], split)[0.0]
+
+        res = check_attack(self.f, data, a, Checking(cfg, seed, threat, scorer, self.eps_rel, bs))
+        return res.attacked, res
 
     def run_split(self, split: str, data: SplitInputs, roles: tuple[str, str]) -> None:
         reported, chosen_on = roles
-        for setting, cfg in self.s.attacks_at(self.eps_rel).items():
-            seed = _seed(self.s.seed, split, setting)
-            threat = self.threat(setting)
-            on_f = batched_attack(self.f, data, self.eps_rel, cfg, self.s.batch_size, seed, threat)
+        for setting in self.s.attacks_at(self.eps_rel):
+            if self.eps_rel > 0:
+                on_f, res = self.attack_f(split, data, setting)
+                check: AttackCheck | None = res.check
+            else:
+                zeros = torch.zeros_like(data.y)
+                none = torch.zeros(data.y.shape[0], device=data.y.device)
+                on_f, check = Attacked(zeros, none, none, zeros, none.bool()), None
             kind = "pgd_f" if self.eps_rel > 0 else "none"
-            per_sigma = self.score(
-                data, on_f, self.s.sigmas, self.condition(data, split, kind, setting)
-            )
+            per_sigma = self.smoothed(data, on_f.e, self.s.sigmas, split)
+            cond = self.condition(data, split, kind, setting)
+            self.score(data, on_f, cond, (check, 0.0), per_sigma)
             chosen = choose_sigma(self.records, chosen_on, self.eps_rel, setting)
             assert chosen is not None, "the selection split is evaluated first"
             if split == reported and setting == self.s.primary and self.s.n_samples:
                 self.samples.update(_samples(self, data, on_f.e, chosen))
-            if split == reported and chosen > 0 and self.s.attacks_g_at(self.eps_rel):
-                self.attack_g(data, split, setting, chosen, per_sigma[chosen])
+            if split == reported and chosen > 0 and self.s.attacks_g_at(self.eps_rel, setting):
+                assert check is not None
+                self.attack_g(data, split, setting, chosen, (per_sigma[chosen], check))
+
+
+@dataclass(frozen=True)
+class Checking:
+    """How to judge one attack: its settings, seed and threat model (for the gradient-free
+    attack), scorer(e) -> per-image metrics of the attacked forward at y + e, the attack's
+    eps_rel and the crops per batch."""
+
+    cfg: AttackConfig
+    seed: int
+    threat: ThreatModel
+    scorer: Callable[[torch.Tensor], dict[str, list[float]]]
+    eps_rel: float
+    batch_size: int
+
+
+class Checked(NamedTuple):
+    """An attack after its check: the perturbations (per crop the worse of the attack and the
+    gradient-free one when it failed), the check, per-image metrics under it and under random
+    noise of its norm."""
+
+    attacked: Attacked
+    check: AttackCheck
+    per_image: dict[str, list[float]]
+    random: dict[str, list[float]]
+
+
+def check_attack(forward: Forward, data: SplitInputs, a: Attacked, how: Checking) -> Checked:
+    """The attack `a` on `forward` judged against random noise of its norm (`attack_check`);
+    a failed one is backed by the gradient-free attack, per crop the worse of the two."""
+    per, rnd = how.scorer(a.e), how.scorer(a.e_random)
+    check = judge(per, rnd, a.grad_bad)
+    if not check.attack_failed:
+        return Checked(a, check, per, rnd)
+    args = (how.eps_rel, how.cfg, how.batch_size, how.seed, how.threat)
+    gf = batched_attack(forward, data, *args, how=gradient_free_attack)
+    pick = worse_per_crop(per["mse"], how.scorer(gf.e)["mse"]).to(a.e.device)
+    merged = Attacked(*(_where(pick, u, t) for t, u in zip(a, gf, strict=True)))
+    check = dataclasses.replace(check, gradient_free=True)
+    return Checked(merged, check, how.scorer(merged.e), rnd)
+
+
+def _where(pick: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Per sample b where pick (B,) else a."""
+    return torch.where(pick.view(-1, *([1] * (a.dim() - 1))), b, a)
 
 
 def evaluate_unit(

@@ -68,6 +68,17 @@ class Record(TypedDict):
     unit_file: NotRequired[str]  # set by the report: the unit file the record was read from
     e_norm_min: NotRequired[float]
     e_norm_max: NotRequired[float]
+    # the attack's check (attack_check.AttackCheck): random noise of the attack's per-crop norm
+    # scored like the attack (random_* only on the record where it was scored), the mean
+    # per-crop PSNR gap random - attacked with its 95% CI, the share of crops whose first
+    # gradient was zero or not finite, the flag, and whether the gradient-free attack ran
+    random_psnr: NotRequired[float]
+    random_ssim: NotRequired[float]
+    random_gap: NotRequired[float]
+    random_gap_ci95: NotRequired[float]
+    grad_bad_share: NotRequired[float]
+    attack_failed: NotRequired[bool]
+    gradient_free: NotRequired[bool]
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,7 @@ class Condition:
 
 
 def make_record(
-    info: ModelInfo, cond: Condition, per_image: dict[str, list[float]], **extra: float
+    info: ModelInfo, cond: Condition, per_image: dict[str, list[float]], **extra: float | bool
 ) -> Record:
     row: dict[str, Any] = {"schema": SCHEMA, **asdict(info), **asdict(cond)}
     row.update(n=len(per_image["mse"]), per_image=per_image, **extra)

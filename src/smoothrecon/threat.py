@@ -175,6 +175,10 @@ class SpaceAttack:
     run: PGDResult | None = None
 
 
+# (forward, start, x, eps, generator, context) -> the solver's result in the threat's space
+Solver = Callable[..., PGDResult]
+
+
 def pgd_in_space(
     forward: Forward,
     y: torch.Tensor,
@@ -193,6 +197,37 @@ def pgd_in_space(
     this is exactly the thesis' attack. y: (B, C, H, W) normalized network input; x: the
     target in forward's output space. snapshots go to pgd_l2_run (e in the threat's space).
     """
+
+    def solve(
+        fwd: Callable[..., torch.Tensor],
+        start: torch.Tensor,
+        target: torch.Tensor,
+        eps: float,
+        gen: torch.Generator | None,
+        context: torch.Tensor | None,
+    ) -> PGDResult:
+        return pgd_with(fwd, start, target, eps, attack, gen, snapshots, context)
+
+    return attack_in_space(forward, y, x, threat, eps_rel, solve, generator)
+
+
+def attack_in_space(
+    forward: Forward,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    threat: ThreatModel,
+    eps_rel: float,
+    solve: Solver,
+    generator: torch.Generator | None = None,
+) -> SpaceAttack:
+    """Any L2 attack `solve` (PGD, a gradient-free search) in the threat's space.
+
+    solve(forward_like, start, x, eps, generator, context) maximizes
+    ||forward_like(start + e) - x||^2 over ||e|| <= eps and returns a PGDResult; in input space
+    forward_like = forward and start = y (context None), in measurement space it is
+    forward(y_rows + lift(e)) from start = 0 with y as the context. y: (B, C, H, W)
+    normalized network input; x: the target in forward's output space.
+    """
     eps = threat.eps(eps_rel, y.shape[1:])
     if eps == 0:
         with torch.no_grad():
@@ -202,7 +237,7 @@ def pgd_in_space(
             threat.space, torch.zeros_like(y), zeros, zeros.new_zeros(len(y)), loss, 0.0
         )
     if threat.space == "input":
-        run = pgd_with(forward, y, x, eps, attack, generator, snapshots)
+        run = solve(forward, y, x, eps, generator, None)
     else:
         # y rides along as context: with early stopping PGD continues on a subset of rows
 
@@ -210,12 +245,26 @@ def pgd_in_space(
             return forward(y_rows + threat.lift(e))
 
         start = y.new_zeros((y.shape[0], *threat.perturbed_shape(y.shape[1:])))
-        run = pgd_with(forward_space, start, x, eps, attack, generator, snapshots, context=y)
+        run = solve(forward_space, start, x, eps, generator, y)
     e_space = threat.restrict(run.e.detach())
     with torch.no_grad():
         e = threat.lift(e_space)
     norm = e_space.flatten(1).norm(dim=1)
     return SpaceAttack(threat.space, e, e_space, norm, run.loss.detach(), eps, run)
+
+
+def same_norm_noise(
+    threat: ThreatModel, y: torch.Tensor, norm: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Random noise of the attack's own size: a uniform direction in the threat's space with
+    the per-sample norm `norm` (B,) there, lifted to the network input (B, C, H, W).
+
+    The reference an attack must beat: a perturbation of the same norm with no aim."""
+    shape = (y.shape[0], *threat.perturbed_shape(y.shape[1:]))
+    z = threat.restrict(torch.randn(shape, generator=generator, device=y.device, dtype=y.dtype))
+    z = z / z.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (z.dim() - 1)))
+    with torch.no_grad():
+        return threat.lift(z * norm.to(z.dtype).view(-1, *([1] * (z.dim() - 1))))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -232,3 +232,34 @@ def test_api_identity_matches_bilinear_under_attack_in_normalized_space(
     assert own.keys() == bilinear.keys() and own
     for key, r in own.items():
         assert r["per_image"] == bilinear[key]["per_image"], key
+
+
+class Rounded(nn.Module):
+    """The identity behind 8-bit rounding: zero gradient everywhere (gradient masking)."""
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.round(y * 255) / 255
+
+
+def test_a_gradient_masking_model_is_flagged_and_the_gradient_free_attack_runs(
+    cli, photo_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 23: PGD cannot beat random noise on a rounding model; the CLI and the records say
+    so, and the gradient-free attack brings it down below random noise. The identity is not
+    flagged."""
+    common = ["--data", photo_dir, "--eps-rel", "0.05", "--sigma-g", "0", "--input-space"]
+    runs = {}
+    for name in ("Identity", "Rounded"):
+        out = tmp_path / name
+        r = cli("evaluate", *SMOKE, "--model", f"{__file__}:{name}", *common, "pixel", "--out", out)
+        assert r.returncode == 0, r.stderr
+        rows = read_jsonl(out / "records.jsonl")
+        runs[name] = (r.stdout, next(x for x in rows if x["split"] == "test" and x["eps_rel"]))
+    stdout, identity = runs["Identity"]
+    assert "did not beat random noise" not in stdout
+    assert not identity["attack_failed"] and identity["random_gap"] > 0
+    stdout, rounded = runs["Rounded"]
+    assert "did not beat random noise: gradients may be masked" in stdout
+    assert rounded["attack_failed"] and rounded["gradient_free"]
+    assert rounded["grad_bad_share"] == 1.0
+    assert rounded["psnr"] < rounded["random_psnr"]

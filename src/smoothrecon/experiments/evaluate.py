@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from smoothrecon import distributed
+from smoothrecon.attack_check import FAILED_TEXT
 from smoothrecon.config import BASELINES, AttackConfig, Config, dump_config, load_config
 from smoothrecon.data import DataBundle, prepare_data
 from smoothrecon.data.normalization import Normalization
@@ -110,6 +111,9 @@ def _print_choices(records: list[Record], model: EvalModel, settings: EvalSettin
             f"{model.info.model} eps_rel {c['eps_rel']:g}: {where}{c['split']} PSNR "
             f"{row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}"
         )
+        if row.get("attack_failed"):
+            extra = " (per crop the worse of PGD and the gradient-free attack)"
+            print(f"  warning: {FAILED_TEXT}" + (extra if row.get("gradient_free") else ""))
 
 
 def evaluate_models(

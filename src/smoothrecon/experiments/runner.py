@@ -20,6 +20,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,12 @@ from smoothrecon.config import AttackConfig, Config, dump_config
 from smoothrecon.data import prepare_data
 from smoothrecon.evaluation import EvalSettings
 from smoothrecon.experiments.convergence import choose_strong, thesis_attack
+from smoothrecon.experiments.eot_study import choose_eot
 from smoothrecon.experiments.executors import make_executor
 from smoothrecon.experiments.grid import ModelSpec, thesis_grid
 from smoothrecon.experiments.units import (
     CertifyUnit,
+    EOTUnit,
     EvalUnit,
     StudyUnit,
     TrainUnit,
@@ -126,23 +129,70 @@ def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
     return units
 
 
-def unit_settings(spec: ModelSpec, cfg: Config, attacks: dict[str, AttackConfig]) -> EvalSettings:
+def plan_eot(cfg: Config, out: Path) -> list[EOTUnit]:
+    """The EOT study (the attack on g): one unit per (Gaussian-trained family representative,
+    convergence eps_rel), at sigma_g = its sigma_f and the grid's largest sigma_g; none when
+    g is not attacked."""
+    if not cfg.experiment.rs_pgd:
+        return []
+    names = [f.name for f in dataclasses.fields(cfg.experiment) if f.name.startswith("eot_")]
+    fields = _experiment_fields(cfg, "convergence_images", *names)
+    units = []
+    for spec in (s for s in family_representatives(cfg) if s.mode == "gaussian"):
+        mcfg = spec.config(cfg)
+        e = cfg.experiment
+        sigmas = e.eot_sigmas or tuple(
+            sorted({float(spec.value), max(cfg.smoothing.sigma_grid)} - {0.0})
+        )
+        key = mcfg.hash("data", "operator", "model", "train", "evaluation", "smoothing")
+        key += f"-{short_hash({**fields, 'sigmas': sigmas})}"
+        for eps_rel in e.eot_eps_rels or e.convergence_eps_rels:
+            path = out / "eot" / spec.slug / f"eps{eps_rel:g}-{key}.json"
+            folder = _model_folder(spec, mcfg, out)
+            units.append(EOTUnit(spec, mcfg, eps_rel, sigmas, path, folder))
+    return units
+
+
+def unit_settings(
+    spec: ModelSpec,
+    cfg: Config,
+    attacks: dict[str, AttackConfig],
+    attacks_g: dict[str, AttackConfig] | None = None,
+) -> EvalSettings:
     """The evaluation settings of one sweep model: the sigma_g grid unless adversarially
-    trained, RS-PGD only on Gaussian-trained (RS) models."""
+    trained, RS-PGD only on Gaussian-trained (RS) models, with the attacks on g `attacks_g`
+    (where they differ from the attacks on f)."""
     settings = EvalSettings.from_config(cfg, attacks)
     return dataclasses.replace(
         settings,
         sigmas=settings.sigmas if spec.grid_evaluated else (0.0,),
         rs_pgd=settings.rs_pgd and spec.mode in ("gaussian", "denoised"),
+        attacks_g=dict(attacks_g or {}),
     )
 
 
-def plan_evaluation(cfg: Config, out: Path, attacks: dict[str, AttackConfig]) -> list[EvalUnit]:
+@dataclass(frozen=True)
+class Attacks:
+    """The attack settings of a sweep's evaluation: on f per setting name ('strong' first),
+    on g where the EOT study chose another, and the two studies' scores."""
+
+    on_f: dict[str, AttackConfig]
+    on_g: dict[str, AttackConfig]
+    score: dict[str, Any]
+    eot_score: dict[str, Any] | None
+
+
+def plan_evaluation(
+    cfg: Config,
+    out: Path,
+    attacks: dict[str, AttackConfig],
+    attacks_g: dict[str, AttackConfig] | None = None,
+) -> list[EvalUnit]:
     """One unit per (model, eps_rel), keyed by everything its records depend on."""
     units = []
     for spec in (s for s in thesis_grid(cfg) if s.evaluated):
         mcfg = spec.config(cfg)
-        settings = unit_settings(spec, mcfg, attacks)
+        settings = unit_settings(spec, mcfg, attacks, attacks_g)
         net, den = spec.parts()
         ncfg = net.config(cfg)
         model_key = ncfg.hash("model", "train")
@@ -166,7 +216,7 @@ def plan_certification(cfg: Config, out: Path, attack: AttackConfig) -> list[Cer
     e = cfg.experiment
     if not e.certify_eps_rels:
         return []
-    on_g = dataclasses.replace(attack, target="g", noise="fixed")
+    on_g = dataclasses.replace(attack, target="g")
     units = []
     for spec in thesis_grid(cfg):
         if spec.mode != "gaussian":
@@ -199,18 +249,25 @@ def _run_phase(pool, units: list, desc: str, timings: dict[str, float]) -> None:
         timings[f"{desc}:{tag}"] = payload["seconds"]
 
 
-def _strong_attacks(cfg: Config, convs: list[StudyUnit]) -> tuple[dict[str, AttackConfig], dict]:
-    """The attack settings of the evaluation ('strong' from the study first) and its score."""
+def _strong_attacks(cfg: Config, convs: list[StudyUnit], eots: list[EOTUnit]) -> Attacks:
+    """The attack settings of the evaluation ('strong' from the study first; on g the EOT
+    study's choice) and the studies' scores."""
     rows = [r for u in convs for r in json.loads(u.path.read_text())["rows"]]
-    strong, score = choose_strong(
-        rows, cfg.experiment.strong_within, cfg.attack, cfg.experiment.strong_max_cost
-    )
+    within = cfg.experiment.strong_within
+    strong, score = choose_strong(rows, within, cfg.attack, cfg.experiment.strong_max_cost)
     attacks = {"strong": strong}
     if cfg.experiment.thesis_setting:
         attacks["thesis"] = thesis_attack(cfg.attack)
+    on_g: dict[str, AttackConfig] = {}
+    eot_score = None
+    if eots:
+        eot_rows = [r for u in eots for r in json.loads(u.path.read_text())["rows"]]
+        on_g["strong"], eot_score = choose_eot(eot_rows, within, cfg.attack)
     if "measurement" in cfg.experiment.attack_spaces:
         attacks["strong-measurement"] = dataclasses.replace(strong, space="measurement")
-    return attacks, score
+        if on_g:
+            on_g["strong-measurement"] = dataclasses.replace(on_g["strong"], space="measurement")
+    return Attacks(attacks, on_g, score, eot_score)
 
 
 def _phases(cfg: Config, out: Path, pool, log: Callable[[str], None], timings: dict):
@@ -223,21 +280,38 @@ def _phases(cfg: Config, out: Path, pool, log: Callable[[str], None], timings: d
     )
     _run_phase(pool, trains, "training", timings)
     _run_phase(pool, convs, "attack convergence", timings)
-    attacks, score = _strong_attacks(cfg, convs)
-    evals = plan_evaluation(cfg, out, attacks)
-    strong = attacks["strong"]
+    eots = plan_eot(cfg, out)
+    _run_phase(pool, eots, "attack on g (EOT) study", timings)
+    attacks = _strong_attacks(cfg, convs, eots)
+    evals = plan_evaluation(cfg, out, attacks.on_f, attacks.on_g)
     log(
-        f"strong attack: {strong.steps} steps of {strong.step_factor:g} eps, "
-        f"{strong.restarts} restart(s), early stopping patience {strong.patience}, "
-        f"{score['cost']:.0f} steps/crop, >= {score['min_ratio']:.1%} of the best loss found; "
-        f"{len(evals)} evaluations ({sum(not u.done() for u in evals)} to run)"
+        _attack_line(attacks)
+        + f"; {len(evals)} evaluations ({sum(not u.done() for u in evals)} to run)"
     )
     _run_phase(pool, evals, "evaluating", timings)
-    certs = plan_certification(cfg, out, strong)
+    certs = plan_certification(cfg, out, attacks.on_g.get("strong") or attacks.on_f["strong"])
     if certs:
         log(f"{len(certs)} certifications ({sum(not u.done() for u in certs)} to run)")
     _run_phase(pool, certs, "certifying", timings)
-    return trains, convs, evals, attacks, score
+    return trains, convs, evals, attacks, eots
+
+
+def _attack_line(attacks: Attacks) -> str:
+    """The log line of the chosen attacks on f and on g."""
+    strong, score = attacks.on_f["strong"], attacks.score
+    line = (
+        f"strong attack: {strong.steps} steps of {strong.step_factor:g} eps, "
+        f"{strong.restarts} restart(s), early stopping patience {strong.patience}, "
+        f"{score['cost']:.0f} steps/crop, >= {score['min_ratio']:.1%} of the best loss found"
+    )
+    g, eot = attacks.on_g.get("strong"), attacks.eot_score
+    if g is None or eot is None:
+        return line
+    return line + (
+        f"; on g: {g.noise} noise, k_attack {g.k_attack}, {g.steps} steps, {g.restarts} "
+        f"start(s), {g.keep} iterate, {eot['budget']} passes/crop, >= {eot['min_ratio']:.1%} "
+        "of the best loss found"
+    )
 
 
 def reproduce(
@@ -265,18 +339,21 @@ def reproduce(
         data = prepare_data(cfg.data, progress=progress)
         pool = make_executor(executor, data, Runtime.from_config(cfg.runtime), progress, address)
         timings: dict[str, float] = {}
-        trains, convs, evals, attacks, score = _phases(cfg, out, pool, log, timings)
+        trains, convs, evals, attacks, eots = _phases(cfg, out, pool, log, timings)
         if (out / "run.json").exists() and not timings:
             return out  # nothing ran: keep the manifest of the run that did the work
         paths = [u.path for u in evals]
-        manifest = run_manifest("reproduce", cfg, out, data.summary(), paths, attacks)
+        manifest = run_manifest("reproduce", cfg, out, data.summary(), paths, attacks.on_f)
         manifest.update(
             executor=executor,
             models=[
                 {"label": u.spec.label, "folder": str(u.folder.relative_to(out))} for u in trains
             ],
             convergence=[str(u.path.relative_to(out)) for u in convs],
-            strong_score=score,
+            strong_score=attacks.score,
+            eot=[str(u.path.relative_to(out)) for u in eots],
+            eot_score=attacks.eot_score,
+            attacks_g={k: dataclasses.asdict(v) for k, v in attacks.on_g.items()},
             seconds_this_call=time.perf_counter() - started,
             timings_this_call=timings,
         )

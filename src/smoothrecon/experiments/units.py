@@ -4,6 +4,7 @@ evaluate one model at one eps_rel, certify one smoothed model. Executors (serial
 front end writes the same files:
     <out>/models/<label>-<key>/                 a training run (resumes mid-way, training.py)
     <out>/convergence/<label>/eps<e>-<key>.json  loss / PSNR vs PGD steps (convergence.py)
+    <out>/eot/<label>/eps<e>-<key>.json          the attack on g's study (eot_study.py)
     <out>/evals/<label>/eps<e>-<key>.json        records (+ .safetensors with example images)
     <out>/certificates/<label>/certificates.jsonl  certificate records (resume per crop)
     <out>/certificates/<label>/done-<key>.json      written once every record is in
@@ -28,6 +29,7 @@ from smoothrecon.config import Config
 from smoothrecon.data import DataBundle
 from smoothrecon.evaluation import EvalModel, EvalSettings, evaluate_unit
 from smoothrecon.experiments.convergence import convergence_rows
+from smoothrecon.experiments.eot_study import eot_rows
 from smoothrecon.experiments.grid import ModelSpec
 from smoothrecon.inputs import SplitInputs, split_inputs
 from smoothrecon.io import atomic_write_json, load_checkpoint, save_checkpoint
@@ -136,6 +138,21 @@ class StudyUnit:
 
 
 @dataclass
+class EOTUnit:
+    """One RS model's EOT study (the attack on g) at one eps_rel and its sigma_gs, one file."""
+
+    spec: ModelSpec
+    cfg: Config
+    eps_rel: float
+    sigmas: tuple[float, ...]
+    path: Path
+    model_folder: Path | None
+
+    def done(self) -> bool:
+        return self.path.exists()
+
+
+@dataclass
 class EvalUnit:
     """One model of the sweep at one eps_rel, evaluated with `settings`."""
 
@@ -166,7 +183,7 @@ class CertifyUnit:
         return self.path.exists()
 
 
-Unit = TrainUnit | StudyUnit | EvalUnit | CertifyUnit
+Unit = TrainUnit | StudyUnit | EOTUnit | EvalUnit | CertifyUnit
 
 
 def _load(cfg: Config, folder: Path | None, runtime: Runtime) -> torch.nn.Module:
@@ -201,6 +218,32 @@ def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) ->
         unit.cfg.attack.random_start,
         unit.cfg.evaluation.seed,
     )
+    spec = unit.spec
+    for r in rows:
+        r.update(model=spec.label, factor=spec.factor, mode=spec.mode, variant=spec.variant)
+        r["split"] = split
+    payload = {
+        "label": spec.label,
+        "eps_rel": unit.eps_rel,
+        "seconds": time.perf_counter() - t0,
+        "rows": rows,
+    }
+    atomic_write_json(unit.path, payload)
+    return payload
+
+
+def run_eot_unit(unit: EOTUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
+    """The EOT study of one RS model at one eps_rel, for each of its sigma_g (validation)."""
+    model = _load(unit.cfg, unit.model_folder, runtime)
+    split = "val" if len(data.val) else "test"
+    t0 = time.perf_counter()
+    inputs = _inputs(unit.cfg, data, runtime, split)
+    f, e = runtime.forward(model), unit.cfg.experiment
+    rows = []
+    for sigma in unit.sigmas:
+        rows += eot_rows(
+            f, inputs, data.normalization, sigma, unit.eps_rel, e, unit.cfg.evaluation.seed
+        )
     spec = unit.spec
     for r in rows:
         r.update(model=spec.label, factor=spec.factor, mode=spec.mode, variant=spec.variant)
@@ -264,6 +307,8 @@ def run_unit(unit: Unit, data: DataBundle, runtime: Runtime, progress: bool = Fa
         return json.loads(unit.path.read_text())
     if isinstance(unit, StudyUnit):
         return run_convergence_unit(unit, data, runtime)
+    if isinstance(unit, EOTUnit):
+        return run_eot_unit(unit, data, runtime)
     if isinstance(unit, CertifyUnit):
         return run_certify_unit(unit, data, runtime)
     return run_eval_unit(unit, data, runtime)

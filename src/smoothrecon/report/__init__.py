@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from smoothrecon.attack_check import FAILED_TEXT
 from smoothrecon.io import atomic_write_text
 from smoothrecon.report.certificates import certificate_blocks
 from smoothrecon.report.figures import (
@@ -31,6 +32,7 @@ from smoothrecon.report.records import Run, chosen_sigma, headline, load_run
 from smoothrecon.report.tables import (
     Table,
     convergence_table,
+    eot_table,
     headline_tables,
     monte_carlo_table,
     sigma_tables,
@@ -186,9 +188,53 @@ def attack_text(run: Run) -> str:
         )
     if any(r["attack"] == "pgd_g" for r in run.records):
         parts.append("Smoothed models: per crop, the worse of the attacks on f and on g (EOT).")
+        parts.append(_g_text(m))
     elif any(r["smoothed"] for r in run.records):
         parts.append("Smoothed models were attacked through f only (RS-PGD was off).")
-    return " ".join(parts)
+    parts.append(failed_text(run))
+    return " ".join(p for p in parts if p)
+
+
+def _g_text(m: dict) -> str:
+    """The attack on g and how close the EOT study found it to the best loss."""
+    g, score = m.get("attacks_g", {}).get("strong"), m.get("eot_score")
+    if not g or not score:
+        return ""
+    verdict = (
+        f"within {score['within']:.0%} of it"
+        if score["converged"]
+        else f"NOT within {score['within']:.0%} of it (the closest setting studied)"
+    )
+    return (
+        f"The attack on g: {g['noise']} noise, k_attack {g['k_attack']}, {g['steps']} steps of "
+        f"{g['step_factor']:g} eps, {g['restarts']} random start(s), {g['keep']} iterate "
+        f"({score['budget']} network gradient passes per crop), chosen by the EOT study: it "
+        f"reaches at least {score['min_ratio']:.1%} (mean {score['mean_ratio']:.1%}) of the "
+        f"best loss found on g for every model family, sigma_g and eps_rel studied, scored on "
+        f"fresh draws of g, {verdict}."
+    )
+
+
+def failed_text(run: Run) -> str:
+    """Which attacks did not beat random noise of their own norm (`attack_check`)."""
+    checked = [r for r in run.records if r["split"] == run.reported and "attack_failed" in r]
+    if not checked:
+        return ""
+    failed = [r for r in checked if r["attack_failed"] and r["attack"] != "worst"]
+    if not failed:
+        return (
+            f"Every attack beat random noise of its own norm ({len(checked)} attacked records "
+            "checked; 95% CI of the per-crop PSNR gap above 0)."
+        )
+    names = "; ".join(
+        f"{r['model']} at eps_rel {r['eps_rel']:g} ({r['setting']}, {r['attack']}, sigma_g "
+        f"{r['sigma_g']:g}): PSNR gap to random noise {r.get('random_gap', float('nan')):+.2f} "
+        f"dB, first gradient zero or not finite on {r['grad_bad_share']:.0%} of the crops"
+        + (", gradient-free attack added" if r.get("gradient_free") else "")
+        for r in failed
+        if "random_gap" in r
+    )
+    return f"WARNING: {FAILED_TEXT}. Flagged: {names}."
 
 
 def scale_text(run: Run) -> str:
@@ -248,7 +294,13 @@ def _tables(run: Run, folder: Path) -> tuple[list[Block], list[Block]]:
     second = [t for s in run.settings[1:] for t in headline_tables(run, s)]
     extra = [
         t
-        for t in (table_a1(run), monte_carlo_table(run), *sigma_tables(run), convergence_table(run))
+        for t in (
+            table_a1(run),
+            monte_carlo_table(run),
+            *sigma_tables(run),
+            convergence_table(run),
+            eot_table(run),
+        )
         if t.rows
     ]
     for t in [*tables, *thesis, *second, *extra]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from smoothrecon.attack_check import FAILED_TEXT
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.report.records import Run, headline
 from smoothrecon.report.tables import Table
@@ -76,6 +77,19 @@ def _paired_n(a: dict, b: dict, metric: str) -> int:
     return len(pa) if pa and pb and len(pa) == len(pb) else 0
 
 
+G_NOT_ATTACKED = "g not attacked at this eps_rel: optimistic"
+
+
+def caveat(r: dict) -> str:
+    """Why a record's robustness is not evidence, or '': its attack did not beat random noise
+    (`attack_check`), or it is a smoothed output that only the attack on f reached."""
+    if r.get("attack_failed"):
+        return FAILED_TEXT
+    if r["eps_rel"] > 0 and r["sigma_g"] > 0 and r["attack"] == "pgd_f":
+        return G_NOT_ATTACKED
+    return ""
+
+
 def _verdict(a: dict | None, b: dict | None, metric: str, claim_a_better: bool = True) -> str:
     """'holds' / 'does NOT hold' when the 95% CI of the paired difference excludes 0, else
     'inconclusive'; always with the numbers, the CI and the number of paired crops."""
@@ -90,6 +104,9 @@ def _verdict(a: dict | None, b: dict | None, metric: str, claim_a_better: bool =
         f"{fmt_metric(metric, b[metric])} (difference {fmt_metric(metric, diff, True)} "
         f"± {fmt_metric(metric, half)}, 95% CI over {over})"
     )
+    caveats = [f"{r['model']}: {c}" for r in (a, b) if (c := caveat(r))]
+    if caveats:
+        return f"no verdict ({'; '.join(caveats)}): {numbers}"
     if abs(diff) <= half:
         return f"inconclusive: {numbers}"
     holds = better == claim_a_better

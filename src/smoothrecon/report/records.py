@@ -37,6 +37,7 @@ class Run:
     records: list[Record]
     samples: dict[tuple[str, float], dict[str, torch.Tensor]] = field(default_factory=dict)
     convergence: list[dict[str, Any]] = field(default_factory=list)
+    eot: list[dict[str, Any]] = field(default_factory=list)  # the attack on g's study
     eval_seconds: float = 0.0
     train_seconds: float = 0.0
     study_seconds: float = 0.0  # the attack-convergence study
@@ -151,12 +152,13 @@ def load_run(folder: str | Path) -> Run:
     _read_evals(run)
     if not run.records:
         raise UserError(f"'{folder}' holds no evaluation records")
-    for rel in manifest.get("convergence", []):
-        path = folder / rel
-        if path.is_file():
-            payload = json.loads(path.read_text())
-            run.convergence.extend(payload["rows"])
-            run.study_seconds += payload["seconds"]
+    for key, rows in (("convergence", run.convergence), ("eot", run.eot)):
+        for rel in manifest.get(key, []):
+            path = folder / rel
+            if path.is_file():
+                payload = json.loads(path.read_text())
+                rows.extend(payload["rows"])
+                run.study_seconds += payload["seconds"]
     for path in folder.glob("certificates/*/done-*.json"):
         run.certify_seconds += json.loads(path.read_text())["seconds"]
     for m in manifest.get("models", []):

@@ -14,6 +14,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from smoothrecon.experiments.eot_study import eot_scores
 from smoothrecon.records import Record, value
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick, thesis_row
 
@@ -380,4 +381,56 @@ def convergence_table(run: Run) -> Table:
         f"after t steps{note}",
         header,
         rows,
+    )
+
+
+def eot_table(run: Run) -> Table:
+    """The attack on g's study (issue 23): per setting, the share of the best loss found that
+    it reaches (smallest over models, sigma_g and eps_rel; scored on fresh draws of g), at
+    each budget of network gradient passes per crop."""
+    scores = eot_scores(run.eot) if run.eot else []
+    budgets = sorted({s["budget"] for s in scores})
+    header = ["noise", "k_attack", "starts", "iterate"] + [f"@ {b} passes" for b in budgets]
+    keys = sorted({(s["noise"], s["k_attack"], s["restarts"], s["keep"]) for s in scores})
+    chosen = run.manifest.get("attacks_g", {}).get("strong")
+    rows = []
+    for key in keys:
+        index = {
+            s["budget"]: s
+            for s in scores
+            if (s["noise"], s["k_attack"], s["restarts"], s["keep"]) == key
+        }
+        cells = [key[0], str(key[1]), str(key[2]), key[3]]
+        for b in budgets:
+            sc = index.get(b)
+            mark = ""
+            if sc and chosen and _is_chosen(sc, chosen):
+                mark = " (chosen)"
+            cells.append(f"{sc['min_ratio']:.1%} / {sc['mean_ratio']:.1%}{mark}" if sc else "-")
+        rows.append(cells)
+    ref = [r for r in run.eot if r["reference"]]
+    note = ""
+    if ref:
+        top = max(r["budget"] for r in ref)
+        note = (
+            f"; the reference attack (fresh noise, k {ref[0]['k_attack']}, {top} passes) is "
+            "part of the best loss found"
+        )
+    return Table(
+        "table_eot_convergence",
+        "The attack on g (EOT) on validation crops: smallest / mean share of the best loss "
+        "found, scored on fresh draws of g (never those the attack optimized), per budget of "
+        f"network gradient passes per crop (steps x k_attack x starts){note}",
+        header,
+        rows,
+    )
+
+
+def _is_chosen(score: dict, chosen: dict) -> bool:
+    return (
+        score["noise"] == chosen["noise"]
+        and score["k_attack"] == chosen["k_attack"]
+        and score["restarts"] == chosen["restarts"]
+        and score["keep"] == chosen["keep"]
+        and score["steps"] == chosen["steps"]
     )
