@@ -268,7 +268,7 @@ def center_mse_bound(
 
 @dataclass(frozen=True)
 class CertifySettings:
-    """What `certify` computes (issue 14); one object built once by the caller.
+    """What `certify` computes; one object built once by the caller.
 
     sigma: sigma_g, the noise std in the model-input (normalized) space.
     eps: l2 radii in the same space (`attacks.eps_from_rel` converts eps_rel).
@@ -524,7 +524,7 @@ def certify(
     settings: CertifySettings,
     generator: torch.Generator | None = None,
 ) -> Certificate:
-    """Certified quality of the smoothed reconstructions of B images (issue 14).
+    """Certified quality of the smoothed reconstructions of B images.
 
     forward: f on normalized inputs (in eval mode); y: (B, C, H, W) model inputs, normalized
     space; x: (B, C', H', W') ground truth, pixel space [0, 1]; norm: f's normalization.

@@ -91,9 +91,10 @@ def _checkpoint_label(path: str) -> str:
     """A readable label: the run folder's name for <run>/best.safetensors, <run>/best (the
     suffix left out) or <run>."""
     p = Path(path)
-    if p.stem in ("best", "last") and p.suffix in ("", ".safetensors"):
+    name = p.name.removesuffix(".safetensors")  # never cut at another dot: "x2-rs0.1"
+    if name in ("best", "last"):
         return p.parent.name
-    return p.stem or p.name
+    return name or p.name
 
 
 def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):
@@ -157,6 +158,11 @@ def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
             raise UserError(str(exc)) from None
     if is_code_reference(args.model):
         return _own_model(args, build)
+    if str(args.model).endswith(".py"):
+        raise UserError(
+            f"--model {args.model} is a Python file: name the module or function in it that "
+            f"builds your model, --model {args.model}:NAME (running it executes its code)"
+        )
     return _checkpoint_model(args, build)
 
 
@@ -312,6 +318,7 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     settings = _eval_settings(args, cfg)
     models = [_smoothed_if_grid(m, settings) for m in models]
     if args.denoiser:
+        _check_denoiser_operator(args.denoiser, cfg)
         models += denoised_models(models, args.denoiser)
     if args.project:
         models += projected_models(models, cfg)
@@ -326,6 +333,21 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     _claim_evaluation(args, cfg, models)
     evaluate_models(models, cfg, settings, args.out, eval_splits(args.split))
     return 0
+
+
+def _check_denoiser_operator(path: str, cfg: Config) -> None:
+    """A denoiser learns the noise of one operator's network inputs: one trained for another
+    inverse problem is refused, naming both."""
+    from smoothrecon.checkpoint import load_model, model_operator
+    from smoothrecon.operators import build_operator
+
+    _, meta = load_model(path)
+    mine, theirs = build_operator(cfg.operator).describe(), model_operator(meta).describe()
+    if mine != theirs:
+        raise UserError(
+            f"the denoiser '{path}' was trained for the operator {theirs}, but the models are "
+            f"evaluated with {mine}; train a denoiser for this operator"
+        )
 
 
 def denoised_models(models: list, path: str) -> list:
@@ -360,6 +382,8 @@ def denoised_models(models: list, path: str) -> list:
             mode="denoised",
             value=t.sigma_f,
             smoothed=True,
+            base_mode=m.info.mode,
+            base_value=m.info.value,
         )
         key = f"{m.key}+{module_key(denoiser)}"
         out.append(EvalModel(Denoised(m.module, denoiser), info, m.norm, key))
@@ -367,7 +391,7 @@ def denoised_models(models: list, path: str) -> list:
 
 
 def projected_models(models: list, cfg: Config) -> list:
-    """f o P for every learned model f of `models` (the consistency baseline of issue 17): P
+    """f o P for every learned model f of `models` (the consistency baseline): P
     projects the network input onto the range of the back-projection of `cfg.operator`;
     labelled '<f>+proj'."""
     import dataclasses
@@ -381,7 +405,13 @@ def projected_models(models: list, cfg: Config) -> list:
     for m in models:
         if m.info.mode in ("none", "denoised"):
             continue
-        info = dataclasses.replace(m.info, model=f"{m.info.model}+proj", mode="projected")
+        info = dataclasses.replace(
+            m.info,
+            model=f"{m.info.model}+proj",
+            mode="projected",
+            base_mode=m.info.mode,
+            base_value=m.info.value,
+        )
         module = ProjectedModel(m.module, RangeProjection(op, m.space))
         out.append(EvalModel(module, info, m.norm, f"{m.key}+proj"))
     return out
@@ -446,6 +476,12 @@ def cmd_certify(args: argparse.Namespace, build: ConfigBuilder) -> int:
     values = (args.sigma_g, args.eps_rel, args.n, args.alpha, args.method)
     CertifyRunSettings(*values)  # bad values: one error line before anything is loaded
     model, cfg = _model_and_config(args, build)
+    if model.info.mode not in ("gaussian", "denoised", "own"):
+        print(
+            f"note: {model.info.model} was not trained with Gaussian noise (mode "
+            f"{model.info.mode}); smoothing it at sigma_g {args.sigma_g:g} usually ruins its "
+            "output, so expect vacuous certificates; certify a model trained with --mode gaussian"
+        )
     attack = strong_attack(cfg.attack)
     if args.attack == "thesis":
         attack = dataclasses.replace(thesis_attack(cfg.attack), target="g", noise="fixed")

@@ -151,11 +151,11 @@ class AttackConfig:
     # RS-PGD noise held across steps or redrawn: the EOT study (docs/choices.md) found fixed
     # draws weaker than fresh ones at every k_attack and budget (the attack overfits its draws)
     noise: Literal["fixed", "fresh"] = "fresh"
-    # Per-sample early stopping (issue 16): a sample stops once its best loss has not risen by
+    # Per-sample early stopping: a sample stops once its best loss has not risen by
     # more than rel_tol (relative) over its last `patience` steps; 0 turns it off.
     patience: int = 0
     rel_tol: float = 1e-3
-    # issue 17 (docs/threat-models.md): perturb the network input (the thesis) or the
+    # The threat model (docs/threat-models.md): perturb the network input (the thesis) or the
     # measurement A(x); eps = eps_rel * sqrt(values perturbed) in both.
     space: Literal["input", "measurement"] = "input"
     # An attack that cannot beat random noise of its own norm (or whose first gradient is zero
@@ -191,7 +191,7 @@ class SmoothingConfig:
     sigma_grid: tuple[float, ...] = THESIS_SIGMA_G_GRID
     chunk_size: int = 0  # inputs per forward pass; 0: automatic
     antithetic: bool = False
-    # k: auto (issue 16) draws noise in rounds until the Monte-Carlo share of each image's MSE
+    # k: auto draws noise in rounds until the Monte-Carlo share of each image's MSE
     # (mc_share) is at most mc_tolerance, with k_min <= k <= k_max (smoothing.predict_adaptive).
     k_min: int = 8
     k_max: int = 256
@@ -232,7 +232,7 @@ class ExperimentConfig:
     baselines: tuple[str, ...] = ()  # empty: every baseline of the operator (BASELINES)
     rs_pgd: bool = True  # also attack each RS model's smoothed g (worst case reported)
     image_grid_count: int = 3  # rows of the Fig 4.2/4.3 image grids
-    # Attack convergence study (issue 8): best-so-far loss after these PGD step counts, for these
+    # Attack convergence study: best-so-far loss after these PGD step counts, for these
     # step sizes (x eps) and 1 vs `convergence_restarts` restarts, on the first
     # `convergence_images` validation crops of one model per family, at these eps_rel.
     convergence_steps: tuple[int, ...] = (5, 10, 20, 50, 100)
@@ -240,7 +240,7 @@ class ExperimentConfig:
     convergence_restarts: int = 5
     convergence_eps_rels: tuple[float, ...] = (0.02, 0.1)
     convergence_images: int = 16
-    # Early stopping in the study (issue 16): the longest run again with per-sample early
+    # Early stopping in the study: the longest run again with per-sample early
     # stopping (patience in steps, relative tolerance); patience 0 leaves it out.
     convergence_patience: int = 10
     convergence_rel_tol: float = 1e-3
@@ -254,26 +254,26 @@ class ExperimentConfig:
     strong_max_cost: int = 0
     # RS-PGD (the attack on g) runs on the test split at these eps_rel (empty: all > 0).
     rs_pgd_eps_rels: tuple[float, ...] = ()
-    # Threat models evaluated (issue 17): "input" perturbs the network input (the thesis);
+    # Threat models evaluated: "input" perturbs the network input (the thesis);
     # "measurement" adds the setting "strong-measurement": the strong attack on the
     # measurement A(x) (docs/threat-models.md).
     attack_spaces: tuple[str, ...] = ("input",)
     # ... and the spaces of adversarial training: one model per (at_eps_rels, at_spaces);
-    # "measurement" models are labelled "at<eps>-meas" (train.attack_space, issue 17).
+    # "measurement" models are labelled "at<eps>-meas" (train.attack_space).
     at_spaces: tuple[str, ...] = ("input",)
-    # The consistency baseline (issue 17): the standard model behind the orthogonal projection
+    # The consistency baseline: the standard model behind the orthogonal projection
     # of its input onto the range of the back-projection, f o P, labelled "std+proj".
     projected: bool = False
-    # Denoised smoothing (issue 15): per sigma, a Gaussian denoiser D of the network input is
+    # Denoised smoothing: per sigma, a Gaussian denoiser D of the network input is
     # trained, and the standard model behind it (f o D) is evaluated like an RS model.
     denoiser_sigmas: tuple[float, ...] = ()
-    # Certificates (issue 14) in the sweep: every Gaussian-trained (RS) model's G at sigma_g =
+    # Certificates in the sweep: every Gaussian-trained (RS) model's G at sigma_g =
     # its sigma_f, pixel method, on `certify_crops` test crops spread over the test photos
     # (0: all), with `certify_n` samples, at these eps_rel (empty: no certificates).
     certify_eps_rels: tuple[float, ...] = ()
     certify_crops: int = 24
     certify_n: int = 1000
-    # The EOT study (issue 23): the attack on g, checked for convergence like the attack on f.
+    # The EOT study: the attack on g, checked for convergence like the attack on f.
     # On one Gaussian-trained model per family, at eot_sigmas (empty: its sigma_f and the
     # largest sigma_g of the grid) and eot_eps_rels (empty: convergence_eps_rels): every
     # k_attack with fixed and fresh noise (and fresh noise with eot_restarts starts) at an equal
@@ -427,13 +427,14 @@ def parse_override(item: str) -> dict[str, Any]:
 
 
 def load_config(
-    preset: str = "paper",
+    preset: str = "cpu",
     file: str | Path | None = None,
     overrides: list[str] | None = None,
     extra: dict[str, Any] | list[dict[str, Any]] | None = None,
 ) -> Config:
     """Build a validated config: defaults <- preset <- YAML file <- `extra` (one mapping or a
-    list applied in order) <- `--set` overrides."""
+    list applied in order) <- `--set` overrides. The preset defaults to "cpu", as on the
+    command line; `Config()` alone is the thesis' paper scale."""
     cfg = Config(preset=preset)
     _merge(cfg, _read_preset(preset), "")
     if file is not None:

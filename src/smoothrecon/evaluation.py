@@ -428,7 +428,16 @@ class _Unit:
         noise seed per split, so the same e always scores the same)."""
         noise_seed = _seed(self.s.seed, split, "noise")
         how, norm, bs = self.sampling(), self.model.space, self.s.batch_size
-        return smoothed_metrics(self.f, data, e, sigmas, how, norm, bs, noise_seed)
+        per_sigma = smoothed_metrics(self.f, data, e, sigmas, how, norm, bs, noise_seed)
+        for sigma, per in per_sigma.items():
+            bad = sum(not math.isfinite(v) for v in per["mse"])
+            if bad:
+                raise ValueError(
+                    f"model {self.model.info.model} returned non-finite values (NaN or Inf) on "
+                    f"{bad} of {len(per['mse'])} {split} crops at sigma_g {sigma:g}, eps_rel "
+                    f"{self.eps_rel:g}: nothing can be scored; fix the model's forward"
+                )
+        return per_sigma
 
     def score(
         self,
@@ -589,7 +598,7 @@ def evaluate_unit(
 
     `inputs` maps split names to crops in the model's input space; the selection split (val,
     when present) must come before the reported one. `operator` is needed by attacks whose
-    `space` is "measurement" (issue 17).
+    `space` is "measurement".
     """
     module = model.module.eval()
     for p in module.parameters():

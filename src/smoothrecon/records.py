@@ -21,7 +21,7 @@ from typing import Any, NotRequired, TypedDict, cast
 from smoothrecon.metrics import mean_and_ci
 
 METRICS = ("mse", "psnr", "ssim")
-SCHEMA = 2  # 1: records before issue 13 (no eps, smoothed, input_space); read by `upgrade`
+SCHEMA = 2  # 1: records of the first layout (no eps, smoothed, input_space); read by `upgrade`
 
 
 class Record(TypedDict):
@@ -38,6 +38,8 @@ class Record(TypedDict):
     smoothed: bool  # defended by smoothing: the headline shows it at sigma_g*
     input_space: str  # "normalized" or "pixel": where eps, sigma_g and e live
     train_space: NotRequired[str]  # adversarial training's threat model: "input", "measurement"
+    base_mode: NotRequired[str]  # a composition f o D or f o P: the mode of f ("": standard)
+    base_value: NotRequired[float]  # ... and its sigma_f or eps_rel
     # the condition
     split: str  # "val", "test" or "all"
     eps_rel: float
@@ -46,7 +48,7 @@ class Record(TypedDict):
     setting: str  # named attack setting: "strong", "thesis"
     sigma_g: float
     k: int  # noise draws of the smoothed estimate (1 when sigma_g = 0)
-    space: NotRequired[str]  # the attack's threat model: "input" or "measurement" (issue 17)
+    space: NotRequired[str]  # the attack's threat model: "input" or "measurement"
     # the results: mean, standard error, 95% CI half-width, and per image
     n: int
     mse: float
@@ -93,7 +95,10 @@ class ModelInfo:
     value: float = 0.0
     smoothed: bool = False
     input_space: str = "normalized"
-    train_space: str = "input"  # adversarial training's attack space (issue 17)
+    train_space: str = "input"  # adversarial training's attack space
+    # a composition (f o D, f o P): the mode and value of f ("": the standard model)
+    base_mode: str = ""
+    base_value: float = 0.0
 
     @property
     def slug(self) -> str:

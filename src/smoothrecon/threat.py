@@ -1,4 +1,4 @@
-"""Threat models: where the attacker's perturbation lives and how big it may be (issue 17).
+"""Threat models: where the attacker's perturbation lives and how big it may be.
 
 Two spaces, one budget rule eps = eps_rel * sqrt(d), d the number of values the attacker
 perturbs, so eps_rel is the per-value RMS of the perturbation in either space:
@@ -29,7 +29,7 @@ lift(e_m) = U(e_m): the attacked input y + U(e_m) stays in range(U). Every opera
 Budgets at 160x160 crops (C = 3): input d = 76800, eps = 277.1 eps_rel; measurement at x2
 d = 3*80*80 = 19200, eps = 138.6 eps_rel; at x4 d = 3*40*40 = 4800, eps = 69.3 eps_rel.
 
-`RangeProjection` is the consistency defence of issue 17: the orthogonal projection of a
+`RangeProjection` is the consistency defence: the orthogonal projection of a
 network input onto the set of inputs some measurement produces; `ProjectedModel` is f o P.
 """
 
@@ -387,7 +387,7 @@ class _Project(torch.autograd.Function):
 
 class ProjectedModel(nn.Module):
     """f o P: the model applied to the projection of its input onto the range of the
-    back-projection (the consistency baseline of issue 17). y: (B, C, H, W) normalized."""
+    back-projection (the consistency baseline). y: (B, C, H, W) normalized."""
 
     def __init__(self, model: nn.Module, projection: RangeProjection):
         super().__init__()

@@ -162,3 +162,14 @@ def test_report_of_a_certify_folder(tmp_path: Path, model: Path, cli) -> None:
     page = (tmp_path / "report" / "report.md").read_text()
     assert "Certified robustness" in page and "certificates" in page.splitlines()[0]
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_certify_reads_its_whole_attack_from_the_config(tmp_path: Path, model: Path, cli) -> None:
+    """Issue 24 item 13: attack.steps was ignored while restarts and k_attack were honoured."""
+    sets = ["data.max_eval_crops=1", "attack.steps=2", "attack.step_factor=0.3"]
+    sets += ["attack.restarts=1", "attack.noise=fixed", "attack.k_attack=3"]
+    args = [a for s in sets for a in ("--set", s)]
+    _, rows = _certify(cli, model, tmp_path, "--eps-rel", "0.01", "--n", "64", *args)
+    r = rows[0]
+    assert (r["attack_steps"], r["attack_step_factor"], r["attack_restarts"]) == (2, 0.3, 1)
+    assert (r["attack_noise"], r["k_attack"], r["attack_keep"]) == ("fixed", 3, "best")

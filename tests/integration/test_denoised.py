@@ -109,3 +109,16 @@ def test_a_sweep_with_denoised_smoothing(cli, photo_dir: Path, tmp_path) -> None
     assert "x2/thesis/den0.1" not in {x["model"] for x in records}  # D alone is no estimator
     assert cli("report", out).returncode == 0
     assert "standard + denoiser sigma=0.1" in (out / "report" / "report.md").read_text()
+
+
+def test_a_denoiser_of_another_operator_is_refused(cli, photo_dir: Path, trained, tmp_path) -> None:
+    """Issue 24 item 14: a denoiser trained for deblurring was accepted in front of a
+    super-resolution model. Here the super-resolution denoiser in front of a deblurring
+    baseline: refused in one line naming both operators."""
+    r = cli(
+        "evaluate", *COMMON, "--data", photo_dir, "--model", "wiener", "--set",
+        "operator.name=deblurring", "--denoiser", trained["den"], "--eps-rel", "0", "--out",
+        tmp_path / "e",
+    )  # fmt: skip
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "trained for the operator" in r.stderr and "deblurring" in r.stderr

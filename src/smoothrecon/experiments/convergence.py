@@ -1,7 +1,7 @@
-"""Attack convergence, shown (issue 8): how strong is PGD after t steps, per step size, with
+"""Attack convergence, shown: how strong is PGD after t steps, per step size, with
 1 or R restarts — and the "strong" setting chosen from those curves.
 
-Early stopping (issue 16): per step size, the longest run is repeated with per-sample early
+Early stopping: per step size, the longest run is repeated with per-sample early
 stopping (`convergence_patience` steps, `convergence_rel_tol`) from the same random starts, so
 its loss is comparable to the full run's row by row; its cost is the mean gradient steps it
 spent per crop. Such a row competes with the full runs for "strong" by that mean cost.

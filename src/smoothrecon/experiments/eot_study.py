@@ -1,4 +1,4 @@
-"""The attack on g, checked for convergence (issue 23): the EOT study.
+"""The attack on g, checked for convergence: the EOT study.
 
 An attack on the smoothed g(y) = E f(y + delta) follows Monte-Carlo gradients of g_hat with
 k_attack draws per step (expectation over transformation). Two things decide its strength

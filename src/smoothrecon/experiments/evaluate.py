@@ -19,7 +19,14 @@ from torch import nn
 
 from smoothrecon import distributed
 from smoothrecon.attack_check import FAILED_TEXT
-from smoothrecon.config import BASELINES, AttackConfig, Config, dump_config, load_config
+from smoothrecon.config import (
+    BASELINES,
+    AttackConfig,
+    Config,
+    OperatorConfig,
+    dump_config,
+    load_config,
+)
 from smoothrecon.data import DataBundle, prepare_data
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
@@ -162,6 +169,7 @@ def _write_folder(
     paths: list[Path],
     records: list[Record],
 ) -> None:
+    cfg = ran_config(cfg, settings)
     manifest = run_manifest("evaluate", cfg, out, data.summary(), paths, dict(settings.attacks))
     manifest["evaluation"] = {
         "eps_rels": list(settings.eps_rels),
@@ -175,14 +183,39 @@ def _write_folder(
     atomic_write_text(out / "config.yaml", dump_config(cfg))
 
 
+def ran_config(cfg: Config, settings: EvalSettings) -> Config:
+    """`cfg` with the evaluation values that actually ran (flags such as --eps-rel and
+    --sigma-g override the preset's): what config.yaml and the report's resolved config say."""
+    return dataclasses.replace(
+        cfg,
+        evaluation=dataclasses.replace(cfg.evaluation, eps_rels=tuple(settings.eps_rels)),
+        smoothing=dataclasses.replace(
+            cfg.smoothing,
+            sigma_grid=tuple(settings.sigmas),
+            k=settings.k if isinstance(settings.k, int) else "auto",
+        ),
+        experiment=dataclasses.replace(cfg.experiment, rs_pgd=settings.rs_pgd),
+    )
+
+
 def _api_config(
     operator: Operator, data: str | Path, preset: str, overrides: Sequence[str]
 ) -> Config:
-    """The preset's evaluation scale on `data`, with the operator's fields."""
+    """The preset's evaluation scale on `data`, with every parameter of the operator: the
+    config the run folder saves and its unit keys hash. An operator the config cannot describe
+    exactly is refused rather than evaluated under another one's name."""
     desc = operator.describe()
-    sets = [f"data.source={data}", f"operator.name={desc['name']}"]
-    sets += [f"operator.{k}={v}" for k, v in desc.items() if k in ("factor", "quantize")]
-    return load_config(preset, overrides=[*sets, *overrides])
+    fields = {f.name for f in dataclasses.fields(OperatorConfig)}
+    sets = [f"data.source={data}"] + [f"operator.{k}={v}" for k, v in desc.items() if k in fields]
+    cfg = load_config(preset, overrides=[*sets, *overrides])
+    rebuilt = build_operator(cfg.operator).describe()
+    if rebuilt != desc:
+        diff = sorted(k for k in {*desc, *rebuilt} if desc.get(k) != rebuilt.get(k))
+        raise ValueError(
+            f"the operator {desc} cannot be written to a config exactly (differs in {diff}); "
+            "a run folder would record another operator than the one evaluated"
+        )
+    return cfg
 
 
 def evaluate(

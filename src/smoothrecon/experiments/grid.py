@@ -2,7 +2,7 @@
 
 Chapter 4: per factor, one standard model, one Gaussian-trained model per sigma_f (for
 randomized smoothing) and one adversarially trained model per eps_rel; plus, beyond the thesis,
-the no-learning baselines and the global-residual U-Net variant (issue 8). A preset only changes
+the no-learning baselines and the global-residual U-Net variant. A preset only changes
 the lists in `ExperimentConfig`, never this logic.
 """
 

@@ -49,7 +49,7 @@ def short_hash(obj: object, n: int = 8) -> str:
 
 # ModelInfo fields added after runs existed, with their default: a field at its default is
 # left out of unit keys, so a run folder from before it keeps its finished units.
-_LATER_FIELDS = {"train_space": "input"}
+_LATER_FIELDS: dict[str, object] = {"train_space": "input", "base_mode": "", "base_value": 0.0}
 
 
 def _info_key(info: ModelInfo) -> dict[str, Any]:

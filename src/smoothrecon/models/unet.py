@@ -6,7 +6,7 @@ concatenation with the skip, two conv blocks. A 1x1 conv maps to the output chan
 "channels (8, 16, 32, 64, 128)" is 4 pooled levels plus the bottleneck, so H and W must be
 divisible by 2**4 = 16. Choices: the text says ReLU (default), the authors' code LeakyReLU
 (`activation="leaky_relu"`); `residual=True` adds a global skip x_hat = y + U-Net(y), which the
-thesis does not have (see issue 8: without it the U-Net can lose to the bilinear input itself).
+thesis does not have (without it the U-Net can lose to the bilinear input itself).
 Input and output live in the normalized space of the data.
 """
 

@@ -1,4 +1,4 @@
-"""The certificate's report piece (issue 14), from <run>/certificates.jsonl only.
+"""The certificate's report piece, from <run>/certificates.jsonl only.
 
 Per model: a figure of the certified PSNR lower bound against eps_rel, beside the PSNR the EOT
 attack on G reaches (an upper bound on the robust PSNR) and the clean smoothed PSNR, with the

@@ -182,7 +182,7 @@ def image_grid(run: Run, models: list[str], eps_rel: float, out: Path) -> Path |
 
 
 def _stopped_points(ax, rows: list[dict], model: str, e: float, best: float, color) -> None:
-    """Early-stopped runs (issue 16) as stars at the mean gradient steps they spent."""
+    """Early-stopped runs as stars at the mean gradient steps they spent."""
     for r in rows:
         if r.get("patience") and (r["model"], r["eps_rel"]) == (model, e):
             ax.plot(

@@ -104,6 +104,8 @@ class Run:
             {
                 **{k: dict(rows[0])[k] for k in keys},
                 "train_space": rows[0].get("train_space", "input"),
+                "base_mode": rows[0].get("base_mode", ""),
+                "base_value": rows[0].get("base_value", 0.0),
             }
             for rows in self.by_model.values()
         ]

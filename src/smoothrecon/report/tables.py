@@ -92,16 +92,25 @@ def _row_name(m: dict) -> str:
         return f"{m['model']} (your model)"
     if m["kind"] != "unet":
         return f"{m['kind']} (no learning)"
-    what = {
-        "gaussian": f"RS sigma_f={m['value']:g}",
-        "standard": "standard",
-        "adversarial": f"AT eps_rel={m['value']:g}"
-        + (f" ({m['train_space']} attack)" if m["train_space"] != "input" else ""),
-        "denoised": f"standard + denoiser sigma={m['value']:g}",
-        "projected": "standard + range projection (f o P)",
-    }[m["mode"]]
+    what = _trained_as(m, m["mode"], m["value"])
     name = f"{what} [{m['variant']}]"
     return name if "/" in m["model"] else f"{m['model']}: {name}"
+
+
+def _trained_as(m: dict, mode: str, value: float) -> str:
+    """What a U-Net row is: its training, or for a composition f o D / f o P what f is."""
+    if mode in ("denoised", "projected"):
+        base = _trained_as(m, m.get("base_mode") or "standard", m.get("base_value", value))
+        if mode == "denoised":
+            return f"{base} + denoiser sigma={value:g}"
+        return f"{base} + range projection (f o P)"
+    space = m.get("train_space", "input")
+    return {
+        "gaussian": f"RS sigma_f={value:g}",
+        "standard": "standard",
+        "adversarial": f"AT eps_rel={value:g}" + (f" ({space} attack)" if space != "input" else ""),
+        "own": "your model",
+    }[mode]
 
 
 def _bold_best(rows_values: list[list[float | None]], metrics: list[str]) -> set[tuple[int, int]]:
@@ -348,8 +357,8 @@ def _study_key(r: dict) -> tuple:
 
 
 def convergence_table(run: Run) -> Table:
-    """Attack loss (normalized-space MSE) and PSNR vs PGD steps, per model family (issue 8);
-    early-stopped runs (issue 16) in their own rows, with the mean steps they spent."""
+    """Attack loss (normalized-space MSE) and PSNR vs PGD steps, per model family;
+    early-stopped runs in their own rows, with the mean steps they spent."""
     rows_in = run.convergence
     steps = sorted({r["steps"] for r in rows_in})
     header = ["model", "eps_rel", "step", "restarts"] + [f"loss/PSNR @ {t}" for t in steps]
@@ -385,7 +394,7 @@ def convergence_table(run: Run) -> Table:
 
 
 def eot_table(run: Run) -> Table:
-    """The attack on g's study (issue 23): per setting, the share of the best loss found that
+    """The attack on g's study: per setting, the share of the best loss found that
     it reaches (smallest over models, sigma_g and eps_rel; scored on fresh draws of g), at
     each budget of network gradient passes per crop."""
     scores = eot_scores(run.eot) if run.eot else []
