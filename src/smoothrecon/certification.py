@@ -37,6 +37,7 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
+from smoothrecon import metrics
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.progress import bar as progress_bar
 from smoothrecon.smoothing import _rows, auto_chunk
@@ -178,8 +179,8 @@ def identity_worst_mse(
 
 
 def psnr_from_mse(mse: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """10 log10(data_range^2 / MSE), as metrics.psnr (MSE floored at 1e-20)."""
-    return 10.0 * torch.log10(data_range**2 / mse.double().clamp_min(1e-20))
+    """`metrics.psnr_from_mse` in float64 (certified MSEs can be tiny)."""
+    return metrics.psnr_from_mse(mse.double(), data_range)
 
 
 # ---------------------------------------------------------------- center smoothing

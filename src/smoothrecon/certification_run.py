@@ -25,8 +25,6 @@ settings reproduces the same numbers.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,18 +43,26 @@ from smoothrecon.certification import (
     Method,
     certify,
     identity_worst_mse,
+    psnr_from_mse,
 )
 from smoothrecon.config import AttackConfig, Config, dump_config
 from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
 from smoothrecon.evaluation import EvalModel
 from smoothrecon.inputs import SplitInputs, split_inputs
-from smoothrecon.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, run_lock
+from smoothrecon.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    run_lock,
+    short_hash,
+)
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.operators import Operator
 from smoothrecon.progress import bar as progress_bar
 from smoothrecon.runtime import Runtime, pick_device, resolve_precision
-from smoothrecon.smoothing import SmoothedEstimator, make_generator
+from smoothrecon.smoothing import SmoothedEstimator, derived_seed, make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Record = dict[str, Any]
@@ -164,11 +170,6 @@ class CertifyRunSettings:
         return d
 
 
-def _seed(*parts: object) -> int:
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:6], "little")
-
-
 def bounded_smoothed(
     f: Forward,
     norm: Normalization,
@@ -202,14 +203,10 @@ def attack_g(
     if eps == 0:
         return torch.zeros_like(y)
     a = s.attack
-    eot_seed = _seed(seed, "eot")
+    eot_seed = derived_seed(seed, "eot")
     forward = bounded_smoothed(f, norm, s.sigma_g, a.k_attack, eot_seed, s.chunk_size, a.noise)
-    res = pgd_with(forward, y, x, eps, a, make_generator(_seed(seed, "start"), y.device))
+    res = pgd_with(forward, y, x, eps, a, make_generator(derived_seed(seed, "start"), y.device))
     return res.e.detach()
-
-
-def _psnr(mse: torch.Tensor) -> torch.Tensor:
-    return 10.0 * torch.log10(1.0 / mse.double().clamp_min(1e-20))
 
 
 def _mse_lower(cert: Certificate, x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +231,7 @@ def _attacked(
     f: Forward, norm: Normalization, b: _Batch, e: torch.Tensor, method: str, s, seed: int
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per method, (B,) mse / psnr / upper / abstained of the smoothed output at y + e."""
-    gen = make_generator(_seed(seed, "attacked"), b.y.device)
+    gen = make_generator(derived_seed(seed, "attacked"), b.y.device)
     at = certify(f, b.y + e, b.x, norm, s.certify_settings((0.0,), method), gen)
     out = {}
     if at.pixel is not None:
@@ -243,7 +240,7 @@ def _attacked(
         out["pixel"] = {
             "mse": mse,
             "psnr": at.pixel.psnr_mc,
-            "upper": _psnr(_mse_lower(at, b.x)),
+            "upper": psnr_from_mse(_mse_lower(at, b.x)),
             "abstained": no,
         }
     if at.center is not None:
@@ -300,24 +297,26 @@ def certify_batch(
 ) -> list[Record]:
     """Records of one batch for the pending {eps_rel: methods}: one certificate at y for all
     radii, then per eps_rel the attack on G and the smoothed output at y + e."""
-    seed = _seed(s.seed, base["split"], b.images[0])
+    seed = derived_seed(s.seed, base["split"], b.images[0])
     eps_rels = sorted(pending)
     eps = tuple(eps_from_rel(e, b.y.shape[1:]) for e in eps_rels)
     methods = sorted({m for ms in pending.values() for m in ms})
     start = time.perf_counter()
-    gen = make_generator(_seed(seed, "certify"), b.y.device)
+    gen = make_generator(derived_seed(seed, "certify"), b.y.device)
     cert = certify(f, b.y, b.x, norm, s.certify_settings(eps, _method_arg(methods)), gen)
     seconds_certify = (time.perf_counter() - start) / len(b.images)
-    gray = _psnr((b.x.double() - 0.5).pow(2).flatten(1).mean(1))
+    gray = psnr_from_mse((b.x.double() - 0.5).pow(2).flatten(1).mean(1))
     r = norm.denormalize(b.y) - b.x  # the back-projection's own error (bilinear for SR)
     rows: list[Record] = []
     for j, eps_rel in enumerate(eps_rels):
-        baseline = _psnr(identity_worst_mse(r, norm.std, eps[j]))
+        baseline = psnr_from_mse(identity_worst_mse(r, norm.std, eps[j]))
         start = time.perf_counter()
         with torch.enable_grad():
-            e = attack_g(f, norm, b.y, b.x, eps[j], s, _seed(seed, eps_rel))
+            e = attack_g(f, norm, b.y, b.x, eps[j], s, derived_seed(seed, eps_rel))
         with torch.no_grad():
-            att = _attacked(f, norm, b, e, _method_arg(pending[eps_rel]), s, _seed(seed, eps_rel))
+            att = _attacked(
+                f, norm, b, e, _method_arg(pending[eps_rel]), s, derived_seed(seed, eps_rel)
+            )
         seconds_attack = (time.perf_counter() - start) / len(b.images)
         for method in pending[eps_rel]:
             for i, image in enumerate(b.images):
@@ -393,7 +392,7 @@ def run_key(model: EvalModel, cfg: Config, split: str, s: CertifyRunSettings) ->
         "split": split,
         **s.key_fields(),
     }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    return short_hash(fields, 16)
 
 
 def certify_split(

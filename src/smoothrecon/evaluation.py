@@ -19,7 +19,6 @@ standard errors, and the share of the MSE that is Monte-Carlo noise of the smoot
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from smoothrecon.runtime import Runtime
 from smoothrecon.smoothing import (
     AdaptiveK,
     SmoothedEstimator,
+    derived_seed,
     make_generator,
     mc_share,
     mc_share_fn,
@@ -72,11 +72,6 @@ __all__ = [
     "split_inputs",
     "worst_case",
 ]
-
-
-def _seed(*parts: object) -> int:
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:6], "little")
 
 
 @dataclass(frozen=True)
@@ -234,7 +229,7 @@ def gradient_free_attack(
 ) -> Attacked:
     """The gradient-free check (`gradient_free.spsa_l2`, cfg.fallback_queries forwards per
     crop) in the threat's space: what an attack reaches without autograd's gradients."""
-    gen = make_generator(_seed(seed, "gradient-free"), y.device)
+    gen = make_generator(derived_seed(seed, "gradient-free"), y.device)
     threat = threat or ThreatModel()
     # a step near the estimate's expected cosine with the gradient, sqrt(K / (K + d)): a
     # larger fixed step wanders around the optimum in high dimension (gradient_free.SPSARun)
@@ -254,7 +249,9 @@ def _attacked(res: SpaceAttack, threat: ThreatModel, y: torch.Tensor, seed: int)
         zeros = torch.zeros(y.shape[0], device=y.device)
         return Attacked(res.e, zeros, zeros, res.e, zeros.bool())
     norm = res.norm.detach()
-    e_random = same_norm_noise(threat, y, norm, make_generator(_seed(seed, "random"), y.device))
+    e_random = same_norm_noise(
+        threat, y, norm, make_generator(derived_seed(seed, "random"), y.device)
+    )
     assert res.run is not None
     bad = res.run.grad_bad if res.run.grad_bad is not None else torch.zeros_like(norm).bool()
     return Attacked(res.e.detach(), res.loss.detach(), norm, e_random, bad)
@@ -328,7 +325,7 @@ def smoothed_metrics(
     def batch(start: int) -> dict[float, dict[str, list[float]]]:
         assert isinstance(how, Sampling)
         sl = slice(start, start + batch_size)
-        gen = make_generator(_seed(seed, start), data.y.device)
+        gen = make_generator(derived_seed(seed, start), data.y.device)
         preds = _predict(forward, data.y[sl] + e[sl], data.x[sl], sigmas, how, norm, gen)
         res = {}
         for s, (mean, se, k_used) in preds.items():
@@ -367,7 +364,7 @@ def batched_attack(
     def batch(start: int) -> Attacked:
         sl = slice(start, start + batch_size)
         y, target = data.y[sl], data.target[sl]
-        return how(forward, y, target, eps_rel, cfg, _seed(seed, start), threat)
+        return how(forward, y, target, eps_rel, cfg, derived_seed(seed, start), threat)
 
     parts = map_batches(data.y.shape[0], batch_size, batch)
     return Attacked(*(torch.cat([p[i] for p in parts]) for i in range(len(Attacked._fields))))
@@ -426,7 +423,7 @@ class _Unit:
     ) -> dict[float, dict[str, list[float]]]:
         """Per-image metrics of g(y + e) for each sigma (`smoothed_metrics`, this unit's
         noise seed per split, so the same e always scores the same)."""
-        noise_seed = _seed(self.s.seed, split, "noise")
+        noise_seed = derived_seed(self.s.seed, split, "noise")
         how, norm, bs = self.sampling(), self.model.space, self.s.batch_size
         per_sigma = smoothed_metrics(self.f, data, e, sigmas, how, norm, bs, noise_seed)
         for sigma, per in per_sigma.items():
@@ -480,8 +477,8 @@ class _Unit:
         two attacks. on_f: (per-image metrics of the attack on f through g, its check)."""
         cfg, seed = self.s.attack_on_g(setting), self.s.seed
         g = SmoothedEstimator(self.f, sigma, cfg.k_attack, self.s.chunk_size)
-        forward = g.with_noise(cfg.noise, _seed(seed, split, setting, "eot"))
-        rs_seed = _seed(seed, split, setting, "rs")
+        forward = g.with_noise(cfg.noise, derived_seed(seed, split, setting, "eot"))
+        rs_seed = derived_seed(seed, split, setting, "rs")
         threat = self.threat(setting)
         bs = self.s.batch_size
         a = batched_attack(forward, data, self.eps_rel, cfg, bs, rs_seed, threat)
@@ -507,7 +504,7 @@ class _Unit:
     def attack_f(self, split: str, data: SplitInputs, setting: str) -> tuple[Attacked, Checked]:
         """The attack of `setting` on f, checked at sigma_g = 0."""
         cfg = self.s.attacks[setting]
-        seed = _seed(self.s.seed, split, setting)
+        seed = derived_seed(self.s.seed, split, setting)
         threat = self.threat(setting)
         bs = self.s.batch_size
         a = batched_attack(self.f, data, self.eps_rel, cfg, bs, seed, threat)
@@ -631,7 +628,7 @@ def _samples(
     norm = unit.model.space
     with torch.no_grad():
         y_adv = data.y[sl] + e[sl]
-        gen = make_generator(_seed(unit.s.seed, "samples"), data.y.device)
+        gen = make_generator(derived_seed(unit.s.seed, "samples"), data.y.device)
         out = predict_many(unit.f, y_adv, [sigma], unit.s.fixed_k, gen)[sigma].mean
     return {
         "input": to_pixels(data.y[sl], norm).cpu(),

@@ -9,6 +9,7 @@ unpickles anything.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +34,12 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def short_hash(obj: object, n: int = 8) -> str:
+    """The first n hex digits of the SHA-256 of a JSON-able object (keys sorted): the one hash
+    of unit keys, settings keys and config hashes."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 
 from smoothrecon.config import Config
 from smoothrecon.errors import UserError
-from smoothrecon.io import atomic_write_json
+from smoothrecon.io import atomic_write_json, short_hash
 
 FILE = "manifest.json"
 FORMAT = "smoothrecon-manifest-v1"
@@ -102,7 +102,7 @@ def build_manifest(
         },
         "operator": cfg.to_dict()["operator"],
         **(extra or {}),
-        "config_hash": _sha256(json.dumps(config, sort_keys=True).encode())[:16],
+        "config_hash": short_hash(config, 16),
         "config": config,
     }
 

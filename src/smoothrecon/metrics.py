@@ -34,7 +34,13 @@ def mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def psnr(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Per-image PSNR in dB, eq A.17: 10 log10(data_range^2 / MSE) -> (B,)."""
-    err = mse(x_hat, x).clamp_min(1e-20)
+    return psnr_from_mse(mse(x_hat, x), data_range)
+
+
+def psnr_from_mse(err: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR in dB of per-image MSEs (B,): 10 log10(data_range^2 / max(MSE, 1e-20)), in the
+    MSE's dtype. The one PSNR formula of the project."""
+    err = err.clamp_min(1e-20)
     return 10.0 * torch.log10(torch.as_tensor(data_range**2, dtype=err.dtype) / err)
 
 

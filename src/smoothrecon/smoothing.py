@@ -17,6 +17,7 @@ Monte-Carlo share of its error (`mc_share`) is at most a tolerance, between k_mi
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,13 @@ if TYPE_CHECKING:
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # (g_hat (N, C, H, W), se (N, C, H, W), image index (N,)) -> (N,) Monte-Carlo share of the error
 ErrorFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def derived_seed(*parts: object) -> int:
+    """A 48-bit seed from any printable parts, the same on every machine and run: the one
+    seed rule of the project (noise, attack starts, masks)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:6], "little")
 
 
 def make_generator(seed: int, device: torch.device | str) -> torch.Generator:

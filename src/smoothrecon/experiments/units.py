@@ -14,7 +14,6 @@ setting recomputes exactly the units it changes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from smoothrecon.experiments.convergence import convergence_rows
 from smoothrecon.experiments.eot_study import eot_rows
 from smoothrecon.experiments.grid import ModelSpec
 from smoothrecon.inputs import SplitInputs, split_inputs
-from smoothrecon.io import atomic_write_json, load_checkpoint, save_checkpoint
+from smoothrecon.io import atomic_write_json, load_checkpoint, save_checkpoint, short_hash
 from smoothrecon.models import build_model
 from smoothrecon.models.denoised import Denoised
 from smoothrecon.operators import Operator, build_operator
@@ -40,12 +39,6 @@ from smoothrecon.records import ModelInfo
 from smoothrecon.runtime import Runtime
 from smoothrecon.threat import ProjectedModel, RangeProjection
 from smoothrecon.training import train
-
-
-def short_hash(obj: object, n: int = 8) -> str:
-    """Short hash of a JSON-able object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
-
 
 # ModelInfo fields added after runs existed, with their default: a field at its default is
 # left out of unit keys, so a run folder from before it keeps its finished units.

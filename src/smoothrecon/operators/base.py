@@ -15,17 +15,10 @@ A new inverse problem is one subclass with A, A_adjoint, A_dagger and describe.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
-
-
-def derived_seed(*parts: object) -> int:
-    """A 48-bit seed from any printable parts, the same on every machine and run."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:6], "little")
 
 
 def check_sigma_y(sigma_y: float) -> float:
