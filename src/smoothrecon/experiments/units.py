@@ -196,6 +196,24 @@ def _inputs(cfg: Config, data: DataBundle, runtime: Runtime, split: str) -> Spli
     )
 
 
+def _write_study(
+    unit: StudyUnit | EOTUnit, rows: list[dict], split: str, t0: float
+) -> dict[str, Any]:
+    """A study unit's file: its rows, each marked with the model and the split."""
+    spec = unit.spec
+    for r in rows:
+        r.update(model=spec.label, factor=spec.factor, mode=spec.mode, variant=spec.variant)
+        r["split"] = split
+    payload = {
+        "label": spec.label,
+        "eps_rel": unit.eps_rel,
+        "seconds": time.perf_counter() - t0,
+        "rows": rows,
+    }
+    atomic_write_json(unit.path, payload)
+    return payload
+
+
 def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
     """PGD loss / PSNR vs steps for one model at one eps_rel (validation crops)."""
     model = _load(unit.cfg, unit.model_folder, runtime)
@@ -211,18 +229,7 @@ def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) ->
         unit.cfg.attack.random_start,
         unit.cfg.evaluation.seed,
     )
-    spec = unit.spec
-    for r in rows:
-        r.update(model=spec.label, factor=spec.factor, mode=spec.mode, variant=spec.variant)
-        r["split"] = split
-    payload = {
-        "label": spec.label,
-        "eps_rel": unit.eps_rel,
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
-    }
-    atomic_write_json(unit.path, payload)
-    return payload
+    return _write_study(unit, rows, split, t0)
 
 
 def run_eot_unit(unit: EOTUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
@@ -237,18 +244,7 @@ def run_eot_unit(unit: EOTUnit, data: DataBundle, runtime: Runtime) -> dict[str,
         rows += eot_rows(
             f, inputs, data.normalization, sigma, unit.eps_rel, e, unit.cfg.evaluation.seed
         )
-    spec = unit.spec
-    for r in rows:
-        r.update(model=spec.label, factor=spec.factor, mode=spec.mode, variant=spec.variant)
-        r["split"] = split
-    payload = {
-        "label": spec.label,
-        "eps_rel": unit.eps_rel,
-        "seconds": time.perf_counter() - t0,
-        "rows": rows,
-    }
-    atomic_write_json(unit.path, payload)
-    return payload
+    return _write_study(unit, rows, split, t0)
 
 
 def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
