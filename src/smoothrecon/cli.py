@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split", choices=["val", "test", "all"], default="test")
     p.add_argument("--out", required=True, help="folder of certificates.jsonl (resumes)")
+    _force_new(p)
 
     p = sub.add_parser("reproduce", help="the thesis' experiment at a preset: train+attack+eval")
     _common(p)

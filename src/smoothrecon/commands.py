@@ -482,12 +482,27 @@ def cmd_certify(args: argparse.Namespace, build: ConfigBuilder) -> int:
             f"{model.info.mode}); smoothing it at sigma_g {args.sigma_g:g} usually ruins its "
             "output, so expect vacuous certificates; certify a model trained with --mode gaussian"
         )
+    _claim_certify(args, cfg, model)
     attack = strong_attack(cfg.attack)
     if args.attack == "thesis":
         attack = dataclasses.replace(thesis_attack(cfg.attack), target="g", noise="fixed")
     s = CertifyRunSettings.from_config(cfg, *values, progress=_progress(args), attack=attack)
     certify_model(model, cfg, args.split, s, args.out)
     return 0
+
+
+def _claim_certify(args: argparse.Namespace, cfg: Config, model) -> None:
+    """A certify folder belongs to one model on one data set and operator: a folder of another
+    run (a reproduce or evaluate folder, or another model's certificates) is refused in one
+    line naming the differences, or moved aside with --force-new (manifest.py)."""
+    from smoothrecon.io import ensure_dir
+    from smoothrecon.manifest import build_manifest, claim
+
+    out = ensure_dir(args.out)
+    extra = {"models": {model.info.model: model.key}, "split": args.split}
+    moved = claim(out, build_manifest("certify", cfg, (), extra=extra), args.force_new)
+    if moved is not None:
+        print(f"moved the old contents of '{out}' to '{moved}'")
 
 
 def cmd_reproduce(args: argparse.Namespace, build: ConfigBuilder) -> int:

@@ -173,3 +173,19 @@ def test_certify_reads_its_whole_attack_from_the_config(tmp_path: Path, model: P
     r = rows[0]
     assert (r["attack_steps"], r["attack_step_factor"], r["attack_restarts"]) == (2, 0.3, 1)
     assert (r["attack_noise"], r["k_attack"], r["attack_keep"]) == ("fixed", 3, "best")
+
+
+def test_certify_claims_its_folder(tmp_path: Path, model: Path, cli) -> None:
+    """Issue 24 item 10: certify rewrote config.yaml of any folder (a reproduce folder, whose
+    report then showed the foreign certificate) and appended other models' certificates."""
+    base = ("--eps-rel", "0", "--n", "16", "--set", "data.max_eval_crops=1")
+    _certify(cli, model, tmp_path / "c", *base)
+    again = cli("certify", "--model", "bilinear", "--sigma-g", "0.3", "--quiet", "--out",
+                tmp_path / "c", *base)  # fmt: skip
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert "bilinear" in again.stderr
+    _certify(cli, model, tmp_path / "c", *base)  # the same model resumes
+    moved = cli("certify", "--model", "bilinear", "--sigma-g", "0.3", "--quiet", "--out",
+                tmp_path / "c", "--force-new", *base)  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    assert list((tmp_path / "c").glob(".old-*"))
