@@ -474,7 +474,8 @@ class _Unit:
     ) -> None:
         """RS-PGD: the attack on g of `setting` (`EvalSettings.attack_on_g`) at sigma_g* with
         k_attack draws (EOT), checked like the attack on f, then the per-image worse of the
-        two attacks. on_f: (per-image metrics of the attack on f through g, its check)."""
+        two attacks. on_f: (per-image metrics of the attack on f through g, its check, its
+        grad_bad (B,))."""
         cfg, seed = self.s.attack_on_g(setting), self.s.seed
         g = SmoothedEstimator(self.f, sigma, cfg.k_attack, self.s.chunk_size)
         forward = g.with_noise(cfg.noise, derived_seed(seed, split, setting, "eot"))
@@ -492,7 +493,7 @@ class _Unit:
         cond = self.condition(data, split, "pgd_g", setting)
         self.score(data, res.attacked, cond, (res.check, sigma), {sigma: res.per_image})
         worst_per = worst_case(on_f[0], res.per_image)
-        both_bad = a.grad_bad & res.attacked.grad_bad
+        both_bad = on_f[2] & res.attacked.grad_bad  # no gradient for either attack
         w_check = judge(worst_per, res.random, both_bad)
         w_check = dataclasses.replace(
             w_check, gradient_free=res.check.gradient_free or on_f[1].gradient_free
@@ -535,7 +536,9 @@ class _Unit:
                 self.samples.update(_samples(self, data, on_f.e, chosen))
             if split == reported and chosen > 0 and self.s.attacks_g_at(self.eps_rel, setting):
                 assert check is not None
-                self.attack_g(data, split, setting, chosen, (per_sigma[chosen], check))
+                self.attack_g(
+                    data, split, setting, chosen, (per_sigma[chosen], check, on_f.grad_bad)
+                )
 
 
 @dataclass(frozen=True)
