@@ -16,20 +16,15 @@ import sys
 import torch
 
 from benchmarks.common import machine
-from smoothrecon.checkpoint import load_model, model_normalization
 from smoothrecon.config import load_config
 from smoothrecon.data import prepare_data
-from smoothrecon.inputs import split_inputs, to_pixels
+from smoothrecon.defenses.smoothing import AdaptiveK, mc_share_fn, predict_adaptive, predict_many
+from smoothrecon.evaluation.inputs import split_inputs, to_pixels
 from smoothrecon.metrics import mse
+from smoothrecon.models.checkpoint import load_model, model_normalization
 from smoothrecon.operators import SuperResolution
-from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import (
-    AdaptiveK,
-    make_generator,
-    mc_share_fn,
-    predict_adaptive,
-    predict_many,
-)
+from smoothrecon.util.runtime import Runtime
+from smoothrecon.util.seeds import make_generator
 
 
 def measure(path: str, k_ref: int = 512) -> list[str]:

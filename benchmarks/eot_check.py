@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine
-from smoothrecon.checkpoint import load_model
 from smoothrecon.config import config_from_dict
 from smoothrecon.data import prepare_data
 from smoothrecon.experiments.evaluate import eval_inputs
 from smoothrecon.metrics import mean_and_ci, psnr
+from smoothrecon.models.checkpoint import load_model
 from smoothrecon.operators import build_operator
 from smoothrecon.report.records import load_run
-from smoothrecon.runtime import Runtime
+from smoothrecon.util.runtime import Runtime
 
 
 def _g(f, y: torch.Tensor, sigma: float, k: int, gen: torch.Generator) -> torch.Tensor:

@@ -15,29 +15,27 @@ import torch.nn.functional as F
 
 from benchmarks.common import bench_config, compare, describe, project_runtime
 from benchmarks.thesis_method import thesis_grid
-from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2_run
+from smoothrecon.attacks.pgd import PGD, eps_from_rel, pgd_l2_run
+from smoothrecon.attacks.setting import setting_from_config
 from smoothrecon.config import THESIS_EPS_RELS, THESIS_SIGMA_G_GRID, AttackConfig, Config
 from smoothrecon.data import DataBundle
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.evaluation import SplitInputs, batched_attack, split_inputs
+from smoothrecon.defenses.smoothing import AdaptiveK, mc_share_fn, predict_adaptive, predict_many
+from smoothrecon.evaluation.unit import SplitInputs, batched_attack, split_inputs
 from smoothrecon.experiments.convergence import thesis_attack
 from smoothrecon.metrics import all_metrics
 from smoothrecon.models import UNet
 from smoothrecon.models.fold import fold_batchnorm
+from smoothrecon.models.normalization import Normalization
 from smoothrecon.operators import build_operator
-from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import (
-    AdaptiveK,
-    make_generator,
-    mc_share_fn,
-    predict_adaptive,
-    predict_many,
-)
+from smoothrecon.util.runtime import Runtime
+from smoothrecon.util.seeds import make_generator
 
 SMALL = (8, 16, 32)
 # the project's own runtime on this machine (precision "auto": bf16 only where it is native)
 OURS = project_runtime(bench_config())
-THESIS_PGD = thesis_attack(AttackConfig())  # section 4.4: 10 steps of eps/4, last iterate
+THESIS_PGD = setting_from_config(
+    thesis_attack(AttackConfig()), "thesis"
+)  # section 4.4: 10 steps of eps/4, last iterate
 SLOW = Runtime(torch.device("cpu"), "fp32", False)
 
 
@@ -172,7 +170,7 @@ def bench_strong_attack(cfg: Config, data: DataBundle, patience: int = 10, rel_t
 
     def run(p: int):
         gen = make_generator(0, "cpu")
-        strong = PGDRun(steps=100, step_size=eps / 2, patience=p, rel_tol=rel_tol)
+        strong = PGD(steps=100, step_factor=0.5, patience=p, rel_tol=rel_tol)
         return pgd_l2_run(f, inputs.y, inputs.target, eps, strong, gen)
 
     full, early = run(0), run(patience)

@@ -26,16 +26,17 @@ from benchmarks.common import (
     project_runtime,
 )
 from benchmarks.evaluation_speed import bench_fold, bench_strong_attack, bench_thesis_peer
-from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2
+from smoothrecon.attacks.pgd import PGD, eps_from_rel, pgd_l2
 from smoothrecon.config import Config
 from smoothrecon.data import DataBundle
-from smoothrecon.evaluation import SplitInputs, batched_attack, smoothed_metrics, split_inputs
+from smoothrecon.defenses.smoothing import predict_many
+from smoothrecon.evaluation.unit import SplitInputs, batched_attack, smoothed_metrics, split_inputs
+from smoothrecon.experiments.training import perturb
 from smoothrecon.metrics import psnr, ssim
 from smoothrecon.models import build_model
 from smoothrecon.operators import build_operator
-from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import auto_chunk, make_generator, predict_many
-from smoothrecon.training import perturb
+from smoothrecon.util.runtime import Runtime, auto_chunk
+from smoothrecon.util.seeds import make_generator
 
 
 @dataclass
@@ -171,7 +172,7 @@ def bench_pgd(cfg: Config, data: DataBundle) -> Row:
     f = runtime.forward(model)
     eps = eps_from_rel(0.02, inputs.y.shape[1:])
     steps = 10
-    thesis = PGDRun(steps=steps, step_size=eps / 4, keep="last")
+    thesis = PGD(steps=steps, step_factor=0.25, keep="last")
 
     def attack() -> None:
         pgd_l2(f, inputs.y, inputs.target, eps, thesis)

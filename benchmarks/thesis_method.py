@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from smoothrecon.attacks import eps_from_rel, project_l2, random_start
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.evaluation import SplitInputs
+from smoothrecon.attacks.pgd import eps_from_rel, project_l2, random_start
+from smoothrecon.evaluation.unit import SplitInputs
 from smoothrecon.metrics import mse, psnr, ssim
+from smoothrecon.models.normalization import Normalization
 
 THESIS_CLAMP = (-1.75, 2.2)  # each prediction, normalized space (the thesis' code)
 

@@ -3,23 +3,21 @@
 The Python API a researcher imports in a notebook; the CLI and the presets are thin skins over it.
 """
 
-__version__ = "0.1.0"
-
-from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2
-from smoothrecon.certification_run import certify_entry as certify
-from smoothrecon.checkpoint import load_model, model_normalization
+from smoothrecon.api import certify, evaluate
+from smoothrecon.attacks.pgd import PGD, eps_from_rel, pgd_l2
 from smoothrecon.config import Config, load_config
 from smoothrecon.data import prepare_data
-from smoothrecon.experiments.evaluate import evaluate
+from smoothrecon.defenses.smoothing import SmoothedEstimator
+from smoothrecon.experiments.training import TrainResult, train
 from smoothrecon.metrics import mse, psnr, ssim
 from smoothrecon.models import UNet
+from smoothrecon.models.checkpoint import load_model, model_normalization
 from smoothrecon.operators import SuperResolution
-from smoothrecon.smoothing import SmoothedEstimator
-from smoothrecon.training import TrainResult, train
+from smoothrecon.util.version import VERSION as __version__
 
 __all__ = [
+    "PGD",
     "Config",
-    "PGDRun",
     "SmoothedEstimator",
     "SuperResolution",
     "TrainResult",

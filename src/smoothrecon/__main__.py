@@ -1,5 +1,5 @@
 """`python -m smoothrecon` (also what torchrun launches)."""
 
-from smoothrecon.cli import main
+from smoothrecon.cli.main import main
 
 raise SystemExit(main())

@@ -106,6 +106,21 @@ class OperatorConfig:
     grayscale: bool = False  # compressed sensing: measure the luminance, not every channel
 
 
+# The OperatorConfig fields each operator takes (sigma_y = "default" keeps the operator's own).
+OPERATOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "super_resolution": ("factor", "quantize", "sigma_y"),
+    "denoising": ("sigma_y",),
+    "deblurring": ("blur_std", "sigma_y"),
+    "inpainting": ("keep_fraction", "mask_seed", "sigma_y"),
+    "compressed_sensing": ("acceleration", "center_fraction", "mask_seed", "grayscale", "sigma_y"),
+}
+
+
+def problem_factor(o: OperatorConfig) -> int:
+    """The factor records carry: super-resolution's, 1 for every other operator."""
+    return o.factor if o.name == "super_resolution" else 1
+
+
 # The no-learning baselines of each operator (models/baselines.py), the first one being the
 # identity on the back-projection A_dagger(y).
 BASELINES: dict[str, tuple[str, ...]] = {
@@ -146,7 +161,6 @@ class AttackConfig:
     random_start: Literal["ball", "sphere", "none"] = "ball"  # uniform in the ball (thesis code)
     restarts: int = 3  # the thesis: 1
     keep: Literal["best", "last"] = "best"  # the thesis kept the last iterate
-    target: Literal["f", "g"] = "f"  # f: "Vanilla PGD"; g: "RS-PGD" (appendix A.3)
     k_attack: int = 10  # appendix A.3: k = 10 noise draws when attacking g
     # RS-PGD noise held across steps or redrawn: the EOT study (docs/choices.md) found fixed
     # draws weaker than fresh ones at every k_attack and budget (the attack overfits its draws)
@@ -470,7 +484,17 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _validate_operator(o: OperatorConfig, crop_size: int) -> None:
-    """The operator's fields; the factor must divide the crop only for super-resolution."""
+    """The operator's fields; the factor must divide the crop only for super-resolution. A
+    parameter of another operator, changed from its default, is refused: it would be ignored."""
+    defaults, own = OperatorConfig(), {"name", *OPERATOR_FIELDS[o.name]}
+    for f in dataclasses.fields(o):
+        value = getattr(o, f.name)
+        if f.name not in own and value != getattr(defaults, f.name):
+            owners = [n for n, fields in OPERATOR_FIELDS.items() if f.name in fields]
+            raise UserError(
+                f"operator.{f.name} = {value!r} is a parameter of {' and '.join(owners)}, not of "
+                f"{o.name}, which would ignore it; leave it out or set operator.name"
+            )
     _check(o.factor >= 1, f"operator.factor = {o.factor} must be a positive integer")
     if o.name == "super_resolution":
         _check(
@@ -513,7 +537,26 @@ def _validate_eot(e: ExperimentConfig) -> None:
 
 def validate(cfg: Config) -> None:
     """Range checks a type cannot express; each failure is one sentence naming the value."""
-    d, t, a, s = cfg.data, cfg.train, cfg.attack, cfg.smoothing
+    _validate_data(cfg.data)
+    _validate_operator(cfg.operator, cfg.data.crop_size)
+    _validate_model(cfg)
+    _validate_train(cfg)
+    _validate_attack(cfg.attack)
+    _validate_smoothing(cfg.smoothing)
+    _validate_eot(cfg.experiment)
+    _check(
+        all(0 <= e <= 1 for e in cfg.evaluation.eps_rels),
+        f"evaluation.eps_rels = {cfg.evaluation.eps_rels} must lie in [0, 1]",
+    )
+    _check(
+        cfg.evaluation.batch_size >= 1,
+        f"evaluation.batch_size = {cfg.evaluation.batch_size} must be >= 1",
+    )
+    _validate_experiment(cfg)
+    _check(cfg.runtime.threads >= 0, f"runtime.threads = {cfg.runtime.threads} must be >= 0")
+
+
+def _validate_data(d: DataConfig) -> None:
     _check(d.crop_size >= 8, f"data.crop_size = {d.crop_size} must be at least 8")
     _check(0 < d.prescale <= 1, f"data.prescale = {d.prescale} must be in (0, 1]")
     _check(
@@ -536,7 +579,10 @@ def validate(cfg: Config) -> None:
         d.eval_crops_per_photo >= 1,
         f"data.eval_crops_per_photo = {d.eval_crops_per_photo} must be >= 1",
     )
-    _validate_operator(cfg.operator, d.crop_size)
+
+
+def _validate_model(cfg: Config) -> None:
+    d = cfg.data
     _check(
         all(c >= 1 for c in cfg.model.channels) and len(cfg.model.channels) >= 2,
         f"model.channels = {cfg.model.channels} needs at least two positive widths",
@@ -548,6 +594,10 @@ def validate(cfg: Config) -> None:
             f"data.crop_size = {d.crop_size} is not divisible by {div}, which the U-Net with "
             f"{len(cfg.model.channels) - 1} pooling steps needs",
         )
+
+
+def _validate_train(cfg: Config) -> None:
+    t, a = cfg.train, cfg.attack
     _check(t.sigma_f >= 0, f"train.sigma_f = {t.sigma_f} must be >= 0")
     _check(0 <= t.eps_rel <= 1, f"train.eps_rel = {t.eps_rel} must be in [0, 1]")
     _check(t.pgd_steps >= 1, f"train.pgd_steps = {t.pgd_steps} must be >= 1")
@@ -563,12 +613,19 @@ def validate(cfg: Config) -> None:
         "attack.space / train.attack_space / experiment.attack_spaces / experiment.at_spaces = "
         "'measurement' needs operator.quantize = false (rounding has no gradient)",
     )
+
+
+def _validate_attack(a: AttackConfig) -> None:
     _check(a.steps >= 1, f"attack.steps = {a.steps} must be >= 1")
     _check(a.step_factor > 0, f"attack.step_factor = {a.step_factor} must be > 0")
     _check(a.restarts >= 1, f"attack.restarts = {a.restarts} must be >= 1")
     _check(a.k_attack >= 1, f"attack.k_attack = {a.k_attack} must be >= 1")
     _check(a.fallback_queries >= 1, f"attack.fallback_queries = {a.fallback_queries} must be >= 1")
-    _validate_eot(cfg.experiment)
+    _check(a.patience >= 0, f"attack.patience = {a.patience} must be >= 0")
+    _check(a.rel_tol >= 0, f"attack.rel_tol = {a.rel_tol} must be >= 0")
+
+
+def _validate_smoothing(s: SmoothingConfig) -> None:
     _check(s.k == "auto" or s.k >= 1, f"smoothing.k = {s.k} must be >= 1 or 'auto'")
     _check(
         2 <= s.k_min <= s.k_max,
@@ -579,21 +636,14 @@ def validate(cfg: Config) -> None:
         s.k != "auto" or not s.antithetic or (s.k_min % 2 == 0 and s.k_max % 2 == 0),
         f"antithetic pairs need even smoothing.k_min and k_max, got {s.k_min} and {s.k_max}",
     )
-    _check(a.patience >= 0, f"attack.patience = {a.patience} must be >= 0")
-    _check(a.rel_tol >= 0, f"attack.rel_tol = {a.rel_tol} must be >= 0")
     _check(s.chunk_size >= 0, f"smoothing.chunk_size = {s.chunk_size} must be >= 0")
     _check(
         all(v >= 0 for v in s.sigma_grid) and len(s.sigma_grid) >= 1,
         f"smoothing.sigma_grid = {s.sigma_grid} must hold sigmas >= 0",
     )
-    _check(
-        all(0 <= e <= 1 for e in cfg.evaluation.eps_rels),
-        f"evaluation.eps_rels = {cfg.evaluation.eps_rels} must lie in [0, 1]",
-    )
-    _check(
-        cfg.evaluation.batch_size >= 1,
-        f"evaluation.batch_size = {cfg.evaluation.batch_size} must be >= 1",
-    )
+
+
+def _validate_experiment(cfg: Config) -> None:
     _check(
         all(v in ("thesis", "residual") for v in cfg.experiment.variants),
         f"experiment.variants = {cfg.experiment.variants}: use 'thesis' and/or 'residual'",
@@ -645,9 +695,12 @@ def validate(cfg: Config) -> None:
     )
     _check(0 <= e.strong_within < 1, f"experiment.strong_within = {e.strong_within} not in [0, 1)")
     _check(e.strong_max_cost >= 0, f"experiment.strong_max_cost = {e.strong_max_cost} must be >= 0")
-    _check(cfg.runtime.threads >= 0, f"runtime.threads = {cfg.runtime.threads} must be >= 0")
 
 
-def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML (saved beside every result)."""
-    return yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)
+def dump_config(cfg: Config, operator: dict[str, Any] | None = None) -> str:
+    """The resolved config as YAML (saved beside every result); `operator`: the description
+    of a user's operator, which the config's operator section cannot hold, in its place."""
+    d = cfg.to_dict()
+    if operator is not None:
+        d["operator"] = operator
+    return yaml.safe_dump(json.loads(json.dumps(d)), sort_keys=False)

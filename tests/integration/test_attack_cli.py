@@ -9,8 +9,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from smoothrecon.attacks import eps_from_rel
-from smoothrecon.training import train
+from smoothrecon.attacks.pgd import eps_from_rel
+from smoothrecon.experiments.training import train
 
 
 def test_attack_command(tmp_path: Path, make_config, cli) -> None:

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import torch
 
-from smoothrecon.attacks import eps_from_rel, pgd_with
-from smoothrecon.checkpoint import load_model
+from smoothrecon.attacks.pgd import eps_from_rel
+from smoothrecon.attacks.setting import setting_from_config
 from smoothrecon.data import prepare_data
-from smoothrecon.evaluation import split_inputs
+from smoothrecon.evaluation.unit import split_inputs
 from smoothrecon.experiments.convergence import choose_strong, convergence_rows, thesis_attack
+from smoothrecon.experiments.training import train
+from smoothrecon.models.checkpoint import load_model
 from smoothrecon.operators import build_operator
-from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import make_generator
-from smoothrecon.training import train
+from smoothrecon.util.runtime import Runtime
+from smoothrecon.util.seeds import make_generator
 
 
 def test_strong_setting_is_at_least_as_strong_as_the_thesis_setting(
@@ -50,7 +51,9 @@ def test_strong_setting_is_at_least_as_strong_as_the_thesis_setting(
         # Rerun both attacks from the study's random start (seed 0) on the same crops.
         losses = {}
         for name, a in (("strong", strong), ("thesis", thesis)):
-            res = pgd_with(model, inputs.y, inputs.target, eps, a, make_generator(0, "cpu"))
+            res = setting_from_config(a).attack.run(
+                model, inputs.y, inputs.target, eps, make_generator(0, "cpu")
+            )
             losses[name] = res.loss.mean().item() / d
         assert losses["strong"] >= losses["thesis"], (eps_rel, losses, strong)
         # and the convergence curve itself never falls with more steps (best iterate)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from smoothrecon.attacks import eps_from_rel
-from smoothrecon.cli import main
-from smoothrecon.io import read_jsonl
+from smoothrecon.attacks.pgd import eps_from_rel
+from smoothrecon.cli.main import main
+from smoothrecon.experiments.training import train
 from smoothrecon.report.certificates import certificate_blocks
-from smoothrecon.training import train
+from smoothrecon.util.io import read_jsonl
 
 FIELDS = [
     "model",

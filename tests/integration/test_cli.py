@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import smoothrecon
-from smoothrecon.cli import build_parser
+from smoothrecon.cli.main import build_parser
 
 
 def run_many(cli, commands: dict[str, list]) -> dict[str, subprocess.CompletedProcess]:

@@ -9,7 +9,7 @@ import argparse
 
 import pytest
 
-from smoothrecon.cli import _config, build_parser, main
+from smoothrecon.cli.main import _config, build_parser, main
 from smoothrecon.errors import UserError
 
 # Each numeric flag, its range and values outside it (nan and inf are never in range).

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from smoothrecon.checkpoint import load_model
 from smoothrecon.data import prepare_data
-from smoothrecon.io import read_jsonl
-from smoothrecon.models.denoised import Denoised
-from smoothrecon.runtime import Runtime
-from smoothrecon.training import validate
+from smoothrecon.defenses.denoised import Denoised
+from smoothrecon.experiments.training import validate
+from smoothrecon.models.checkpoint import load_model
+from smoothrecon.util.io import read_jsonl
+from smoothrecon.util.runtime import Runtime
 
 COMMON = ("--preset", "smoke", "--quiet", "--set", "data.short_side=0")
 
@@ -74,7 +74,10 @@ def test_evaluate_adds_f_after_d_for_every_model(cli, photo_dir: Path, trained, 
     records = read_jsonl(tmp_path / "records.jsonl")
     assert {x["model"] for x in records} == {"std", "std+den0.2"}
     composed = [x for x in records if x["model"] == "std+den0.2"]
-    assert {x["mode"] for x in composed} == {"denoised"} and all(x["smoothed"] for x in composed)
+    assert {(x["mode"], x["defense"], x["defense_kind"]) for x in composed} == {
+        ("standard", "den0.2", "denoised")
+    }
+    assert all(x["smoothed"] for x in composed)
     assert {"pgd_f", "pgd_g"} <= {x["attack"] for x in composed}  # attacked like an RS model
 
 
@@ -108,7 +111,7 @@ def test_a_sweep_with_denoised_smoothing(cli, photo_dir: Path, tmp_path) -> None
         )  # the attack on g runs at sigma_g* > 0
     assert "x2/thesis/den0.1" not in {x["model"] for x in records}  # D alone is no estimator
     assert cli("report", out).returncode == 0
-    assert "standard + denoiser sigma=0.1" in (out / "report" / "report.md").read_text()
+    assert "standard + denoiser (den0.1)" in (out / "report" / "report.md").read_text()
 
 
 def test_a_denoiser_of_another_operator_is_refused(cli, photo_dir: Path, trained, tmp_path) -> None:

@@ -111,7 +111,7 @@ def test_two_rank_evaluation_equals_one_rank(
 
 
 def test_map_batches_without_a_process_group_is_a_plain_map() -> None:
-    from smoothrecon.distributed import map_batches
+    from smoothrecon.util.distributed import map_batches
 
     assert map_batches(10, 4, lambda s: s) == [0, 4, 8]
     assert torch.equal(

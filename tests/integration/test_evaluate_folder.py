@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from smoothrecon.checkpoint import checkpoint_meta, save_model
 from smoothrecon.data import prepare_data
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.io import read_jsonl
 from smoothrecon.metrics import psnr
 from smoothrecon.models import UNet
+from smoothrecon.models.checkpoint import checkpoint_meta, save_model
+from smoothrecon.models.normalization import Normalization
 from smoothrecon.operators import SuperResolution
+from smoothrecon.util.io import read_jsonl
 
 # The statistics the model "was trained with": far from the darkened photos' own.
 TRAINED = Normalization((0.45, 0.45, 0.40), (0.25, 0.24, 0.26))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smoothrecon.io import read_jsonl
-from smoothrecon.training import train
+from smoothrecon.experiments.training import train
+from smoothrecon.util.io import read_jsonl
 
 FAST = ["--eps-rel", "0,0.02", "--sigma-g", "0,0.1", "--steps", "2", "--restarts", "1"]
 

@@ -18,7 +18,7 @@ from torch import nn
 
 import smoothrecon
 from smoothrecon.data import prepare_data
-from smoothrecon.io import read_jsonl
+from smoothrecon.util.io import read_jsonl
 
 SMOKE = ["--preset", "smoke", "--set", "data.short_side=0", "--quiet"]
 METRIC_KEYS = ("mse", "psnr", "ssim", "mse_ci95", "psnr_ci95", "ssim_ci95")
@@ -208,7 +208,7 @@ def test_projected_model_under_a_measurement_attack(cli, photo_dir: Path, tmp_pa
     rows = read_jsonl(tmp_path / "records.jsonl")
     f, fp = _by_condition(rows, "Small"), _by_condition(rows, "Small+proj")
     assert f.keys() == fp.keys() and len(f) == 4
-    assert {r["mode"] for r in rows if r["model"] == "Small+proj"} == {"projected"}
+    assert {r["defense_kind"] for r in rows if r["model"] == "Small+proj"} == {"projection"}
     for key, r in fp.items():
         assert r["per_image"]["psnr"] == pytest.approx(f[key]["per_image"]["psnr"], abs=1e-3), key
 

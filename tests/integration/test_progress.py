@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from smoothrecon import progress
+from smoothrecon.util import progress
 
 SRC = Path(progress.__file__).parent
 

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from smoothrecon.checkpoint import load_model
-from smoothrecon.io import read_jsonl
+from smoothrecon.models.checkpoint import load_model
 from smoothrecon.report.tables import CELL_COLUMNS
+from smoothrecon.util.io import read_jsonl
 
 
 def reproduce_args(photo_dir: Path, out: Path) -> list[str]:

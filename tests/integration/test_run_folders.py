@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from smoothrecon import train
 from smoothrecon.errors import UserError
-from smoothrecon.io import load_checkpoint, read_jsonl
-from smoothrecon.manifest import REPRODUCE_SECTIONS, build_manifest, claim
+from smoothrecon.experiments.manifest import REPRODUCE_SECTIONS, build_manifest, claim
+from smoothrecon.util.io import load_checkpoint, read_jsonl
 
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -165,7 +165,7 @@ def test_reproduce_of_another_preset_into_a_smoke_folder_is_refused(
 
 def test_a_checkpoint_from_before_a_new_config_field_still_extends(tmp_path: Path, make_config):
     """Fields added to the config after a checkpoint was written take their defaults."""
-    from smoothrecon.io import load_checkpoint, save_checkpoint
+    from smoothrecon.util.io import load_checkpoint, save_checkpoint
 
     out = tmp_path / "run"
     train(make_config("train.epochs=1"), out, progress=False)

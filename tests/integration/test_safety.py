@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from smoothrecon.data.photos import decode_image
 from smoothrecon.errors import UserError
-from smoothrecon.io import load_checkpoint
+from smoothrecon.util.io import load_checkpoint
 
 TRAIN = [
     "train",
@@ -89,8 +89,8 @@ def test_sigkill_train_then_rerun_gives_the_uninterrupted_weights(
 def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(
     tmp_path: Path, make_config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import smoothrecon.io as sio
-    from smoothrecon.training import train
+    import smoothrecon.util.io as sio
+    from smoothrecon.experiments.training import train
 
     cfg = make_config("train.epochs=2")
     train(cfg, tmp_path, progress=False, stop_after=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from smoothrecon.io import read_jsonl
+from smoothrecon.util.io import read_jsonl
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from smoothrecon import eps_from_rel, load_model, train, training
-from smoothrecon.checkpoint import checkpoint_meta, save_model
+from smoothrecon import eps_from_rel, load_model, train
 from smoothrecon.config import TrainConfig
 from smoothrecon.data import prepare_data
 from smoothrecon.errors import TrainingDiverged, UserError
-from smoothrecon.io import load_checkpoint, read_jsonl
+from smoothrecon.experiments import training
 from smoothrecon.models import UNet
-from smoothrecon.runtime import Runtime
+from smoothrecon.models.checkpoint import checkpoint_meta, save_model
+from smoothrecon.util.io import load_checkpoint, read_jsonl
+from smoothrecon.util.runtime import Runtime
 
 CPU = Runtime(torch.device("cpu"), "fp32", channels_last=False)
 

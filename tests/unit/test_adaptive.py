@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.smoothing import (
+from smoothrecon.defenses.smoothing import (
     AdaptiveK,
-    make_generator,
     mc_share,
     mc_share_fn,
     predict_adaptive,
     predict_many,
 )
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.util.seeds import make_generator
 
 SHAPE = (3, 3, 5, 7)  # odd, non-square
 NORM = Normalization(mean=(0.45, 0.43, 0.40), std=(0.27, 0.26, 0.28))

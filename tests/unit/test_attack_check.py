@@ -9,17 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from smoothrecon.attack_check import judge, worse_per_crop
+from smoothrecon.attacks.setting import setting_from_config
+from smoothrecon.attacks.threat import ThreatModel
 from smoothrecon.config import AttackConfig
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.evaluation import (
+from smoothrecon.evaluation.check import judge, worse_per_crop
+from smoothrecon.evaluation.unit import (
     Checking,
     SplitInputs,
     batched_attack,
     check_attack,
     smoothed_metrics,
 )
-from smoothrecon.threat import ThreatModel
+from smoothrecon.models.normalization import Normalization
 
 PIXELS = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
@@ -49,7 +50,9 @@ def _data(n: int = 8) -> SplitInputs:
 
 
 def _check(model: nn.Module, data: SplitInputs, eps_rel: float = 0.05):
-    cfg = AttackConfig(steps=20, step_factor=0.25, restarts=1, fallback_queries=2000)
+    cfg = setting_from_config(
+        AttackConfig(steps=20, step_factor=0.25, restarts=1, fallback_queries=2000)
+    )
 
     def scorer(e: torch.Tensor) -> dict[str, list[float]]:
         return smoothed_metrics(model, data, e, [0.0], 1, PIXELS, 8, 0)[0.0]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from smoothrecon.attacks import (
-    PGDRun,
+from smoothrecon.attacks.pgd import (
+    PGD,
     eps_from_rel,
     per_sample_loss,
     pgd_l2,
@@ -100,7 +100,7 @@ def _check_norms(e: torch.Tensor, eps: float) -> None:
 @pytest.mark.parametrize("keep", ["best", "last"])
 def test_perturbation_stays_in_the_ball(start: str, keep: str) -> None:
     f, y, x, eps = _conv_net(), _randn(), _randn(seed=1), 0.9
-    e = pgd_l2(f, y, x, eps, PGDRun(steps=6, random_start=start, keep=keep), _gen(3))
+    e = pgd_l2(f, y, x, eps, PGD(steps=6, random_start=start, keep=keep), _gen(3))
     assert e.shape == y.shape
     _check_norms(e, eps)
 
@@ -108,11 +108,11 @@ def test_perturbation_stays_in_the_ball(start: str, keep: str) -> None:
 @pytest.mark.parametrize("keep", ["best", "last"])
 def test_perturbation_reaches_the_sphere(keep: str) -> None:
     f, y, x, eps = _conv_net(), _randn(), _randn(seed=1), 0.9
-    e = pgd_l2(f, y, x, eps, PGDRun(steps=10, keep=keep), _gen(4))
+    e = pgd_l2(f, y, x, eps, PGD(steps=10, keep=keep), _gen(4))
     assert torch.allclose(_norms(e), torch.full((4,), eps), rtol=1e-4)
     g, _ = _linear_model()
     y2 = _randn((3, 1, 5, 6), seed=5)
-    e2 = pgd_l2(g, y2, g(y2) + 1.0, eps, PGDRun(steps=10, keep=keep), _gen(4))
+    e2 = pgd_l2(g, y2, g(y2) + 1.0, eps, PGD(steps=10, keep=keep), _gen(4))
     assert torch.allclose(_norms(e2), torch.full((3,), eps), rtol=1e-4)
 
 
@@ -120,7 +120,7 @@ def test_returned_loss_is_the_loss_of_the_returned_e() -> None:
     f, y, x, eps = _conv_net(), _randn(), _randn(seed=1), 0.9
     for keep in ("best", "last"):
         for restarts in (1, 3):
-            r = pgd_l2_run(f, y, x, eps, PGDRun(5, keep=keep, restarts=restarts), _gen(6))
+            r = pgd_l2_run(f, y, x, eps, PGD(5, keep=keep, restarts=restarts), _gen(6))
             with torch.no_grad():
                 recomputed = per_sample_loss(f(y + r.e), x)
             assert torch.allclose(r.loss, recomputed, rtol=1e-5), (keep, restarts)
@@ -135,15 +135,15 @@ def test_linear_model_reaches_the_optimal_loss() -> None:
     eps = 0.5
     sigma_max = torch.linalg.svd(w, full_matrices=False).S[0]
     optimum = eps**2 * sigma_max**2
-    r = pgd_l2_run(f, y, x, eps, PGDRun(steps=50, step_size=eps / 2, keep="best"), _gen(8))
+    r = pgd_l2_run(f, y, x, eps, PGD(steps=50, step_factor=0.5, keep="best"), _gen(8))
     assert (r.loss >= 0.99 * optimum).all(), (r.loss / optimum).tolist()
     assert (r.loss <= optimum * (1 + 1e-4)).all()
 
 
 def test_more_steps_never_weaker_with_keep_best() -> None:
     f, y, x, eps = _conv_net(), _randn(), _randn(seed=1), 1.2
-    short = pgd_l2_run(f, y, x, eps, PGDRun(steps=5, keep="best"), _gen(9))
-    long = pgd_l2_run(f, y, x, eps, PGDRun(steps=20, keep="best"), _gen(9))
+    short = pgd_l2_run(f, y, x, eps, PGD(steps=5, keep="best"), _gen(9))
+    long = pgd_l2_run(f, y, x, eps, PGD(steps=20, keep="best"), _gen(9))
     assert torch.allclose(long.trace[:6], short.trace, rtol=1e-6)  # the first iterates coincide
     assert (long.loss >= short.loss).all()
     assert torch.equal(short.loss, short.trace.max(0).values)
@@ -159,10 +159,10 @@ def test_bilinear_baseline_reaches_the_closed_form_worst_case() -> None:
     eps = 0.8
     worst = (_norms(y - x) + eps) ** 2
     # from e = 0 the first gradient already points along y - x: exact after eps / step steps
-    loss = pgd_l2_run(f, y, x, eps, PGDRun(steps=10, random_start="none")).loss
+    loss = pgd_l2_run(f, y, x, eps, PGD(steps=10, random_start="none")).loss
     assert torch.allclose(loss, worst, rtol=1e-5)
     # from a random start PGD has to turn e towards y - x
-    loss = pgd_l2_run(f, y, x, eps, PGDRun(50, eps / 2, "ball"), _gen(11)).loss
+    loss = pgd_l2_run(f, y, x, eps, PGD(50, 0.5, "ball"), _gen(11)).loss
     assert torch.allclose(loss, worst, rtol=0.01)
     assert (loss <= worst * (1 + 1e-5)).all()
 
@@ -172,18 +172,18 @@ def test_zero_gradient_samples_give_no_nan() -> None:
     # x = W y and start at 0: the gradient of ||W e||^2 vanishes at e = 0, so e stays 0
     f, _ = _linear_model()
     y = _randn((3, 1, 5, 6), seed=12)
-    r = pgd_l2_run(f, y, f(y), eps, PGDRun(steps=4, random_start="none"))
+    r = pgd_l2_run(f, y, f(y), eps, PGD(steps=4, random_start="none"))
     assert torch.equal(r.e, torch.zeros_like(y))
     assert torch.equal(r.loss, torch.zeros(3))
     # a model whose output does not depend on its input (but is computed from it)
     y, x = _randn(), _randn(seed=1)
     c = torch.full(SHAPE, 0.3)
     for start in ("ball", "none"):
-        e = pgd_l2(lambda t: 0 * t + c, y, x, eps, PGDRun(steps=3, random_start=start), _gen(1))
+        e = pgd_l2(lambda t: 0 * t + c, y, x, eps, PGD(steps=3, random_start=start), _gen(1))
         _check_norms(e, eps)
     # one sample with a flat loss among others that have gradients
     mask = torch.tensor([0.0, 1.0, 1.0, 1.0]).view(4, 1, 1, 1)
-    e = pgd_l2(lambda t: mask * t, y, x, eps, PGDRun(steps=6, random_start="none"))
+    e = pgd_l2(lambda t: mask * t, y, x, eps, PGD(steps=6, random_start="none"))
     _check_norms(e, eps)
     assert torch.equal(e[0], torch.zeros_like(e[0]))
     assert torch.allclose(_norms(e[1:]), torch.full((3,), eps), rtol=1e-5)
@@ -193,7 +193,7 @@ def test_constant_model_gives_no_error_and_no_nan() -> None:
     # f ignores its input entirely: the loss has no gradient at all with respect to e
     y, x, eps = _randn(), _randn(seed=1), 0.5
     c = torch.full(SHAPE, 0.3)
-    r = pgd_l2_run(lambda t: c, y, x, eps, PGDRun(steps=3, random_start="none"))
+    r = pgd_l2_run(lambda t: c, y, x, eps, PGD(steps=3, random_start="none"))
     assert torch.equal(r.e, torch.zeros_like(y))
     assert torch.allclose(r.loss, per_sample_loss(c, x))
 
@@ -201,29 +201,29 @@ def test_constant_model_gives_no_error_and_no_nan() -> None:
 def test_gradients_do_not_accumulate_in_parameters() -> None:
     f = _conv_net()
     y, x = _randn(), _randn(seed=1)
-    pgd_l2(f, y, x, 0.5, PGDRun(steps=3, restarts=2), _gen(0))
+    pgd_l2(f, y, x, 0.5, PGD(steps=3, restarts=2), _gen(0))
     assert all(p.grad is None for p in f.parameters())
     assert not y.requires_grad
 
 
 def test_restarts_keep_the_per_sample_worst_case() -> None:
     f, y, x, eps = _conv_net(), _randn(), _randn(seed=1), 1.0
-    single = pgd_l2_run(f, y, x, eps, PGDRun(steps=3, keep="last"), _gen(13))
-    multi = pgd_l2_run(f, y, x, eps, PGDRun(steps=3, keep="last", restarts=4), _gen(13))
+    single = pgd_l2_run(f, y, x, eps, PGD(steps=3, keep="last"), _gen(13))
+    multi = pgd_l2_run(f, y, x, eps, PGD(steps=3, keep="last", restarts=4), _gen(13))
     assert (multi.loss >= single.loss).all()
     assert (multi.loss > single.loss).any()  # some restart found something better
     _check_norms(multi.e, eps)
 
 
 def test_zero_eps_gives_zero_perturbation() -> None:
-    e = pgd_l2(_conv_net(), _randn(), _randn(seed=1), 0.0, PGDRun(steps=3), _gen(0))
+    e = pgd_l2(_conv_net(), _randn(), _randn(seed=1), 0.0, PGD(steps=3), _gen(0))
     assert torch.equal(e, torch.zeros(SHAPE))
 
 
 def test_same_seed_same_attack() -> None:
     f, y, x = _conv_net(), _randn(), _randn(seed=1)
-    a = pgd_l2(f, y, x, 0.5, PGDRun(steps=3), _gen(14))
-    b = pgd_l2(f, y, x, 0.5, PGDRun(steps=3), _gen(14))
+    a = pgd_l2(f, y, x, 0.5, PGD(steps=3), _gen(14))
+    b = pgd_l2(f, y, x, 0.5, PGD(steps=3), _gen(14))
     assert torch.equal(a, b)
 
 
@@ -241,9 +241,9 @@ def test_same_seed_same_attack() -> None:
     ],
 )
 def test_bad_values_raise(kwargs: dict) -> None:
-    settings = {f.name for f in dataclasses.fields(PGDRun)}
+    settings = {f.name for f in dataclasses.fields(PGD)}
     run = {"steps": 2} | {k: v for k, v in kwargs.items() if k in settings}
     args = {"y": _randn(), "x": _randn(seed=1), "eps": 0.5}
     args |= {k: v for k, v in kwargs.items() if k not in settings}
     with pytest.raises(ValueError):
-        pgd_l2(_conv_net(), run=PGDRun(**run), **args)
+        pgd_l2(_conv_net(), run=PGD(**run), **args)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import norm as normal
 
-from smoothrecon.certification import (
+from smoothrecon.certification.bounds import (
     CertifySettings,
     bernstein_halfwidth,
     center_abstains,
@@ -23,7 +23,7 @@ from smoothrecon.certification import (
     select_center,
     worst_case_mse,
 )
-from smoothrecon.data.normalization import Normalization
+from smoothrecon.models.normalization import Normalization
 
 IDENTITY = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 SHAPE = (2, 3, 5, 7)  # odd, non-square
@@ -315,7 +315,7 @@ def test_mismatched_images_raise() -> None:
 def test_identity_worst_case_is_the_exact_trust_region_maximum() -> None:
     """Against a brute-force search over the sphere (d = 3: one pixel per channel), and the
     closed form (||r|| + eps s)^2 when every channel has the same std s."""
-    from smoothrecon.certification import identity_worst_mse
+    from smoothrecon.certification.bounds import identity_worst_mse
 
     g = torch.Generator().manual_seed(3)
     std, eps = (0.2, 0.3, 0.25), 0.7

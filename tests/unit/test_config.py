@@ -224,7 +224,7 @@ def test_default_config_is_the_paper_setting() -> None:
 def test_precision_auto_is_bf16_only_where_the_hardware_computes_it() -> None:
     import torch
 
-    from smoothrecon.runtime import Runtime, native_bf16, resolve_precision
+    from smoothrecon.util.runtime import Runtime, native_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"

@@ -15,10 +15,11 @@ from PIL import Image
 
 from smoothrecon.data import prepare_data
 from smoothrecon.data.crops import CropSpec, TrainCrops
-from smoothrecon.data.normalization import Normalization, channel_stats
+from smoothrecon.data.normalization import channel_stats
 from smoothrecon.data.photos import decode_image
 from smoothrecon.data.splits import SPLITS, assign_splits, split_counts
 from smoothrecon.errors import UserError
+from smoothrecon.models.normalization import Normalization
 
 
 def fake_hashes(n: int, seed: int = 0) -> list[str]:

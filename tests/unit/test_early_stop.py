@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from smoothrecon.attacks import (
-    PGDRun,
+from smoothrecon.attacks.pgd import (
+    PGD,
     per_sample_loss,
     pgd_l2,
     pgd_l2_run,
     project_l2,
     random_start,
 )
-from smoothrecon.attacks import _norms as norms
+from smoothrecon.attacks.pgd import _norms as norms
 
 
 def _reference_run(forward, y, x, eps, steps, step_size, start, keep, generator, snapshots=()):
@@ -85,12 +85,12 @@ def test_off_is_bit_identical_to_the_loop_before(keep: str, start: str) -> None:
         y,
         x,
         1.3,
-        PGDRun(7, 0.4, start, keep=keep),
+        PGD(7, 0.5, start, keep=keep),
         torch.Generator().manual_seed(5),
         snapshots=snaps,
     )
     e, loss, trace, ref_snaps = _reference_run(
-        f, y, x, 1.3, 7, 0.4, start, keep, torch.Generator().manual_seed(5), snaps
+        f, y, x, 1.3, 7, 0.5 * 1.3, start, keep, torch.Generator().manual_seed(5), snaps
     )
     assert torch.equal(new.e, e) and torch.equal(new.loss, loss)
     assert torch.equal(new.trace, trace)
@@ -104,7 +104,7 @@ def test_off_is_bit_identical_to_the_loop_before(keep: str, start: str) -> None:
 def test_off_pgd_l2_with_restarts_matches_the_reference_worst_case() -> None:
     f, (y, x) = _net(1), _problem(seed=1)
     gen = torch.Generator().manual_seed(2)
-    e = pgd_l2(f, y, x, 0.9, PGDRun(steps=5, restarts=3), gen)
+    e = pgd_l2(f, y, x, 0.9, PGD(steps=5, restarts=3), gen)
     ref_gen = torch.Generator().manual_seed(2)
     runs = [_reference_run(f, y, x, 0.9, 5, 0.9 / 4, "ball", "best", ref_gen) for _ in range(3)]
     losses = torch.stack([r[1] for r in runs])  # (restarts, B)
@@ -121,8 +121,8 @@ def test_early_stop_loses_at_most_one_percent_and_saves_passes() -> None:
     # a saturating model: the loss plateaus, so most samples converge long before 100 steps
     f, (y, x) = _net(2), _problem(b=8, seed=3)
     full_f, early_f = _Counter(f), _Counter(f)
-    full_run = PGDRun(steps=100, step_size=1.0)
-    early_run = PGDRun(steps=100, step_size=1.0, patience=5, rel_tol=1e-3)
+    full_run = PGD(steps=100, step_factor=0.5)
+    early_run = PGD(steps=100, step_factor=0.5, patience=5, rel_tol=1e-3)
     full = pgd_l2_run(full_f, y, x, 2.0, full_run, torch.Generator().manual_seed(0))
     early = pgd_l2_run(early_f, y, x, 2.0, early_run, torch.Generator().manual_seed(0))
     assert (early.loss >= 0.99 * full.loss).all()
@@ -141,7 +141,7 @@ def test_early_stop_loses_at_most_one_percent_and_saves_passes() -> None:
 
 def test_stopped_samples_keep_their_last_evaluated_iterate_with_keep_last() -> None:
     f, (y, x) = _net(3), _problem(seed=4)
-    run = PGDRun(60, 0.75, keep="last", patience=3, rel_tol=1e-2)
+    run = PGD(60, 0.5, keep="last", patience=3, rel_tol=1e-2)
     res = pgd_l2_run(f, y, x, 1.5, run, torch.Generator().manual_seed(1))
     assert res.steps_used is not None and (res.steps_used < 60).any()
     assert torch.allclose(per_sample_loss(f(y + res.e), x), res.loss, rtol=1e-5)
@@ -155,7 +155,7 @@ def test_all_converged_stops_the_batch_and_fills_snapshots() -> None:
     f = lambda t: torch.zeros_like(t)  # noqa: E731 (the loss cannot change)
     y, x = _problem()
     counter = _Counter(f)
-    run = PGDRun(50, patience=2, rel_tol=0.0)
+    run = PGD(50, patience=2, rel_tol=0.0)
     res = pgd_l2_run(counter, y, x, 1.0, run, snapshots=(10, 50))
     # iterates 0, 1, 2 are evaluated; at t = 2 the best loss has not risen over 2 steps
     assert counter.with_grad == 3 * y.shape[0] and counter.without == 0
@@ -167,10 +167,10 @@ def test_all_converged_stops_the_batch_and_fills_snapshots() -> None:
 
 def test_early_stop_same_seed_same_result_and_bad_values() -> None:
     f, (y, x) = _net(), _problem()
-    a = pgd_l2(f, y, x, 1.0, PGDRun(30, patience=4), torch.Generator().manual_seed(3))
-    b = pgd_l2(f, y, x, 1.0, PGDRun(30, patience=4), torch.Generator().manual_seed(3))
+    a = pgd_l2(f, y, x, 1.0, PGD(30, patience=4), torch.Generator().manual_seed(3))
+    b = pgd_l2(f, y, x, 1.0, PGD(30, patience=4), torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     with pytest.raises(ValueError):
-        pgd_l2(f, y, x, 1.0, PGDRun(patience=-1))
+        pgd_l2(f, y, x, 1.0, PGD(patience=-1))
     with pytest.raises(ValueError):
-        pgd_l2(f, y, x, 1.0, PGDRun(patience=3, rel_tol=-0.1))
+        pgd_l2(f, y, x, 1.0, PGD(patience=3, rel_tol=-0.1))

@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from smoothrecon.attacks.setting import setting_from_config
 from smoothrecon.config import AttackConfig
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.evaluation import (
+from smoothrecon.evaluation.records import choose_sigma
+from smoothrecon.evaluation.unit import (
     EvalModel,
     EvalSettings,
     SplitInputs,
@@ -16,8 +17,9 @@ from smoothrecon.evaluation import (
     evaluate_unit,
     smoothed_metrics,
 )
-from smoothrecon.records import ModelInfo, choose_sigma
-from smoothrecon.runtime import Runtime
+from smoothrecon.models.info import ModelInfo
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.util.runtime import Runtime
 
 NORM = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 RUNTIME = Runtime(torch.device("cpu"), "fp32", False)
@@ -52,7 +54,7 @@ def _inputs(n: int, seed: int, noise: float = 0.05) -> SplitInputs:
 def test_one_attack_reused_across_sigmas_equals_recomputing_it() -> None:
     f = Shrink().eval()
     data = _inputs(6, 1)
-    cfg = AttackConfig(steps=3)
+    cfg = setting_from_config(AttackConfig(steps=3))
     sigmas = [0.0, 0.1, 0.3]
     e = batched_attack(f, data, 0.02, cfg, batch_size=4, seed=7).e
     reused = smoothed_metrics(f, data, e, sigmas, 4, NORM, batch_size=4, seed=3)
@@ -90,7 +92,12 @@ def test_sigma_g_is_chosen_on_validation_and_never_sees_test_data() -> None:
     val, test = _split(1, False), _split(2, True)
     sigmas = [0.0, 0.1, 0.5, 1.0]
     settings = EvalSettings(
-        (0.01,), tuple(sigmas), 8, {"main": AttackConfig(steps=2)}, rs_pgd=True, batch_size=6
+        (0.01,),
+        tuple(sigmas),
+        8,
+        {"main": setting_from_config(AttackConfig(steps=2))},
+        rs_pgd=True,
+        batch_size=6,
     )
     records = evaluate_unit(
         _model(Oscillating()), {"val": val, "test": test}, 0.01, settings, RUNTIME
@@ -113,7 +120,12 @@ def test_antithetic_evaluation_of_a_linear_model_is_exact() -> None:
     linear = nn.Conv2d(3, 3, 3, padding=1).eval()
     inputs = {"val": _split(1, False), "test": _split(2, False)}
     settings = EvalSettings(
-        (0.0,), (0.0, 0.3, 1.0), 4, {"pgd": AttackConfig()}, batch_size=6, antithetic=True
+        (0.0,),
+        (0.0, 0.3, 1.0),
+        4,
+        {"pgd": setting_from_config(AttackConfig())},
+        batch_size=6,
+        antithetic=True,
     )
     records = evaluate_unit(_model(linear), inputs, 0.0, settings, RUNTIME).records
     for split in ("val", "test"):
@@ -129,7 +141,7 @@ def test_adaptive_k_reaches_the_tolerance_and_records_the_draws_used() -> None:
         eps_rels=(0.0,),
         sigmas=(0.0, 0.05, 0.5),
         k="auto",
-        attacks={"strong": AttackConfig(steps=2)},
+        attacks={"strong": setting_from_config(AttackConfig(steps=2))},
         batch_size=4,
         antithetic=True,
         k_min=4,
@@ -149,7 +161,7 @@ def test_adaptive_k_reaches_the_tolerance_and_records_the_draws_used() -> None:
 
 
 def test_image_grids_show_the_most_textured_crops_in_index_order() -> None:
-    from smoothrecon.evaluation import most_textured
+    from smoothrecon.evaluation.unit import most_textured
 
     g = torch.Generator().manual_seed(0)
     x = torch.full((6, 3, 8, 10), 0.5)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from smoothrecon.attacks import PGDRun, per_sample_loss, pgd_l2_run
-from smoothrecon.gradient_free import SPSARun, spsa_l2
+from smoothrecon.attacks.gradient_free import SPSA, spsa_l2
+from smoothrecon.attacks.pgd import PGD, per_sample_loss, pgd_l2_run
 
 SHAPE = (4, 3, 5, 7)  # odd, non-square: d = 105
 EPS = 1.0
 # the closed-form worst case of the identity model with ||y - x|| = 1: (||y - x|| + eps)^2
 WORST = (1.0 + EPS) ** 2
-STRONG = SPSARun(queries=3000, directions=32, step_factor=0.25)
+STRONG = SPSA(queries=3000, directions=32, step_factor=0.25)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -51,7 +51,7 @@ MASKED = {
 
 def test_ball_budget_chunks_and_bookkeeping():
     y, x = _data()
-    run = SPSARun(queries=100, directions=3, chunk=5)
+    run = SPSA(queries=100, directions=3, chunk=5)
     per_sample = torch.zeros(SHAPE[0], dtype=torch.long)
     calls: list[int] = []
 
@@ -72,7 +72,7 @@ def test_ball_budget_chunks_and_bookkeeping():
     assert res.last is not None
     torch.testing.assert_close(res.last[1], per_sample_loss(y + res.last[0], x))
     # chunking changes nothing for a per-sample model
-    whole = spsa_l2(lambda v: v, y, x, EPS, SPSARun(queries=100, directions=3), _gen())
+    whole = spsa_l2(lambda v: v, y, x, EPS, SPSA(queries=100, directions=3), _gen())
     torch.testing.assert_close(whole.e, res.e)
 
 
@@ -89,19 +89,19 @@ def test_identity_reaches_closed_form_worst_case():
 def test_masked_gradients_beat_pgd(name: str):
     f = MASKED[name]
     y, x = _data(1)
-    pgd = pgd_l2_run(f, y, x, EPS, PGDRun(steps=5), _gen(1))
+    pgd = pgd_l2_run(f, y, x, EPS, PGD(steps=5), _gen(1))
     # random noise of norm eps gives ||r||^2 + eps^2 on average (cross term std 2 eps / sqrt(d));
     # PGD with working gradients gets about 3.2 here
     noise = 1.0 + EPS**2
     assert bool((pgd.loss <= noise + 4 * 2 * EPS / math.sqrt(105)).all()), pgd.loss
-    res = spsa_l2(f, y, x, EPS, SPSARun(queries=2000, step_factor=0.25), _gen(1))
+    res = spsa_l2(f, y, x, EPS, SPSA(queries=2000, step_factor=0.25), _gen(1))
     assert bool((_norms(res.e) <= EPS * (1 + 1e-5)).all())
     assert bool((res.loss >= 0.9 * WORST).all()), res.loss
 
 
 def test_context_matches_plain_forward():
     y, x = _data(2)
-    run = SPSARun(queries=300, directions=4)
+    run = SPSA(queries=300, directions=4)
     plain = spsa_l2(lambda v: v, y, x, EPS, run, _gen(3))
     with_context = spsa_l2(
         lambda e, y_rows: y_rows + e, torch.zeros_like(y), x, EPS, run, _gen(3), context=y
@@ -112,7 +112,7 @@ def test_context_matches_plain_forward():
 
 def test_eps_zero_returns_zeros():
     y, x = _data()
-    res = spsa_l2(lambda v: v, y, x, 0.0, SPSARun(queries=50), _gen())
+    res = spsa_l2(lambda v: v, y, x, 0.0, SPSA(queries=50), _gen())
     assert torch.equal(res.e, torch.zeros_like(y))
     torch.testing.assert_close(res.loss, per_sample_loss(y, x))
 
@@ -130,7 +130,7 @@ def test_eps_zero_returns_zeros():
 )
 def test_bad_settings_raise(kwargs: dict):
     with pytest.raises(ValueError):
-        SPSARun(**kwargs)
+        SPSA(**kwargs)
 
 
 def test_bad_inputs_raise():

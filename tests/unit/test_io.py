@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from smoothrecon.errors import UserError
-from smoothrecon.io import (
+from smoothrecon.util.io import (
     atomic_write,
     atomic_write_text,
     ensure_dir,

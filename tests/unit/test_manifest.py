@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from smoothrecon import manifest
 from smoothrecon.errors import UserError
-from smoothrecon.manifest import (
+from smoothrecon.experiments import manifest
+from smoothrecon.experiments.manifest import (
     REPRODUCE_SECTIONS,
     TRAIN_SECTIONS,
     build_manifest,

@@ -211,18 +211,19 @@ def test_noiseless_super_resolution_ignores_the_noise_generator() -> None:
     """Training and evaluation pass a generator for noisy operators; super-resolution
     (sigma_y 0) gives the same pairs and leaves the generator's stream untouched, so the SR
     runs of before the operator pipeline are reproduced exactly."""
-    from smoothrecon.data.normalization import Normalization
-    from smoothrecon.runtime import Runtime
+    from smoothrecon.evaluation.inputs import pairs
+    from smoothrecon.models.normalization import Normalization
+    from smoothrecon.util.runtime import Runtime
 
     runtime = Runtime(torch.device("cpu"), "fp32", False)
     norm = Normalization((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     x = (_rand(3, 3, 12, 16, seed=4) * 255).to(torch.uint8)
     gen = torch.Generator().manual_seed(11)
-    with_gen = runtime.pairs(x, SuperResolution(2), norm, gen)
-    without = runtime.pairs(x, SuperResolution(2), norm)
+    with_gen = pairs(runtime, x, SuperResolution(2), norm, gen)
+    without = pairs(runtime, x, SuperResolution(2), norm)
     assert all(torch.equal(a, b) for a, b in zip(with_gen, without, strict=True))
     assert torch.equal(
         torch.rand(4, generator=gen), torch.rand(4, generator=torch.Generator().manual_seed(11))
     )
-    noisy = runtime.pairs(x, make_operator("denoising", sigma_y=0.1), norm, gen)
+    noisy = pairs(runtime, x, make_operator("denoising", sigma_y=0.1), norm, gen)
     assert not torch.equal(noisy[0], norm.normalize(x.float() / 255))  # noise was drawn

@@ -258,12 +258,11 @@ def test_build_operator_from_config(name: str) -> None:
 
 
 def test_config_overrides_and_checks() -> None:
-    cfg = load_config(
-        "smoke",
-        overrides=["operator.name=inpainting", "operator.keep_fraction=0.3", "operator.factor=5"],
-    )
+    cfg = load_config("smoke", overrides=["operator.name=inpainting", "operator.keep_fraction=0.3"])
     op = build_operator(cfg.operator)
-    assert isinstance(op, Inpainting) and op.keep_fraction == 0.3  # factor 5 is not SR's concern
+    assert isinstance(op, Inpainting) and op.keep_fraction == 0.3
+    with pytest.raises(UserError, match="parameter of super_resolution, not of inpainting"):
+        load_config("smoke", overrides=["operator.name=inpainting", "operator.factor=5"])
     assert load_config("smoke", overrides=["operator.sigma_y=0.2"]).operator.sigma_y == 0.2
     for bad in ("operator.sigma_y=-1", "operator.sigma_y=loud", "operator.keep_fraction=1.5"):
         with pytest.raises(UserError, match="operator"):

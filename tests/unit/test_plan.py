@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from smoothrecon.attacks.setting import setting_from_config
 from smoothrecon.config import AttackConfig, load_config
 from smoothrecon.experiments.runner import (
     family_representatives,
@@ -13,7 +14,7 @@ from smoothrecon.experiments.runner import (
     plan_training,
 )
 
-ATTACKS = {"strong": AttackConfig(steps=20)}
+ATTACKS = {"strong": setting_from_config(AttackConfig(steps=20))}
 
 
 def _paths(units) -> set[str]:
@@ -27,7 +28,7 @@ def test_settings_that_change_evaluations_change_their_keys() -> None:
     for change in ("experiment.image_grid_count=1", "smoothing.k=8", "data.crop_size=48"):
         changed = load_config("smoke", overrides=[change])
         assert _paths(plan_evaluation(changed, out, ATTACKS)).isdisjoint(before), change
-    other_attack = {"strong": AttackConfig(steps=21)}
+    other_attack = {"strong": setting_from_config(AttackConfig(steps=21))}
     assert _paths(plan_evaluation(base, out, other_attack)).isdisjoint(before)
 
 

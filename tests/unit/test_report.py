@@ -12,7 +12,8 @@ import math
 import statistics
 from pathlib import Path
 
-from smoothrecon.records import Condition, ModelInfo, Record, make_record, upgrade
+from smoothrecon.evaluation.records import Condition, Record, make_record, upgrade
+from smoothrecon.models.info import ModelInfo
 from smoothrecon.report.page import _verdict, difference_ci, fmt_metric
 from smoothrecon.report.records import Run, chosen_sigma, headline
 from smoothrecon.report.tables import headline_tables

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smoothrecon.smoothing import SmoothedEstimator, make_generator, predict_many
+from smoothrecon.defenses.smoothing import SmoothedEstimator, predict_many
+from smoothrecon.util.seeds import make_generator
 
 SHAPE = (2, 3, 5, 7)  # odd, non-square; C*H*W = 105
 

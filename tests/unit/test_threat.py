@@ -14,10 +14,13 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from smoothrecon import training
-from smoothrecon.config import AttackConfig, Config
-from smoothrecon.data.normalization import Normalization
+from smoothrecon.attacks.pgd import PGD
+from smoothrecon.attacks.threat import ThreatModel, pgd_in_space
+from smoothrecon.config import Config
+from smoothrecon.defenses.projection import ProjectedModel, RangeProjection, conjugate_gradient
 from smoothrecon.errors import UserError
+from smoothrecon.experiments import training
+from smoothrecon.models.normalization import Normalization
 from smoothrecon.operators import (
     CompressedSensing,
     Deblurring,
@@ -25,13 +28,6 @@ from smoothrecon.operators import (
     Inpainting,
     Operator,
     SuperResolution,
-)
-from smoothrecon.threat import (
-    ProjectedModel,
-    RangeProjection,
-    ThreatModel,
-    conjugate_gradient,
-    pgd_in_space,
 )
 
 NORM = Normalization((0.45, 0.42, 0.38), (0.21, 0.26, 0.31))
@@ -55,7 +51,7 @@ def test_measurement_attack_with_early_stopping_keeps_each_crop_with_its_own_inp
     x = torch.cat([_image(14, 10, seed=s) for s in range(4)])
     y, target = NORM.normalize(op(x)), NORM.normalize(x)
     target[0] += 1000.0  # a huge loss: relative progress is tiny, crop 0 stops first
-    settings = AttackConfig(steps=30, step_factor=0.25, restarts=1, patience=3, rel_tol=1e-3)
+    settings = PGD(steps=30, step_factor=0.25, restarts=1, patience=3, rel_tol=1e-3)
     seen: list[torch.Tensor] = []
 
     def f(z: torch.Tensor) -> torch.Tensor:
@@ -77,7 +73,7 @@ def test_measurement_attack_norm_is_eps_on_the_low_resolution_tensor() -> None:
     threat = ThreatModel.build("measurement", op, NORM)
     x = torch.cat([_image(14, 10, seed=s) for s in range(3)])  # odd, non-square LR: 7 x 5
     y, target = NORM.normalize(op(x)), NORM.normalize(x)
-    settings = AttackConfig(steps=20, step_factor=0.5, restarts=1, keep="last")
+    settings = PGD(steps=20, step_factor=0.5, restarts=1, keep="last")
     attack = pgd_in_space(lambda z: 1.5 * z, y, target, threat, 0.05, settings)
     assert attack.space == "measurement"
     assert attack.e_space.shape == op.A(x).shape == (3, 3, 7, 5)
@@ -187,7 +183,7 @@ def test_quantized_super_resolution_is_refused_in_measurement_space(
 
 def test_input_space_is_the_thesis_attack() -> None:
     """In input space pgd_in_space is pgd_l2_run on y itself: the same numbers."""
-    from smoothrecon.attacks import PGDRun, eps_from_rel, pgd_l2
+    from smoothrecon.attacks.pgd import PGD, eps_from_rel, pgd_l2
 
     g = torch.Generator().manual_seed(0)
     y, x = torch.randn(2, 3, 6, 10, generator=g), torch.randn(2, 3, 6, 10, generator=g)
@@ -196,8 +192,8 @@ def test_input_space_is_the_thesis_attack() -> None:
         return torch.tanh(z) * 2
 
     eps = eps_from_rel(0.1, y.shape[1:])
-    old = pgd_l2(f, y, x, eps, PGDRun(7, 0.5 * eps), torch.Generator().manual_seed(5))
-    settings = AttackConfig(steps=7, step_factor=0.5, restarts=1)
+    old = pgd_l2(f, y, x, eps, PGD(7, 0.5), torch.Generator().manual_seed(5))
+    settings = PGD(steps=7, step_factor=0.5, restarts=1)
     new = pgd_in_space(
         f, y, x, ThreatModel("input"), 0.1, settings, torch.Generator().manual_seed(5)
     )
@@ -285,7 +281,7 @@ def test_measurement_pgd_reaches_the_exact_worst_case_of_the_bilinear_baseline(
         target,
         threat,
         eps_rel,
-        AttackConfig(steps=100, step_factor=0.5, restarts=restarts),
+        PGD(steps=100, step_factor=0.5, restarts=restarts),
         torch.Generator().manual_seed(1),
     )
     assert float(attack.norm[0]) <= eps * (1 + 1e-9)
@@ -304,7 +300,7 @@ def test_input_pgd_reaches_the_closed_form_of_the_bilinear_baseline(eps_rel: flo
         target,
         ThreatModel("input"),
         eps_rel,
-        AttackConfig(steps=100, step_factor=0.5, restarts=1),
+        PGD(steps=100, step_factor=0.5, restarts=1),
         torch.Generator().manual_seed(1),
     )
     best = (np.linalg.norm(r) + eps) ** 2

@@ -16,11 +16,12 @@ import torch
 
 from smoothrecon.config import MINI_IMAGENET_MEAN, MINI_IMAGENET_STD, DataConfig
 from smoothrecon.data.crops import CropSpec, TrainCrops, cut, eval_specs
-from smoothrecon.data.normalization import Normalization, channel_stats
+from smoothrecon.data.normalization import channel_stats
 from smoothrecon.data.photos import Photo, load_photos
 from smoothrecon.data.sources import cache_root, resolve_source
 from smoothrecon.data.splits import SPLITS, assign_splits
 from smoothrecon.errors import UserError
+from smoothrecon.models.normalization import Normalization
 
 __all__ = ["EVAL_SPLITS", "DataBundle", "EvalSet", "Normalization", "Photo", "prepare_data"]
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from smoothrecon.data.sources import sha256_file
-from smoothrecon.io import atomic_write, atomic_write_json
+from smoothrecon.util.io import atomic_write, atomic_write_json
 
 CACHE_VERSION = "v1"
 
@@ -139,7 +139,7 @@ def load_photos(
     photos: list[Photo] = []
     unreadable: list[str] = []
     seen: set[str] = set()
-    from smoothrecon.progress import bar
+    from smoothrecon.util.progress import bar
 
     for f in bar(files, desc="decoding photos", unit="photo", leave=False, disable=not progress):
         sha = index.sha(f)

@@ -20,17 +20,17 @@ from dataclasses import dataclass
 
 import torch
 
-from smoothrecon.attacks import PGDResult, PGDRun, eps_from_rel, pgd_l2_run
+from smoothrecon.attacks.pgd import PGD, PGDResult, eps_from_rel, pgd_l2_run
 from smoothrecon.config import (
     THESIS_EVAL_STEP_FACTOR,
     THESIS_EVAL_STEPS,
     AttackConfig,
     ExperimentConfig,
 )
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.inputs import SplitInputs
+from smoothrecon.evaluation.inputs import SplitInputs
 from smoothrecon.metrics import psnr, ssim
-from smoothrecon.smoothing import make_generator
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.util.seeds import make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -74,9 +74,9 @@ class _Study:
         stop: tuple[int, float] = (0, 1e-3),
     ) -> PGDResult:
         """One PGD run from random start number `restart`; stop = (patience, rel_tol)."""
-        run = PGDRun(
+        run = PGD(
             steps=steps,
-            step_size=factor * self.eps,
+            step_factor=factor,
             random_start=self.start,
             restarts=1,
             keep=keep,

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 import torch
 
-from smoothrecon.attacks import PGDResult, PGDRun, eps_from_rel, pgd_l2_run
+from smoothrecon.attacks.pgd import PGD, PGDResult, eps_from_rel, pgd_l2_run
 from smoothrecon.config import AttackConfig, ExperimentConfig
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.inputs import SplitInputs, to_pixels
+from smoothrecon.defenses.smoothing import SmoothedEstimator
+from smoothrecon.evaluation.inputs import SplitInputs, to_pixels
 from smoothrecon.metrics import psnr, ssim
-from smoothrecon.smoothing import SmoothedEstimator, make_generator
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.util.seeds import make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 REFERENCE_K = 4  # the reference attack: fresh noise, k 4, REFERENCE_BUDGET x eot_budget
@@ -99,7 +100,7 @@ class _EOTStudy:
         """One PGD run on g with k draws per step from random start number `start`."""
         g = SmoothedEstimator(self.f, self.sigma, k, self.chunk)
         forward = g.with_noise(noise, self.seed * 7919 + 31 * start + k)
-        run = PGDRun(steps, self.cfg.eot_step_factor * self.eps, "ball", 1, "best")
+        run = PGD(steps, self.cfg.eot_step_factor, "ball", 1, "best")
         gen = make_generator(self.seed * 7919 + start, self.data.y.device)
         return pgd_l2_run(forward, self.data.y, self.data.target, self.eps, run, gen, snaps)
 
@@ -199,7 +200,6 @@ def choose_eot(rows: list[dict], within: float, base: AttackConfig) -> tuple[Att
     )
     setting = dataclasses.replace(
         base,
-        target="g",
         steps=pick["steps"],
         step_factor=float(rows[0].get("step_factor", base.step_factor)),
         restarts=pick["restarts"],

@@ -11,42 +11,41 @@ the same records flat, for scripts.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from torch import nn
-
-from smoothrecon import distributed
-from smoothrecon.attack_check import FAILED_TEXT
+from smoothrecon.attacks.setting import AttackSetting, setting_from_config
 from smoothrecon.config import (
     BASELINES,
     AttackConfig,
     Config,
-    OperatorConfig,
     dump_config,
-    load_config,
 )
 from smoothrecon.data import DataBundle, prepare_data
-from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
-from smoothrecon.evaluation import EvalModel, EvalSettings
+from smoothrecon.evaluation.check import FAILED_TEXT
+from smoothrecon.evaluation.inputs import SplitInputs, split_inputs
+from smoothrecon.evaluation.records import Record, headline, sigma_choices, split_roles
+from smoothrecon.evaluation.unit import EvalModel, EvalSettings
 from smoothrecon.experiments.convergence import thesis_attack
+from smoothrecon.experiments.manifest import build_manifest, claim
 from smoothrecon.experiments.runner import run_manifest
-from smoothrecon.experiments.units import eval_path, run_evaluation
-from smoothrecon.inputs import SplitInputs, split_inputs
-from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, write_jsonl
-from smoothrecon.models.baselines import make_baseline
-from smoothrecon.models.own import check_output_shape, module_key
-from smoothrecon.operators import Operator, SuperResolution, build_operator, problem_tag
-from smoothrecon.records import ModelInfo, Record, headline, sigma_choices, split_roles
-from smoothrecon.runtime import Runtime
+from smoothrecon.experiments.units import UnitIdentity, run_evaluation
+from smoothrecon.models.baselines import BACKPROJECTION, make_baseline
+from smoothrecon.models.info import ModelInfo
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.models.own import check_output_shape
+from smoothrecon.operators import Operator, build_operator, problem_tag
+from smoothrecon.operators.foreign import ForeignOperator
+from smoothrecon.util import distributed
+from smoothrecon.util.io import atomic_write_json, atomic_write_text, ensure_dir, write_jsonl
+from smoothrecon.util.runtime import Runtime
 
-PIXEL_SPACE = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 ATTACK_SETTINGS = ("strong", "thesis", "both")
 
 
-def attack_settings(name: str, base: AttackConfig) -> dict[str, AttackConfig]:
+def attack_settings(name: str, base: AttackConfig) -> dict[str, AttackSetting]:
     """'strong': the config's attack (by default 200 steps of eps/4, 3 starts, best iterate, see
     AttackConfig); 'thesis': section 4.4's 10 steps of eps/4, last iterate; 'both': strong
     first (it chooses sigma_g*), thesis second."""
@@ -54,10 +53,29 @@ def attack_settings(name: str, base: AttackConfig) -> dict[str, AttackConfig]:
         raise UserError(f"--attack '{name}' is not one of {', '.join(ATTACK_SETTINGS)}")
     out = {}
     if name in ("strong", "both"):
-        out["strong"] = base
+        out["strong"] = setting_from_config(base, "strong")
     if name in ("thesis", "both"):
-        out["thesis"] = thesis_attack(base)
+        out["thesis"] = setting_from_config(thesis_attack(base), "thesis")
     return out
+
+
+def claim_evaluation(
+    out: str | Path,
+    cfg: Config,
+    models: Sequence[EvalModel],
+    split: str,
+    operator: Operator,
+    force_new: bool = False,
+) -> None:
+    """An evaluation folder belongs to one set of models, data, operator and smoothing (k,
+    sigma grid): another is refused in one line naming the differences (manifest.py), or
+    moved aside with `force_new`. The one rule of the CLI and the Python API."""
+    if not distributed.current().main:
+        return
+    extra: dict[str, Any] = {"models": {m.info.model: m.key for m in models}, "split": split}
+    if isinstance(operator, ForeignOperator):  # the config does not describe it
+        extra["operator"] = operator.describe()
+    claim(ensure_dir(out), build_manifest("evaluate", cfg, ("smoothing",), extra=extra), force_new)
 
 
 def eval_splits(split: str) -> tuple[str, ...]:
@@ -73,7 +91,7 @@ def baseline_models(operator: Operator, kinds: Sequence[str] = ()) -> list[EvalM
         EvalModel(
             make_baseline(kind, operator), ModelInfo(f"{tag}/{kind}", factor, kind), None, kind
         )
-        for kind in kinds or BASELINES[operator.name]
+        for kind in kinds or BASELINES.get(operator.name, (BACKPROJECTION,))
     ]
 
 
@@ -150,14 +168,15 @@ def evaluate_models(
         mine = _model_settings(model, settings)
         rows: list[Record] = []
         for eps_rel in settings.eps_rels:
-            path = eval_path(out, model.info, model.key, cfg, mine, eps_rel, splits)
+            unit = UnitIdentity(model.info, model.key, cfg.data, op, mine, eps_rel, splits)
+            path = unit.path(out)
             rows += run_evaluation(model, inputs, eps_rel, mine, runtime, path, op)["records"]
             paths.append(path)
         if main and verbose:
             _print_choices(rows, model, mine)
         records += rows
     if main:
-        _write_folder(out, cfg, data, settings, paths, records)
+        _write_folder(out, cfg, data, settings, paths, records, op)
     return records
 
 
@@ -168,9 +187,15 @@ def _write_folder(
     settings: EvalSettings,
     paths: list[Path],
     records: list[Record],
+    operator: Operator,
 ) -> None:
     cfg = ran_config(cfg, settings)
     manifest = run_manifest("evaluate", cfg, out, data.summary(), paths, dict(settings.attacks))
+    # a user's operator is not the config's: the folder records its own description
+    foreign = operator.describe() if isinstance(operator, ForeignOperator) else None
+    manifest["operator"] = operator.describe()
+    if foreign is not None:
+        manifest["config"]["operator"] = foreign
     manifest["evaluation"] = {
         "eps_rels": list(settings.eps_rels),
         "sigmas": list(settings.sigmas),
@@ -180,7 +205,7 @@ def _write_folder(
     atomic_write_json(out / "run.json", manifest)
     write_jsonl(out / "records.jsonl", list(records))  # type: ignore[arg-type]
     atomic_write_json(out / "chosen_sigma.json", sigma_choices(records, settings.primary))
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    atomic_write_text(out / "config.yaml", dump_config(cfg, operator=foreign))
 
 
 def ran_config(cfg: Config, settings: EvalSettings) -> Config:
@@ -196,73 +221,3 @@ def ran_config(cfg: Config, settings: EvalSettings) -> Config:
         ),
         experiment=dataclasses.replace(cfg.experiment, rs_pgd=settings.rs_pgd),
     )
-
-
-def _api_config(
-    operator: Operator, data: str | Path, preset: str, overrides: Sequence[str]
-) -> Config:
-    """The preset's evaluation scale on `data`, with every parameter of the operator: the
-    config the run folder saves and its unit keys hash. An operator the config cannot describe
-    exactly is refused rather than evaluated under another one's name."""
-    desc = operator.describe()
-    fields = {f.name for f in dataclasses.fields(OperatorConfig)}
-    sets = [f"data.source={data}"] + [f"operator.{k}={v}" for k, v in desc.items() if k in fields]
-    cfg = load_config(preset, overrides=[*sets, *overrides])
-    rebuilt = build_operator(cfg.operator).describe()
-    if rebuilt != desc:
-        diff = sorted(k for k in {*desc, *rebuilt} if desc.get(k) != rebuilt.get(k))
-        raise ValueError(
-            f"the operator {desc} cannot be written to a config exactly (differs in {diff}); "
-            "a run folder would record another operator than the one evaluated"
-        )
-    return cfg
-
-
-def evaluate(
-    model: nn.Module,
-    data: str | Path = "default",
-    operator: Operator | None = None,
-    normalization: Normalization | None = None,
-    eps_rels: Sequence[float] | None = None,
-    sigmas: Sequence[float] | None = None,
-    out: str | Path | None = None,
-    *,
-    preset: str = "cpu",
-    overrides: Sequence[str] = (),
-    attack: str = "strong",
-    split: str = "test",
-    rs_pgd: bool | None = None,
-    baselines: bool = False,
-    label: str = "model",
-) -> list[Record]:
-    """Evaluate any torch.nn.Module under attack, with and without smoothing.
-
-    `model` maps the network input (the back-projected measurement A_dagger(A(x)), shape
-    (B, 3, H, W)) to a reconstruction of the same shape. `normalization=None`: the model works
-    on pixel-space images in [0, 1], where eps = sqrt(d) eps_rel and sigma_g then live; else
-    the per-channel Normalization(mean, std) it was trained with. `data`: a folder of photos or
-    "default"; the preset (and `overrides`, "section.key=value") sets the evaluation scale:
-    crops, k, sigma grid, attack. `sigmas` defaults to the preset's grid, `eps_rels` to its
-    attack levels. `out`: the run folder (`smoothrecon report out` reads it); None: a
-    temporary one. Returns the records (`smoothrecon.records.Record`).
-    """
-    operator = operator or SuperResolution(2)
-    cfg = _api_config(operator, data, preset, overrides)
-    settings = EvalSettings.from_config(cfg, attack_settings(attack, cfg.attack))
-    settings = dataclasses.replace(
-        settings,
-        eps_rels=tuple(eps_rels) if eps_rels is not None else settings.eps_rels,
-        sigmas=tuple(sigmas) if sigmas is not None else settings.sigmas,
-        rs_pgd=settings.rs_pgd if rs_pgd is None else rs_pgd,
-    )
-    space = "pixel" if normalization is None else "normalized"
-    factor = getattr(operator, "factor", 1)
-    info = ModelInfo(
-        label, factor, "own", mode="own", smoothed=max(settings.sigmas) > 0, input_space=space
-    )
-    own = EvalModel(model, info, normalization or PIXEL_SPACE, module_key(model))
-    models = [own, *(baseline_models(operator) if baselines else [])]
-    with tempfile.TemporaryDirectory() as tmp:
-        return evaluate_models(
-            models, cfg, settings, out or tmp, eval_splits(split), operator, verbose=False
-        )

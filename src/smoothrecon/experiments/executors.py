@@ -19,8 +19,8 @@ import torch
 from smoothrecon.data import DataBundle, prepare_data
 from smoothrecon.errors import UserError
 from smoothrecon.experiments.units import Unit, run_unit
-from smoothrecon.progress import bar as progress_bar
-from smoothrecon.runtime import Runtime
+from smoothrecon.util.progress import bar as progress_bar
+from smoothrecon.util.runtime import Runtime
 
 
 class SerialExecutor:

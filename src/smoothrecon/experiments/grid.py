@@ -9,10 +9,16 @@ the lists in `ExperimentConfig`, never this logic.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 from smoothrecon.config import BASELINES, Config
-from smoothrecon.records import ModelInfo
+from smoothrecon.models.info import ModelInfo
+
+# The defences of the sweep (`defenses`): "denoised" puts the denoiser of sigma =
+# defense_value in front of the standard model (denoised smoothing), "projection" the range
+# projection P (f o P, the consistency baseline).
+SWEEP_DEFENSES = ("denoised", "projection")
 
 
 @dataclass(frozen=True)
@@ -22,13 +28,21 @@ class ModelSpec:
     factor: int
     kind: str  # "unet" or a no-learning baseline of the operator (config.BASELINES)
     variant: str  # "thesis", "residual", or "-" for baselines
-    # "standard", "gaussian", "adversarial", "none" for baselines; "denoiser" (trained, not
-    # evaluated) and "denoised" (the standard model behind that denoiser, evaluated);
-    # "projected" (the standard model behind the range projection P, f o P, evaluated)
+    # how the network is trained: "standard", "gaussian", "adversarial", "denoiser" (trained,
+    # not evaluated: the D of denoised smoothing); "none" for baselines
     mode: str
-    value: float = 0.0  # sigma_f (gaussian, denoiser, denoised) or eps_rel (adversarial)
+    value: float = 0.0  # sigma_f (gaussian, denoiser) or eps_rel (adversarial)
     problem: str = ""  # the inverse problem in labels: "" for "x<factor>" (super-resolution)
     space: str = "input"  # adversarial training's attack space: "input" or "measurement"
+    defense: str = ""  # "" or a kind of SWEEP_DEFENSES in front of the (standard) network
+    defense_value: float = 0.0  # the denoiser's sigma of "denoised"
+
+    @property
+    def defense_name(self) -> str:
+        """The defence's name, as `DenoisedSmoothing` / `Projection` call themselves."""
+        if not self.defense:
+            return ""
+        return f"den{self.defense_value:g}" if self.defense == "denoised" else "proj"
 
     @property
     def label(self) -> str:
@@ -40,23 +54,27 @@ class ModelSpec:
             "gaussian": f"rs{self.value:g}",
             "adversarial": f"at{self.value:g}" + ("-meas" if self.space == "measurement" else ""),
             "denoiser": f"den{self.value:g}",
-            "denoised": f"std+den{self.value:g}",
-            "projected": "std+proj",
-        }
-        return f"{where}/{self.variant}/{tag[self.mode]}"
+        }[self.mode]
+        behind = f"+{self.defense_name}" if self.defense else ""
+        return f"{where}/{self.variant}/{tag}{behind}"
 
     @property
     def slug(self) -> str:
         return self.label.replace("/", "-")
 
     @property
+    def smoothed(self) -> bool:
+        """Reported smoothed (at sigma_g*): RS models and denoised smoothing."""
+        return self.mode == "gaussian" or self.defense == "denoised"
+
+    @property
     def grid_evaluated(self) -> bool:
         """Whether the sigma_g grid is evaluated (RS models; standard and baselines as
         references). Adversarially trained models and f o P are evaluated without smoothing."""
-        return self.mode not in ("adversarial", "projected")
+        return self.mode != "adversarial" and self.defense != "projection"
 
     def info(self) -> ModelInfo:
-        """The record fields of this model; only RS models are reported smoothed."""
+        """The record fields of this model; only smoothed models are reported smoothed."""
         return ModelInfo(
             self.label,
             self.factor,
@@ -64,13 +82,15 @@ class ModelSpec:
             self.variant,
             self.mode,
             self.value,
-            smoothed=self.mode in ("gaussian", "denoised"),
+            smoothed=self.smoothed,
             train_space=self.space,
+            defense=self.defense_name,
+            defense_kind=self.defense,
         )
 
     @property
     def trained(self) -> bool:
-        return self.kind == "unet" and self.mode not in ("denoised", "projected")
+        return self.kind == "unet" and not self.defense
 
     @property
     def evaluated(self) -> bool:
@@ -78,23 +98,25 @@ class ModelSpec:
         return self.mode != "denoiser"
 
     def parts(self) -> tuple[ModelSpec, ModelSpec | None]:
-        """(the trained network, the denoiser in front of it or None); f o P is the standard
-        network behind the projection."""
-        std = ModelSpec(self.factor, self.kind, self.variant, "standard", problem=self.problem)
-        if self.mode == "projected":
-            return std, None
-        if self.mode != "denoised":
+        """(the trained network, the denoiser of a "denoised" defence or None)."""
+        if not self.defense:
             return self, None
-        den = ModelSpec(self.factor, self.kind, self.variant, "denoiser", self.value, self.problem)
-        return std, den
+        net = dataclasses.replace(self, defense="", defense_value=0.0)
+        if self.defense != "denoised":
+            return net, None
+        den = ModelSpec(
+            self.factor, self.kind, self.variant, "denoiser", self.defense_value, self.problem
+        )
+        return net, den
 
     def config(self, base: Config) -> Config:
-        """The full config of this model: `base` with operator, model and train set."""
+        """The full config of this model's network: `base` with operator, model and train."""
         cfg = copy.deepcopy(base)
-        cfg.operator.factor = self.factor
+        if not self.problem:  # super-resolution: the factor is the operator's
+            cfg.operator.factor = self.factor
         cfg.model.name = self.kind  # type: ignore[assignment]
         cfg.model.residual = self.variant == "residual"
-        if self.trained:
+        if self.kind == "unet":
             cfg.train.mode = self.mode  # type: ignore[assignment]
             if self.mode in ("gaussian", "denoiser"):
                 cfg.train.sigma_f = self.value
@@ -112,13 +134,15 @@ def thesis_grid(cfg: Config) -> list[ModelSpec]:
     sr = name == "super_resolution"
     baselines = e.baselines or BASELINES[name]
     specs: list[ModelSpec] = []
-    for factor in e.factors if sr else (cfg.operator.factor,):
+    for factor in e.factors if sr else (1,):
         p = "" if sr else name
         specs += [ModelSpec(factor, b, "-", "none", problem=p) for b in baselines]
         for variant in e.variants:
             specs.append(ModelSpec(factor, "unet", variant, "standard", problem=p))
             if e.projected:
-                specs.append(ModelSpec(factor, "unet", variant, "projected", problem=p))
+                specs.append(
+                    ModelSpec(factor, "unet", variant, "standard", problem=p, defense="projection")
+                )
             specs += [
                 ModelSpec(factor, "unet", variant, "gaussian", s, problem=p) for s in e.sigma_fs
             ]
@@ -129,5 +153,16 @@ def thesis_grid(cfg: Config) -> list[ModelSpec]:
             ]
             for s in e.denoiser_sigmas:  # denoised smoothing of the standard model
                 specs.append(ModelSpec(factor, "unet", variant, "denoiser", s, problem=p))
-                specs.append(ModelSpec(factor, "unet", variant, "denoised", s, problem=p))
+                specs.append(
+                    ModelSpec(
+                        factor,
+                        "unet",
+                        variant,
+                        "standard",
+                        0.0,
+                        p,
+                        defense="denoised",
+                        defense_value=s,
+                    )
+                )
     return specs

@@ -26,26 +26,28 @@ from typing import Any
 
 import torch
 
-from smoothrecon.certification_run import CertifyRunSettings
-from smoothrecon.config import AttackConfig, Config, dump_config
+from smoothrecon.attacks.setting import AttackSetting, setting_from_config, setting_record
+from smoothrecon.certification.run import CertifyRunSettings
+from smoothrecon.config import Config, dump_config
 from smoothrecon.data import prepare_data
-from smoothrecon.evaluation import EvalSettings
+from smoothrecon.evaluation.unit import EvalSettings
 from smoothrecon.experiments.convergence import choose_strong, thesis_attack
 from smoothrecon.experiments.eot_study import choose_eot
 from smoothrecon.experiments.executors import make_executor
 from smoothrecon.experiments.grid import ModelSpec, thesis_grid
+from smoothrecon.experiments.manifest import REPRODUCE_SECTIONS, build_manifest, claim
 from smoothrecon.experiments.units import (
     CertifyUnit,
     EOTUnit,
     EvalUnit,
     StudyUnit,
     TrainUnit,
-    eval_path,
+    UnitIdentity,
     short_hash,
 )
-from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, run_lock
-from smoothrecon.manifest import REPRODUCE_SECTIONS, build_manifest, claim
-from smoothrecon.runtime import Runtime
+from smoothrecon.operators import build_operator
+from smoothrecon.util.io import atomic_write_json, atomic_write_text, ensure_dir, run_lock
+from smoothrecon.util.runtime import Runtime
 
 
 def machine_info() -> dict[str, Any]:
@@ -94,7 +96,7 @@ def family_representatives(cfg: Config) -> list[ModelSpec]:
         family = (spec.factor, spec.variant, spec.mode)
         # baselines come first: the operator's first one stands for all; the standard model
         # stands for its denoised and projected compositions
-        if family in seen or spec.mode in ("denoiser", "denoised", "projected"):
+        if family in seen or spec.mode == "denoiser" or spec.defense:
             continue
         seen.add(family)
         reps.append(spec)
@@ -156,8 +158,8 @@ def plan_eot(cfg: Config, out: Path) -> list[EOTUnit]:
 def unit_settings(
     spec: ModelSpec,
     cfg: Config,
-    attacks: dict[str, AttackConfig],
-    attacks_g: dict[str, AttackConfig] | None = None,
+    attacks: dict[str, AttackSetting],
+    attacks_g: dict[str, AttackSetting] | None = None,
 ) -> EvalSettings:
     """The evaluation settings of one sweep model: the sigma_g grid unless adversarially
     trained, RS-PGD only on Gaussian-trained (RS) models, with the attacks on g `attacks_g`
@@ -166,7 +168,7 @@ def unit_settings(
     return dataclasses.replace(
         settings,
         sigmas=settings.sigmas if spec.grid_evaluated else (0.0,),
-        rs_pgd=settings.rs_pgd and spec.mode in ("gaussian", "denoised"),
+        rs_pgd=settings.rs_pgd and spec.smoothed,
         attacks_g=dict(attacks_g or {}),
     )
 
@@ -176,8 +178,8 @@ class Attacks:
     """The attack settings of a sweep's evaluation: on f per setting name ('strong' first),
     on g where the EOT study chose another, and the two studies' scores."""
 
-    on_f: dict[str, AttackConfig]
-    on_g: dict[str, AttackConfig]
+    on_f: dict[str, AttackSetting]
+    on_g: dict[str, AttackSetting]
     score: dict[str, Any]
     eot_score: dict[str, Any] | None
 
@@ -185,45 +187,48 @@ class Attacks:
 def plan_evaluation(
     cfg: Config,
     out: Path,
-    attacks: dict[str, AttackConfig],
-    attacks_g: dict[str, AttackConfig] | None = None,
+    attacks: dict[str, AttackSetting],
+    attacks_g: dict[str, AttackSetting] | None = None,
 ) -> list[EvalUnit]:
     """One unit per (model, eps_rel), keyed by everything its records depend on."""
     units = []
     for spec in (s for s in thesis_grid(cfg) if s.evaluated):
         mcfg = spec.config(cfg)
+        op = build_operator(mcfg.operator)
         settings = unit_settings(spec, mcfg, attacks, attacks_g)
         net, den = spec.parts()
         ncfg = net.config(cfg)
         model_key = ncfg.hash("model", "train")
         folder = _model_folder(net, ncfg, out)
         den_folder = None
-        if spec.mode == "projected":
+        if spec.defense == "projection":
             model_key += "+proj"
         if den is not None:
             dcfg = den.config(cfg)
             model_key += "+" + dcfg.hash("model", "train")
             den_folder = _model_folder(den, dcfg, out)
         for eps_rel in cfg.evaluation.eps_rels:
-            path = eval_path(out, spec.info(), model_key, mcfg, settings, eps_rel, ("val", "test"))
+            unit = UnitIdentity(
+                spec.info(), model_key, mcfg.data, op, settings, eps_rel, ("val", "test")
+            )
+            path = unit.path(out)
             units.append(EvalUnit(spec, ncfg, eps_rel, settings, path, folder, den_folder))
     return units
 
 
-def plan_certification(cfg: Config, out: Path, attack: AttackConfig) -> list[CertifyUnit]:
+def plan_certification(cfg: Config, out: Path, attack: AttackSetting) -> list[CertifyUnit]:
     """One unit per Gaussian-trained (RS) model when experiment.certify_eps_rels is set: its G
     at sigma_g = sigma_f, attacked with the run's strong attack on G (EOT, k_attack draws)."""
     e = cfg.experiment
     if not e.certify_eps_rels:
         return []
-    on_g = dataclasses.replace(attack, target="g")
     units = []
     for spec in thesis_grid(cfg):
         if spec.mode != "gaussian":
             continue
         mcfg = spec.config(cfg)
         s = CertifyRunSettings.from_config(
-            mcfg, spec.value, e.certify_eps_rels, e.certify_n, progress=False, attack=on_g
+            mcfg, spec.value, e.certify_eps_rels, e.certify_n, progress=False, attack=attack
         )
         key = short_hash(
             {
@@ -255,18 +260,20 @@ def _strong_attacks(cfg: Config, convs: list[StudyUnit], eots: list[EOTUnit]) ->
     rows = [r for u in convs for r in json.loads(u.path.read_text())["rows"]]
     within = cfg.experiment.strong_within
     strong, score = choose_strong(rows, within, cfg.attack, cfg.experiment.strong_max_cost)
-    attacks = {"strong": strong}
+    attacks = {"strong": setting_from_config(strong, "strong")}
     if cfg.experiment.thesis_setting:
-        attacks["thesis"] = thesis_attack(cfg.attack)
-    on_g: dict[str, AttackConfig] = {}
+        attacks["thesis"] = setting_from_config(thesis_attack(cfg.attack), "thesis")
+    on_g: dict[str, AttackSetting] = {}
     eot_score = None
     if eots:
         eot_rows = [r for u in eots for r in json.loads(u.path.read_text())["rows"]]
-        on_g["strong"], eot_score = choose_eot(eot_rows, within, cfg.attack)
+        chosen, eot_score = choose_eot(eot_rows, within, cfg.attack)
+        on_g["strong"] = setting_from_config(chosen, "strong")
     if "measurement" in cfg.experiment.attack_spaces:
-        attacks["strong-measurement"] = dataclasses.replace(strong, space="measurement")
-        if on_g:
-            on_g["strong-measurement"] = dataclasses.replace(on_g["strong"], space="measurement")
+        for attacks_of in (attacks, on_g):
+            if "strong" in attacks_of:
+                s = dataclasses.replace(attacks_of["strong"], space="measurement")
+                attacks_of[s.name] = s
     return Attacks(attacks, on_g, score, eot_score)
 
 
@@ -298,19 +305,20 @@ def _phases(cfg: Config, out: Path, pool, log: Callable[[str], None], timings: d
 
 def _attack_line(attacks: Attacks) -> str:
     """The log line of the chosen attacks on f and on g."""
-    strong, score = attacks.on_f["strong"], attacks.score
+    strong, score = setting_record(attacks.on_f["strong"]), attacks.score
     line = (
-        f"strong attack: {strong.steps} steps of {strong.step_factor:g} eps, "
-        f"{strong.restarts} restart(s), early stopping patience {strong.patience}, "
+        f"strong attack: {strong['steps']} steps of {strong['step_factor']:g} eps, "
+        f"{strong['restarts']} restart(s), early stopping patience {strong['patience']}, "
         f"{score['cost']:.0f} steps/crop, >= {score['min_ratio']:.1%} of the best loss found"
     )
     g, eot = attacks.on_g.get("strong"), attacks.eot_score
     if g is None or eot is None:
         return line
+    r = setting_record(g)
     return line + (
-        f"; on g: {g.noise} noise, k_attack {g.k_attack}, {g.steps} steps, {g.restarts} "
-        f"start(s), {g.keep} iterate, {eot['budget']} passes/crop, >= {eot['min_ratio']:.1%} "
-        "of the best loss found"
+        f"; on g: {r['noise']} noise, k_attack {r['k_attack']}, {r['steps']} steps, "
+        f"{r['restarts']} start(s), {r['keep']} iterate, {eot['budget']} passes/crop, >= "
+        f"{eot['min_ratio']:.1%} of the best loss found"
     )
 
 
@@ -353,7 +361,7 @@ def reproduce(
             strong_score=attacks.score,
             eot=[str(u.path.relative_to(out)) for u in eots],
             eot_score=attacks.eot_score,
-            attacks_g={k: dataclasses.asdict(v) for k, v in attacks.on_g.items()},
+            attacks_g={k: setting_record(v) for k, v in attacks.on_g.items()},
             seconds_this_call=time.perf_counter() - started,
             timings_this_call=timings,
         )
@@ -367,7 +375,7 @@ def run_manifest(
     out: Path,
     data: dict[str, Any],
     evals: list[Path],
-    attacks: dict[str, AttackConfig],
+    attacks: dict[str, AttackSetting],
 ) -> dict[str, Any]:
     """What `run.json` says about any run that the report reads (`reproduce` or `evaluate`):
     its kind, config, machine, data, unit files (relative to `out`) and attack settings."""
@@ -378,5 +386,5 @@ def run_manifest(
         "machine": machine_info(),
         "data": data,
         "evals": [str(p.relative_to(out)) for p in evals],
-        "attacks": {k: dataclasses.asdict(v) for k, v in attacks.items()},
+        "attacks": {k: setting_record(v) for k, v in attacks.items()},
     }

@@ -14,6 +14,7 @@ setting recomputes exactly the units it changes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -22,56 +23,64 @@ from typing import Any
 
 import torch
 
-from smoothrecon.certification_run import CertifyRunSettings, certify_split, run_key
-from smoothrecon.checkpoint import load_model
-from smoothrecon.config import Config
+from smoothrecon.certification.run import CertifyRunSettings, certify_split, run_key
+from smoothrecon.config import Config, DataConfig
 from smoothrecon.data import DataBundle
-from smoothrecon.evaluation import EvalModel, EvalSettings, evaluate_unit
+from smoothrecon.defenses import DefenseContext, DenoisedSmoothing, defense_from_config
+from smoothrecon.defenses.base import Defense
+from smoothrecon.evaluation.inputs import SplitInputs, split_inputs
+from smoothrecon.evaluation.unit import EvalModel, EvalSettings, evaluate_unit
 from smoothrecon.experiments.convergence import convergence_rows
 from smoothrecon.experiments.eot_study import eot_rows
 from smoothrecon.experiments.grid import ModelSpec
-from smoothrecon.inputs import SplitInputs, split_inputs
-from smoothrecon.io import atomic_write_json, load_checkpoint, save_checkpoint, short_hash
+from smoothrecon.experiments.training import train
 from smoothrecon.models import build_model
-from smoothrecon.models.denoised import Denoised
+from smoothrecon.models.checkpoint import load_model
+from smoothrecon.models.info import ModelInfo
 from smoothrecon.operators import Operator, build_operator
-from smoothrecon.records import ModelInfo
-from smoothrecon.runtime import Runtime
-from smoothrecon.threat import ProjectedModel, RangeProjection
-from smoothrecon.training import train
+from smoothrecon.util.io import atomic_write_json, load_checkpoint, save_checkpoint, short_hash
+from smoothrecon.util.runtime import Runtime
 
 # ModelInfo fields added after runs existed, with their default: a field at its default is
 # left out of unit keys, so a run folder from before it keeps its finished units.
-_LATER_FIELDS: dict[str, object] = {"train_space": "input", "base_mode": "", "base_value": 0.0}
+_LATER_FIELDS: dict[str, object] = {"train_space": "input", "defense": "", "defense_kind": ""}
 
 
 def _info_key(info: ModelInfo) -> dict[str, Any]:
     return {k: v for k, v in info.__dict__.items() if _LATER_FIELDS.get(k, object()) != v}
 
 
-def eval_path(
-    out: Path,
-    info: ModelInfo,
-    model_key: str,
-    cfg: Config,
-    settings: EvalSettings,
-    eps_rel: float,
-    splits: tuple[str, ...],
-) -> Path:
-    """The records file of one model at one eps_rel, keyed by the model (`model_key`: its
-    weights or training config), the crops (data and operator config, splits) and the
-    settings that apply at this eps_rel."""
-    key = short_hash(
-        {
-            "model": model_key,
-            "info": _info_key(info),
-            "data": cfg.hash("data", "operator"),
-            "splits": splits,
-            "settings": settings.unit_fields(eps_rel),
-        },
-        16,
-    )
-    return out / "evals" / info.slug / f"eps{eps_rel:g}-{key}.json"
+@dataclass(frozen=True)
+class UnitIdentity:
+    """What one evaluation unit (one model at one eps_rel) is, and so everything its records
+    depend on, from the objects' own descriptions: the model (`model_key`: its weights, or its
+    training config, and its defence), its record fields, the data (every field but the cache
+    location), the operator (`describe()`: every parameter), the splits, and the settings at
+    this eps_rel (the attacks' and EOT's full descriptions, the sigma_g grid, k, seeds)."""
+
+    info: ModelInfo
+    model_key: str
+    data: DataConfig
+    operator: Operator
+    settings: EvalSettings
+    eps_rel: float
+    splits: tuple[str, ...]
+
+    def key(self) -> str:
+        crops = {k: v for k, v in dataclasses.asdict(self.data).items() if k != "cache_dir"}
+        fields = {
+            "model": self.model_key,
+            "info": _info_key(self.info),
+            "data": crops,
+            "operator": self.operator.describe(),
+            "splits": self.splits,
+            "settings": self.settings.unit_fields(self.eps_rel),
+        }
+        return short_hash(fields, 16)
+
+    def path(self, out: Path) -> Path:
+        """The unit's records file under the run folder `out`."""
+        return out / "evals" / self.info.slug / f"eps{self.eps_rel:g}-{self.key()}.json"
 
 
 def run_evaluation(
@@ -247,15 +256,26 @@ def run_eot_unit(unit: EOTUnit, data: DataBundle, runtime: Runtime) -> dict[str,
     return _write_study(unit, rows, split, t0)
 
 
+def _defense(unit: EvalUnit, runtime: Runtime) -> Defense | None:
+    """The defence of a sweep model (`grid.SWEEP_DEFENSES`), its denoiser loaded."""
+    spec = unit.spec
+    if spec.defense == "projection":
+        return defense_from_config({"kind": "projection"})
+    if spec.defense == "denoised":
+        assert unit.denoiser_folder is not None
+        denoiser = _load(unit.cfg, unit.denoiser_folder, runtime)
+        return DenoisedSmoothing(denoiser, spec.defense_value, source=str(unit.denoiser_folder))
+    return None
+
+
 def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
     """A sweep model (trained folder or baseline) on the data's val and test crops."""
     cfg = unit.cfg
     module = _load(cfg, unit.model_folder, runtime)
     op = build_operator(cfg.operator)
-    if unit.denoiser_folder is not None:
-        module = Denoised(module, _load(cfg, unit.denoiser_folder, runtime))
-    if unit.spec.mode == "projected":
-        module = ProjectedModel(module, RangeProjection(op, data.normalization))
+    defense = _defense(unit, runtime)
+    if defense is not None:
+        module = defense.defend(module, DefenseContext(op, data.normalization))
     model = EvalModel(module, unit.spec.info(), data.normalization, key="")
     inputs = {s: _inputs(cfg, data, runtime, s) for s in ("val", "test")}
     return run_evaluation(model, inputs, unit.eps_rel, unit.settings, runtime, unit.path, op)

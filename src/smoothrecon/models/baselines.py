@@ -42,6 +42,10 @@ class Interpolation(nn.Module):
         return F.interpolate(lr, size=(h, w), mode="bicubic", align_corners=False)
 
 
+# The baseline of an operator the project does not know (a user's): the identity on A_dagger(y)
+BACKPROJECTION = "backprojection"
+
+
 class Backprojection(nn.Module):
     """f(y) = y: the operator's back-projection A_dagger(measurement) as the reconstruction."""
 
@@ -77,7 +81,7 @@ class GaussianSmoothing(nn.Module):
 
 def make_baseline(kind: str, operator: Operator) -> nn.Module:
     """The no-learning baseline `kind` (one of config.BASELINES[operator.name])."""
-    known = BASELINES[operator.name]
+    known = BASELINES.get(operator.name, (BACKPROJECTION,))
     if kind not in known:
         raise ValueError(
             f"unknown baseline '{kind}' for operator {operator.name}; use one of {', '.join(known)}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, overload
 
-from smoothrecon.config import OperatorConfig
+from smoothrecon.config import OPERATOR_FIELDS, OperatorConfig
 from smoothrecon.operators.base import Operator
 from smoothrecon.operators.compressed_sensing import CompressedSensing
 from smoothrecon.operators.deblurring import Deblurring
@@ -29,6 +29,7 @@ __all__ = [
     "SuperResolution",
     "build_operator",
     "make_operator",
+    "operator_config",
     "problem_tag",
 ]
 
@@ -36,20 +37,7 @@ OPERATORS: dict[str, type[Operator]] = {
     cls.name: cls for cls in (SuperResolution, Denoising, Deblurring, Inpainting, CompressedSensing)
 }
 
-# The OperatorConfig fields each operator takes (sigma_y = "default" keeps the class default).
-CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
-    "super_resolution": ("factor", "quantize", "sigma_y"),
-    "denoising": ("sigma_y",),
-    "deblurring": ("blur_std", "sigma_y"),
-    "inpainting": ("keep_fraction", "mask_seed", "sigma_y"),
-    "compressed_sensing": (
-        "acceleration",
-        "center_fraction",
-        "mask_seed",
-        "grayscale",
-        "sigma_y",
-    ),
-}
+CONFIG_FIELDS = OPERATOR_FIELDS  # the config's table of which fields each operator reads
 
 
 def problem_tag(operator: Operator) -> str:
@@ -76,6 +64,25 @@ def operator_params(cfg: OperatorConfig) -> dict[str, Any]:
     if params.get("sigma_y") == "default":
         del params["sigma_y"]
     return params
+
+
+def operator_config(operator: Operator) -> OperatorConfig:
+    """The config of a built-in operator, every parameter of it: build_operator(
+    operator_config(op)) == op. An operator the config cannot describe exactly (a user's, or
+    a parameter the config has no field for, such as a deblurring `reg` of one's own) is
+    refused with ValueError rather than written down as another one."""
+    desc = operator.describe()
+    name = desc.get("name")
+    if name not in OPERATORS or type(operator) is not OPERATORS[name]:
+        raise ValueError(f"the operator {desc} is not a built-in one and has no config form")
+    cfg = OperatorConfig(name=name, **{k: desc[k] for k in CONFIG_FIELDS[name] if k in desc})
+    rebuilt = build_operator(cfg).describe()
+    if rebuilt != desc:
+        diff = sorted(k for k in {*desc, *rebuilt} if desc.get(k) != rebuilt.get(k))
+        raise ValueError(
+            f"the operator {desc} cannot be written to a config exactly (differs in {diff})"
+        )
+    return cfg
 
 
 @overload

@@ -49,6 +49,15 @@ class Operator(ABC):
     def describe(self) -> dict[str, Any]:
         """The operator's name and parameters, for records and checkpoints."""
 
+    def __eq__(self, other: object) -> bool:
+        """Operators are equal when they are of one class and describe themselves alike."""
+        if not isinstance(other, Operator):
+            return NotImplemented
+        return type(self) is type(other) and self.describe() == other.describe()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(sorted(self.describe().items()))))
+
     def check_size(self, h: int, w: int) -> None:
         """Raise ValueError when the operator cannot act on H x W images."""
         if h < 1 or w < 1:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from smoothrecon.operators.base import Operator, check_sigma_y
-from smoothrecon.smoothing import derived_seed
+from smoothrecon.util.seeds import derived_seed
 
 ACCELERATION = 4.0  # measured columns = W / acceleration
 CENTER_FRACTION = 0.08  # fully sampled low-frequency columns (fastMRI's value at 4x)

@@ -14,7 +14,7 @@ import torch
 
 from smoothrecon.operators.base import Operator, check_sigma_y
 from smoothrecon.operators.filters import gaussian_kernel1d, separable_filter
-from smoothrecon.smoothing import derived_seed
+from smoothrecon.util.seeds import derived_seed
 
 KEEP_FRACTION = 0.5  # the literature keeps 30% to 70% of the pixels
 # Normalized convolution: a Gaussian of std 1 px, truncated at 6 px so that at keep >= 0.3 an

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smoothrecon.attack_check import FAILED_TEXT
-from smoothrecon.io import atomic_write_text
+from smoothrecon.evaluation.check import FAILED_TEXT
 from smoothrecon.report.certificates import certificate_blocks
 from smoothrecon.report.figures import (
     attack_comparison,
@@ -39,6 +38,7 @@ from smoothrecon.report.tables import (
     table_a1,
     thesis_tables,
 )
+from smoothrecon.util.io import atomic_write_text
 
 __all__ = ["build_report", "load_run", "setting_section"]
 
@@ -83,7 +83,7 @@ def _model_figures(run: Run, factor: int, folder: Path) -> list[Block]:
     curved = [
         m["model"]
         for m in run.models(factor)
-        if m["smoothed"] or (run.kind == "reproduce" and m["mode"] in ("standard", "none"))
+        if m["smoothed"] or (run.kind == "reproduce" and m["role"] in ("standard", "none"))
     ]
     limits = sigma_limits(run, curved)  # one y-range for every model of the factor
     for m in run.models(factor):
@@ -108,9 +108,9 @@ def _grid_models(run: Run, factor: int, eps_rel: float) -> list[str]:
     learned model."""
     models = run.models(factor)
     if run.kind == "evaluate":
-        return [m["model"] for m in models if m["mode"] != "none"][:3]
-    ats = [m for m in models if m["mode"] == "adversarial"]
-    rss = [m for m in models if m["mode"] == "gaussian"]
+        return [m["model"] for m in models if m["role"] != "none"][:3]
+    ats = [m for m in models if m["role"] == "adversarial"]
+    rss = [m for m in models if m["role"] == "gaussian"]
     if not ats or not rss:
         return []
     at = min(
@@ -151,6 +151,10 @@ def _figures(run: Run, folder: Path) -> list[Block]:
 
 
 def _describe(name: str, a: dict) -> str:
+    if "steps" not in a:  # not the built-in PGD: its own description
+        own = a.get("attack", {})
+        params = ", ".join(f"{k} {v}" for k, v in own.items() if k not in ("kind", "name"))
+        return f"'{name}': {own.get('kind', 'an attack')}" + (f" ({params})" if params else "")
     stop = (
         f", early stopping (a crop stops once its loss rose < {a['rel_tol']:g} in "
         f"{a['patience']} steps)"

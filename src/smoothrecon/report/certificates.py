@@ -19,10 +19,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from smoothrecon.io import atomic_write, read_jsonl
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.report.page import Block
 from smoothrecon.report.tables import Table
+from smoothrecon.util.io import atomic_write, read_jsonl
 
 RECORDS = "certificates.jsonl"
 FIGURES = Path("figures")  # relative to <run>/report, as the rest of the report

@@ -12,9 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from smoothrecon.io import atomic_write
-from smoothrecon.records import Record, value
+from smoothrecon.evaluation.records import Record, value
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick
+from smoothrecon.util.io import atomic_write
 
 
 def _save(fig, path: Path) -> Path:
@@ -36,7 +36,7 @@ def robustness(run: Run, factor: int, setting: str, out: Path) -> Path | None:
             continue
         drawn += 1
         xs = np.array([e for e, _ in pts])
-        dashed = m["mode"] == "none"  # a no-learning baseline
+        dashed = m["role"] == "none"  # a no-learning baseline
         name = m["model"] + (" (smoothed, sigma_g*)" if m["smoothed"] else "")
         for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
             v = np.array([value(r, metric) for _, r in pts])

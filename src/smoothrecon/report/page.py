@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from smoothrecon.attack_check import FAILED_TEXT
+from smoothrecon.evaluation.check import FAILED_TEXT
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.report.records import Run, headline
 from smoothrecon.report.tables import Table
@@ -50,7 +50,7 @@ def _best(
 ) -> dict | None:
     """The headline record (under `setting`, default the primary) with the best `metric`
     among models of `mode` (and `variant`)."""
-    models = [m for m in run.models(factor) if m["mode"] == mode and variant in ("", m["variant"])]
+    models = [m for m in run.models(factor) if m["role"] == mode and variant in ("", m["variant"])]
     return _top(run, models, eps, setting, metric)
 
 
@@ -147,16 +147,16 @@ def _defence_findings(run: Run, models: list[dict], setting: str, tag: str) -> l
         return _top(run, [m] if m else [], hi, setting, "psnr")
 
     def first(mode: str) -> dict | None:
-        return next((m for m in models if m["mode"] == mode), None)
+        return next((m for m in models if m["role"] == mode), None)
 
     out = []
-    if first("projected") and first("standard"):
+    if first("+projection") and first("standard"):
         out.append(
             f"{tag} — the range projection (f o P) makes the standard model more robust at "
             f"eps_rel {hi:g} (PSNR; not in the thesis): "
-            + _verdict(rec(first("projected")), rec(first("standard")), "psnr")
+            + _verdict(rec(first("+projection")), rec(first("standard")), "psnr")
         )
-    ats = [m for m in models if m["mode"] == "adversarial"]
+    ats = [m for m in models if m["role"] == "adversarial"]
     for m in (m for m in ats if m["train_space"] == space):
         for o in (o for o in ats if o["value"] == m["value"] and o["train_space"] != space):
             out.append(
@@ -248,7 +248,7 @@ def _robust_vs_baseline(run: Run, factor: int, setting: str) -> list[str]:
         return []
 
     def top(learned: bool) -> dict | None:
-        models = [m for m in run.models(factor) if (m["mode"] != "none") == learned]
+        models = [m for m in run.models(factor) if (m["role"] != "none") == learned]
         return _top(run, models, hi, setting, "psnr")
 
     where = f" [{setting}]" if len(run.settings) > 1 else ""
@@ -264,9 +264,9 @@ def _against_baselines(run: Run, factor: int) -> list[tuple[str, dict]]:
     every learned model of an evaluation."""
     models = run.models(factor)
     if run.kind == "evaluate":
-        return [(m["model"], m) for m in models if m["mode"] != "none"]
+        return [(m["model"], m) for m in models if m["role"] != "none"]
     return [
-        (f"{m['variant']} U-Net (standard training)", m) for m in models if m["mode"] == "standard"
+        (f"{m['variant']} U-Net (standard training)", m) for m in models if m["role"] == "standard"
     ]
 
 
@@ -293,7 +293,8 @@ def baseline_lines(run: Run) -> list[str]:
 
 
 def _md_table(t: Table) -> str:
-    return f"**{t.title}**\n\n{t.markdown()}\n\n[CSV](tables/{t.name}.csv)\n"
+    note = f"{t.note}\n\n" if t.note else ""
+    return f"**{t.title}**\n\n{t.markdown()}\n\n{note}[CSV](tables/{t.name}.csv)\n"
 
 
 def render_markdown(blocks: list[Block]) -> str:
@@ -330,6 +331,7 @@ def _html_table(t: Table) -> str:
         f"<p class='caption'>{html.escape(t.title)} <a href='tables/{html.escape(t.name)}.csv'>"
         f"CSV</a></p><div class='table-wrap'><table>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        + (f"<p class='note'>{html.escape(t.note)}</p>" if t.note else "")
     )
 
 

@@ -1,6 +1,6 @@
 """Load a run's records (a `reproduce` run or an `evaluate` folder) and pick the rows each
-table shows, with the rules of `smoothrecon.records` (sigma_g*, headline): the report never
-decides a result on its own.
+table shows, with the rules of `smoothrecon.evaluation.records` (sigma_g*, headline): the
+report never decides a result on its own.
 """
 
 from __future__ import annotations
@@ -14,18 +14,19 @@ from typing import Any
 
 import torch
 
-from smoothrecon import records as rules
 from smoothrecon.errors import UserError
-from smoothrecon.io import load_checkpoint
-from smoothrecon.records import Record
+from smoothrecon.evaluation import records as rules
+from smoothrecon.evaluation.records import Record
+from smoothrecon.util.io import load_checkpoint
 
-MODE_ORDER = {
+# Table order by a model's role: its training mode, or "+<kind>" behind a defence
+ROLE_ORDER = {
     "none": 0,
     "own": 1,
     "gaussian": 2,
-    "denoised": 3,
+    "+denoised": 3,
     "standard": 4,
-    "projected": 5,
+    "+projection": 5,
     "adversarial": 6,
 }
 
@@ -97,25 +98,31 @@ class Run:
 
     def models(self, factor: int) -> list[dict[str, Any]]:
         """One dict per model of `factor` (label, kind, variant, mode, value, smoothed,
-        train_space), in table order: baselines, then per variant RS, standard, f o P,
-        adversarial (input-trained first); own models first."""
+        train_space, defense, defense_kind and role: the mode, or "+<defense kind>" for a
+        model behind a defence), in table order: baselines, then per variant RS, f o D,
+        standard, f o P, adversarial (input-trained first); own models first."""
         keys = ("model", "kind", "variant", "mode", "value", "smoothed")
-        seen: list[dict[str, Any]] = [
-            {
-                **{k: dict(rows[0])[k] for k in keys},
-                "train_space": rows[0].get("train_space", "input"),
-                "base_mode": rows[0].get("base_mode", ""),
-                "base_value": rows[0].get("base_value", 0.0),
-            }
-            for rows in self.by_model.values()
-        ]
+        seen: list[dict[str, Any]] = []
+        for rows in self.by_model.values():
+            first = dict(rows[0])
+            kind = first.get("defense_kind", "")
+            seen.append(
+                {
+                    **{k: first[k] for k in keys},
+                    "train_space": first.get("train_space", "input"),
+                    "input_space": first.get("input_space", "normalized"),
+                    "defense": first.get("defense", ""),
+                    "defense_kind": kind,
+                    "role": f"+{kind}" if kind else first["mode"],
+                }
+            )
         return sorted(
             (m for m in seen if self.by_model[m["model"]][0]["factor"] == factor),
             key=lambda m: (
                 m["kind"] != "bilinear",
                 m["kind"] in ("unet", "own"),
                 m["variant"],
-                MODE_ORDER.get(m["mode"], 9),
+                ROLE_ORDER.get(m["role"], 9),
                 m["value"],
                 m["train_space"] != "input",
                 m["model"],

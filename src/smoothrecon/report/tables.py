@@ -14,8 +14,8 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from smoothrecon.evaluation.records import Record, value
 from smoothrecon.experiments.eot_study import eot_scores
-from smoothrecon.records import Record, value
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick, thesis_row
 
 METRIC_FMT = {"mse": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}"}
@@ -98,19 +98,19 @@ def _row_name(m: dict) -> str:
 
 
 def _trained_as(m: dict, mode: str, value: float) -> str:
-    """What a U-Net row is: its training, or for a composition f o D / f o P what f is."""
-    if mode in ("denoised", "projected"):
-        base = _trained_as(m, m.get("base_mode") or "standard", m.get("base_value", value))
-        if mode == "denoised":
-            return f"{base} + denoiser sigma={value:g}"
-        return f"{base} + range projection (f o P)"
+    """What a U-Net row is: its training, and for f behind a defence what the defence is."""
     space = m.get("train_space", "input")
-    return {
+    what = {
         "gaussian": f"RS sigma_f={value:g}",
         "standard": "standard",
         "adversarial": f"AT eps_rel={value:g}" + (f" ({space} attack)" if space != "input" else ""),
         "own": "your model",
     }[mode]
+    kind = m.get("defense_kind", "")
+    if not kind:
+        return what
+    text = {"denoised": f"denoiser ({m['defense']})", "projection": "range projection (f o P)"}
+    return f"{what} + {text.get(kind, m['defense'])}"
 
 
 def _bold_best(rows_values: list[list[float | None]], metrics: list[str]) -> set[tuple[int, int]]:
@@ -122,6 +122,14 @@ def _bold_best(rows_values: list[list[float | None]], metrics: list[str]) -> set
             best = max(col) if HIGHER_IS_BETTER[metric] else min(col)
             bold |= {(i, j + 1) for i, v in enumerate(rows_values) if v[j] == best}
     return bold
+
+
+# Two budgets in one table (issue 24 item 8): eps = sqrt(d) eps_rel lives in each model's input
+PIXEL_NOTE = (
+    "Rows marked (pixel-space eps) take inputs in pixels [0, 1], the others the data's "
+    "normalized ones: at the same eps_rel their perturbation is 1/std (about 4x) smaller in "
+    "pixels, so they are compared under different budgets."
+)
 
 
 def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Table]:
@@ -138,8 +146,12 @@ def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Tab
             header = ["model"] + [f"{m.upper()} @ {e:g}" for e in group for m in METRIC_FMT]
             metrics = [m for _ in group for m in METRIC_FMT]
             rows, values, numbers = [], [], []
-            for m in run.models(factor):
-                cells, vals = [_row_name(m)], list[float | None]()
+            models = run.models(factor)
+            mixed = len({m["input_space"] for m in models}) > 1
+            for m in models:
+                pixel = mixed and m["input_space"] == "pixel"
+                name = _row_name(m) + (" (pixel-space eps)" if pixel else "")
+                cells, vals = [name], list[float | None]()
                 for e in group:
                     r = headline(run, m, e, setting)
                     for metric, fmt in METRIC_FMT.items():
@@ -162,10 +174,12 @@ def headline_tables(run: Run, setting: str = "", per_table: int = 3) -> list[Tab
                     f"(Table {thesis_no} analogue) {run.problem(factor)}, "
                     f"eps_rel in {{{columns}}}: "
                     f"{reported} crops, mean ± 95% CI; smoothed rows at the sigma_g chosen on "
-                    f"{chosen_on}, worst case of PGD on f and on g; attack setting '{setting}'",
+                    f"{chosen_on}, worst case of the attacks on f and on g; attack setting "
+                    f"'{setting}'",
                     header,
                     rows,
                     _bold_best(values, metrics),
+                    note=PIXEL_NOTE if mixed else "",
                     factor=factor,
                     eps_rels=tuple(group),
                     setting=setting,
@@ -193,7 +207,9 @@ def _cell(model: str, column: str, text: str, r: Record) -> dict[str, Any]:
 
 def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
     """The thesis' published numbers for the same rows and columns (where it has them)."""
-    out = []
+    out: list[Table] = []
+    if not run.problem(2).startswith("x"):
+        return out  # the thesis published super-resolution numbers only
     for t in ours:
         assert t.factor is not None, "headline tables carry their factor"
         group, rows = t.eps_rels, []
@@ -203,7 +219,7 @@ def thesis_tables(run: Run, ours: list[Table]) -> list[Table]:
             cells = [_row_name(m).replace(" [thesis]", "")]
             found = False
             for e in group:
-                vals = thesis_row(t.factor, m["mode"], m["value"], e)
+                vals = thesis_row(t.factor, m["role"], m["value"], e)
                 found |= vals is not None
                 cells += (
                     [METRIC_FMT[k].format(v) for k, v in zip(METRIC_FMT, vals, strict=True)]

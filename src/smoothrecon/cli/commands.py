@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from smoothrecon import distributed
-from smoothrecon.attack_check import FAILED_TEXT
-from smoothrecon.config import BASELINES, Config, dump_config
+from smoothrecon.config import BASELINES, Config, dump_config, problem_factor
 from smoothrecon.errors import UserError
+from smoothrecon.evaluation.check import FAILED_TEXT
+from smoothrecon.util import distributed
 
 ALL_BASELINES = {b for names in BASELINES.values() for b in names}
 
@@ -58,7 +58,7 @@ def cmd_data(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
 def _print_difficulty(bundle, factor: int) -> None:
     """How hard the evaluation crops are: the no-learning baselines' PSNR per split."""
-    from smoothrecon.difficulty import difficulty
+    from smoothrecon.data.difficulty import difficulty
 
     print(f"difficulty (PSNR of the no-learning baselines at x{factor}, per crop):")
     for split in ("val", "test"):
@@ -71,7 +71,7 @@ def _print_difficulty(bundle, factor: int) -> None:
 
 
 def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
-    from smoothrecon.training import train
+    from smoothrecon.experiments.training import train
 
     cfg = build(args)
     result = train(cfg, args.out, progress=_progress(args), force_new=args.force_new)
@@ -87,58 +87,31 @@ def cmd_train(args: argparse.Namespace, build: ConfigBuilder) -> int:
     return 0
 
 
-def _checkpoint_label(path: str) -> str:
-    """A readable label: the run folder's name for <run>/best.safetensors, <run>/best (the
-    suffix left out) or <run>."""
-    p = Path(path)
-    name = p.name.removesuffix(".safetensors")  # never cut at another dot: "x2-rs0.1"
-    if name in ("best", "last"):
-        return p.parent.name
-    return name or p.name
-
-
 def _checkpoint_model(args: argparse.Namespace, build: ConfigBuilder):
-    """A trained checkpoint brings its operator, architecture and normalization (never the
-    data folder's statistics); --preset sets only the evaluation scale."""
-    from smoothrecon.checkpoint import load_model, model_config, model_normalization, trained_info
-    from smoothrecon.evaluation import EvalModel
-    from smoothrecon.models.own import module_key
+    """A trained checkpoint (`evaluation.loading`); --preset sets only the evaluation scale."""
+    from smoothrecon.evaluation.loading import checkpoint_model
 
     if args.weights or args.input_space:
         raise UserError(
             "--weights and --input-space are for your own model (--model FILE.py:NAME); a "
             "checkpoint brings its weights and normalization"
         )
-    module, meta = load_model(args.model)
-    cfg = build(args, base=meta["config"])
-    trained = model_config(meta).operator
-    if cfg.operator != trained:
-        from smoothrecon.operators import build_operator, problem_tag
-
-        what = {k: v for k, v in cfg.to_dict()["operator"].items() if getattr(trained, k) != v}
-        raise UserError(
-            f"the model was trained for {problem_tag(build_operator(trained))} "
-            f"({trained.name}) but the config asks for "
-            f"{problem_tag(build_operator(cfg.operator))} ({what}); evaluate it with its own "
-            f"operator"
-        )
-    info = trained_info(_checkpoint_label(args.model), cfg)
-    return EvalModel(module, info, model_normalization(meta), module_key(module)), cfg
+    return checkpoint_model(args.model, lambda saved: build(args, base=saved))
 
 
 def _own_model(args: argparse.Namespace, build: ConfigBuilder):
     """Your own module (FILE.py:NAME or module:NAME; running its code is what was asked for),
     on pixel-space images or on the data's normalized ones; the preset sets everything else."""
-    from smoothrecon.evaluation import EvalModel
-    from smoothrecon.experiments.evaluate import PIXEL_SPACE
+    from smoothrecon.evaluation.unit import EvalModel
+    from smoothrecon.models.info import ModelInfo
+    from smoothrecon.models.normalization import PIXEL_SPACE
     from smoothrecon.models.own import load_own_model, module_key
-    from smoothrecon.records import ModelInfo
 
     cfg = build(args)
     module = load_own_model(args.model, args.weights)
     space = args.input_space or "pixel"
     name = args.model.rpartition(":")[2]
-    info = ModelInfo(name, cfg.operator.factor, "own", mode="own", input_space=space)
+    info = ModelInfo(name, problem_factor(cfg.operator), "own", mode="own", input_space=space)
     norm = PIXEL_SPACE if space == "pixel" else None
     return EvalModel(module, info, norm, module_key(module)), cfg
 
@@ -184,10 +157,15 @@ def _attack_inputs(cfg: Config, model, runtime, progress: bool, split: str):
 
 
 def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.defenses.smoothing import SmoothedEstimator
     from smoothrecon.experiments.evaluate import attack_settings
-    from smoothrecon.io import atomic_write_json, atomic_write_text, ensure_dir, save_checkpoint
-    from smoothrecon.runtime import Runtime
-    from smoothrecon.smoothing import SmoothedEstimator
+    from smoothrecon.util.io import (
+        atomic_write_json,
+        atomic_write_text,
+        ensure_dir,
+        save_checkpoint,
+    )
+    from smoothrecon.util.runtime import Runtime
 
     model, cfg = _model_and_config(args, build)
     _check_eps_rels(args.eps_rel)
@@ -198,8 +176,9 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
     f = runtime.forward(model.module)
     forward = f
     if args.sigma_g > 0:
-        g = SmoothedEstimator(f, args.sigma_g, attack_cfg.k_attack, cfg.smoothing.chunk_size)
-        forward = g.with_noise(attack_cfg.noise, cfg.evaluation.seed)
+        k, noise = attack_cfg.eot.k_attack, attack_cfg.eot.noise
+        g = SmoothedEstimator(f, args.sigma_g, k, cfg.smoothing.chunk_size)
+        forward = g.with_noise(noise, cfg.evaluation.seed)
     rows = []
     for eps_rel in args.eps_rel:
         row, e = _attack_row(args, cfg, attack_cfg, f, forward, model.space, split, eps_rel)
@@ -228,7 +207,8 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
     attack.space, judged against random noise of the same norm in the same space (the
     reference an attack must beat; a failed attack is backed by the gradient-free one), both
     scored on g at --sigma-g: the evaluation's own check (`evaluation.check_attack`)."""
-    from smoothrecon.evaluation import (
+    from smoothrecon.attacks.threat import ThreatModel
+    from smoothrecon.evaluation.unit import (
         Checking,
         EvalSettings,
         Sampling,
@@ -238,7 +218,6 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
     )
     from smoothrecon.metrics import mean_and_ci
     from smoothrecon.operators import build_operator
-    from smoothrecon.threat import ThreatModel
 
     seed, batch = cfg.evaluation.seed, cfg.evaluation.batch_size
     s = EvalSettings.from_config(cfg, {args.attack: attack_cfg})
@@ -298,7 +277,7 @@ def _eval_settings(args: argparse.Namespace, cfg: Config):
     attack setting and RS-PGD choice (k comes in through the config)."""
     import dataclasses
 
-    from smoothrecon.evaluation import EvalSettings
+    from smoothrecon.evaluation.unit import EvalSettings
     from smoothrecon.experiments.evaluate import attack_settings
 
     settings = EvalSettings.from_config(cfg, attack_settings(args.attack, cfg.attack))
@@ -311,15 +290,22 @@ def _eval_settings(args: argparse.Namespace, cfg: Config):
 
 
 def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
-    from smoothrecon.experiments.evaluate import baseline_models, eval_splits, evaluate_models
+    from smoothrecon.experiments.evaluate import (
+        baseline_models,
+        claim_evaluation,
+        eval_splits,
+        evaluate_models,
+    )
     from smoothrecon.operators import build_operator
 
     models, cfg = _evaluation_models(args, build)
     settings = _eval_settings(args, cfg)
     models = [_smoothed_if_grid(m, settings) for m in models]
+    if args.denoiser or args.project:
+        models = _resolved_norms(models, cfg)
     if args.denoiser:
         _check_denoiser_operator(args.denoiser, cfg)
-        models += denoised_models(models, args.denoiser)
+        models += denoised_models(models, args.denoiser, cfg)
     if args.project:
         models += projected_models(models, cfg)
     if args.baselines:
@@ -330,7 +316,9 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
     clash = sorted({x for x in labels if labels.count(x) > 1})
     if clash:
         raise UserError(f"two models are both called '{clash[0]}'; give their runs other names")
-    _claim_evaluation(args, cfg, models)
+    claim_evaluation(
+        args.out, cfg, models, args.split, build_operator(cfg.operator), args.force_new
+    )
     evaluate_models(models, cfg, settings, args.out, eval_splits(args.split))
     return 0
 
@@ -338,7 +326,7 @@ def cmd_evaluate(args: argparse.Namespace, build: ConfigBuilder) -> int:
 def _check_denoiser_operator(path: str, cfg: Config) -> None:
     """A denoiser learns the noise of one operator's network inputs: one trained for another
     inverse problem is refused, naming both."""
-    from smoothrecon.checkpoint import load_model, model_operator
+    from smoothrecon.models.checkpoint import load_model, model_operator
     from smoothrecon.operators import build_operator
 
     _, meta = load_model(path)
@@ -350,71 +338,56 @@ def _check_denoiser_operator(path: str, cfg: Config) -> None:
         )
 
 
-def denoised_models(models: list, path: str) -> list:
-    """f o D for every learned model f of `models` (denoised smoothing), D the denoiser
-    checkpoint at `path`; shown smoothed, labelled '<f>+den<sigma>'."""
+def _resolved_norms(models: list, cfg: Config) -> list:
+    """Models on the data's normalized inputs (norm None) with the data's statistics, which a
+    defence in front of them needs."""
     import dataclasses
 
-    from smoothrecon.checkpoint import load_model, model_config, model_normalization
-    from smoothrecon.evaluation import EvalModel
-    from smoothrecon.models.denoised import Denoised
-    from smoothrecon.models.own import module_key
+    if all(m.norm is not None or m.info.mode == "none" for m in models):
+        return models
+    from smoothrecon.data import prepare_data
 
-    denoiser, meta = load_model(path)
-    t = model_config(meta).train
-    if t.mode != "denoiser":
-        raise UserError(
-            f"'{path}' was trained with --mode {t.mode}, not as a denoiser; train one with "
-            f"`smoothrecon train --mode denoiser --sigma-f S`"
-        )
+    norm = prepare_data(cfg.data, purpose="evaluate").normalization
+    return [
+        m if m.norm is not None or m.info.mode == "none" else dataclasses.replace(m, norm=norm)
+        for m in models
+    ]
+
+
+def denoised_models(models: list, path: str, cfg: Config) -> list:
+    """f o D for every learned model f of `models` (denoised smoothing, `DenoisedSmoothing`),
+    D the denoiser checkpoint at `path`; shown smoothed, labelled '<f>+den<sigma>'."""
+    from smoothrecon.defenses import defense_from_config
+    from smoothrecon.evaluation.defended import defended
+    from smoothrecon.models.checkpoint import load_model, model_normalization
+    from smoothrecon.operators import build_operator
+
+    defense = defense_from_config({"kind": "denoised", "source": path})
+    norm = model_normalization(load_model(path)[1])
     out = []
     for m in models:
         if m.info.mode == "none":
             continue
-        if m.norm is not None and m.norm != model_normalization(meta):
+        if m.norm is not None and m.norm != norm:
             raise UserError(
-                f"the denoiser '{path}' was trained on inputs normalized with "
-                f"{model_normalization(meta)}, but {m.info.model} uses {m.norm}"
+                f"the denoiser '{path}' was trained on inputs normalized with {norm}, but "
+                f"{m.info.model} uses {m.norm}"
             )
-        info = dataclasses.replace(
-            m.info,
-            model=f"{m.info.model}+den{t.sigma_f:g}",
-            mode="denoised",
-            value=t.sigma_f,
-            smoothed=True,
-            base_mode=m.info.mode,
-            base_value=m.info.value,
-        )
-        key = f"{m.key}+{module_key(denoiser)}"
-        out.append(EvalModel(Denoised(m.module, denoiser), info, m.norm, key))
+        out.append(defended(m, defense, build_operator(cfg.operator)))
     return out
 
 
 def projected_models(models: list, cfg: Config) -> list:
-    """f o P for every learned model f of `models` (the consistency baseline): P
-    projects the network input onto the range of the back-projection of `cfg.operator`;
+    """f o P for every learned model f of `models` (the consistency baseline, `Projection`):
+    P projects the network input onto the range of the back-projection of `cfg.operator`;
     labelled '<f>+proj'."""
-    import dataclasses
-
-    from smoothrecon.evaluation import EvalModel
+    from smoothrecon.defenses import defense_from_config
+    from smoothrecon.evaluation.defended import defended
     from smoothrecon.operators import build_operator
-    from smoothrecon.threat import ProjectedModel, RangeProjection
 
-    op = build_operator(cfg.operator)
-    out = []
-    for m in models:
-        if m.info.mode in ("none", "denoised"):
-            continue
-        info = dataclasses.replace(
-            m.info,
-            model=f"{m.info.model}+proj",
-            mode="projected",
-            base_mode=m.info.mode,
-            base_value=m.info.value,
-        )
-        module = ProjectedModel(m.module, RangeProjection(op, m.space))
-        out.append(EvalModel(module, info, m.norm, f"{m.key}+proj"))
-    return out
+    op, projection = build_operator(cfg.operator), defense_from_config({"kind": "projection"})
+    learned = [m for m in models if m.info.mode != "none" and not m.info.defense]
+    return [defended(m, projection, op) for m in learned]
 
 
 def _evaluation_models(args: argparse.Namespace, build: ConfigBuilder):
@@ -453,39 +426,27 @@ def _operator_text(cfg: Config) -> str:
     return f"{op.name} x{op.factor}" if op.name == "super_resolution" else op.name
 
 
-def _claim_evaluation(args: argparse.Namespace, cfg: Config, models: list) -> None:
-    """An evaluation folder belongs to one set of models, data and smoothing (k, sigma grid):
-    another is refused in one line naming the differences (manifest.py)."""
-    from smoothrecon.io import ensure_dir
-    from smoothrecon.manifest import build_manifest, claim
-
-    if not distributed.current().main:
-        return
-    out = ensure_dir(args.out)
-    extra = {"models": {m.info.model: m.key for m in models}, "split": args.split}
-    manifest = build_manifest("evaluate", cfg, ("smoothing",), extra=extra)
-    claim(out, manifest, args.force_new)
-
-
 def cmd_certify(args: argparse.Namespace, build: ConfigBuilder) -> int:
     import dataclasses
 
-    from smoothrecon.certification_run import CertifyRunSettings, certify_model, strong_attack
+    from smoothrecon.attacks.setting import EOT, setting_from_config
+    from smoothrecon.certification.run import CertifyRunSettings, certify_model
     from smoothrecon.experiments.convergence import thesis_attack
 
     values = (args.sigma_g, args.eps_rel, args.n, args.alpha, args.method)
     CertifyRunSettings(*values)  # bad values: one error line before anything is loaded
     model, cfg = _model_and_config(args, build)
-    if model.info.mode not in ("gaussian", "denoised", "own"):
+    if model.info.mode not in ("gaussian", "own") and model.info.defense_kind != "denoised":
         print(
             f"note: {model.info.model} was not trained with Gaussian noise (mode "
             f"{model.info.mode}); smoothing it at sigma_g {args.sigma_g:g} usually ruins its "
             "output, so expect vacuous certificates; certify a model trained with --mode gaussian"
         )
     _claim_certify(args, cfg, model)
-    attack = strong_attack(cfg.attack)
+    attack = setting_from_config(cfg.attack, "strong")
     if args.attack == "thesis":
-        attack = dataclasses.replace(thesis_attack(cfg.attack), target="g", noise="fixed")
+        thesis = setting_from_config(thesis_attack(cfg.attack), "thesis")
+        attack = dataclasses.replace(thesis, eot=EOT(thesis.eot.k_attack, "fixed"))
     s = CertifyRunSettings.from_config(cfg, *values, progress=_progress(args), attack=attack)
     certify_model(model, cfg, args.split, s, args.out)
     return 0
@@ -495,8 +456,8 @@ def _claim_certify(args: argparse.Namespace, cfg: Config, model) -> None:
     """A certify folder belongs to one model on one data set and operator: a folder of another
     run (a reproduce or evaluate folder, or another model's certificates) is refused in one
     line naming the differences, or moved aside with --force-new (manifest.py)."""
-    from smoothrecon.io import ensure_dir
-    from smoothrecon.manifest import build_manifest, claim
+    from smoothrecon.experiments.manifest import build_manifest, claim
+    from smoothrecon.util.io import ensure_dir
 
     out = ensure_dir(args.out)
     extra = {"models": {model.info.model: model.key}, "split": args.split}

@@ -29,8 +29,7 @@ lift(e_m) = U(e_m): the attacked input y + U(e_m) stays in range(U). Every opera
 Budgets at 160x160 crops (C = 3): input d = 76800, eps = 277.1 eps_rel; measurement at x2
 d = 3*80*80 = 19200, eps = 138.6 eps_rel; at x4 d = 3*40*40 = 4800, eps = 69.3 eps_rel.
 
-`RangeProjection` is the consistency defence: the orthogonal projection of a
-network input onto the set of inputs some measurement produces; `ProjectedModel` is f o P.
+The consistency defence that projects inputs onto that set is `defenses.projection`.
 """
 
 from __future__ import annotations
@@ -38,14 +37,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from torch import nn
 
-from smoothrecon.attacks import PGDResult, PGDSettings, eps_from_rel, per_sample_loss, pgd_with
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.operators import Operator, SuperResolution
+from smoothrecon.attacks.pgd import PGD, PGDResult, eps_from_rel, per_sample_loss
+from smoothrecon.attacks.protocol import Attack, solver_of
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.operators import Operator
 
 Space = Literal["input", "measurement"]
 SPACES: tuple[Space, ...] = ("input", "measurement")
@@ -185,14 +184,14 @@ def pgd_in_space(
     x: torch.Tensor,
     threat: ThreatModel,
     eps_rel: float,
-    attack: PGDSettings,
+    attack: PGD,
     generator: torch.Generator | None = None,
     snapshots: tuple[int, ...] = (),
 ) -> SpaceAttack:
     """The project's L2 PGD (`attacks.pgd_l2_run`, unchanged) in the threat's space.
 
     Maximizes ||forward(y + lift(e)) - x||^2 over ||e||_2 <= eps = eps_rel * sqrt(d) with the
-    PGD settings `attack` (an AttackConfig; steps of attack.step_factor * eps): PGD on
+    PGD `attack` (steps of attack.step_factor * eps): PGD on
     forward_m(e) = forward(y + lift(e)) from y_m = 0 of the perturbed shape. In input space
     this is exactly the thesis' attack. y: (B, C, H, W) normalized network input; x: the
     target in forward's output space. snapshots go to pgd_l2_run (e in the threat's space).
@@ -206,9 +205,22 @@ def pgd_in_space(
         gen: torch.Generator | None,
         context: torch.Tensor | None,
     ) -> PGDResult:
-        return pgd_with(fwd, start, target, eps, attack, gen, snapshots, context)
+        return attack.run(fwd, start, target, eps, gen, snapshots, context)
 
     return attack_in_space(forward, y, x, threat, eps_rel, solve, generator)
+
+
+def run_attack(
+    forward: Forward,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    threat: ThreatModel,
+    eps_rel: float,
+    attack: Attack,
+    generator: torch.Generator | None = None,
+) -> SpaceAttack:
+    """Any attack (`protocol.Attack`) in the threat's space at eps = eps_rel * sqrt(d)."""
+    return attack_in_space(forward, y, x, threat, eps_rel, solver_of(attack), generator)
 
 
 def attack_in_space(
@@ -265,133 +277,3 @@ def same_norm_noise(
     z = z / z.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (z.dim() - 1)))
     with torch.no_grad():
         return threat.lift(z * norm.to(z.dtype).view(-1, *([1] * (z.dim() - 1))))
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample inner products (B,), shaped to broadcast over a and b."""
-    return (a * b).flatten(1).sum(1).view(-1, *([1] * (a.dim() - 1)))
-
-
-def conjugate_gradient(
-    normal: Forward, b: torch.Tensor, tol: float, max_iter: int
-) -> tuple[torch.Tensor, int]:
-    """z solving M z = b per sample for a symmetric positive semi-definite M (`normal`),
-    starting at 0 (for a singular M and b in its range: the minimum-norm solution). Stops
-    when every residual is below tol * ||b||; returns (z, iterations)."""
-    z, r = torch.zeros_like(b), b.clone()
-    p, rs = r.clone(), _dot(r, r)
-    stop = (tol**2) * rs
-    tiny = torch.finfo(b.dtype).tiny
-    for it in range(max_iter):
-        if bool((rs <= stop).all()):
-            return z, it
-        mp = normal(p)
-        alpha = rs / _dot(p, mp).clamp_min(tiny)
-        z, r = z + alpha * p, r - alpha * mp
-        rs_new = _dot(r, r)
-        p = r + (rs_new / rs.clamp_min(tiny)) * p
-        rs = rs_new
-    return z, max_iter
-
-
-class RangeProjection:
-    """P y = c + Pi (y - c): the orthogonal projection of normalized network inputs onto the
-    affine set {N(A_dagger(v))} that the back-projection of some measurement v reaches.
-
-    Pi is the orthogonal projector onto range(L), L the measurement-space lift (for
-    super-resolution L = U, so Pi = U (U^T U)^{-1} U^T); c = N(A_dagger(0)) (for SR -mu/sigma,
-    a constant, inside range(U), so P = Pi). Pi w = L z with z solving L^T L z = L^T w by
-    conjugate gradients, L^T by autograd. For super-resolution U is separable (1-D linear
-    interpolation along H, then W, each channel alike), so Pi = P_H (x) P_W exactly, with
-    P_H = U_H (U_H^T U_H)^{-1} U_H^T an H x H matrix (and P_W): two small matrix products, no
-    CG (`method="cg"` forces the general path). P is idempotent and Pi symmetric, so the
-    gradient of P is Pi.
-
-    Clean cost: a noiseless measurement's input y = N(U(D x)) lies in the set already, so
-    P y = y up to rounding (no clean accuracy is lost); the compute cost is two H x H / W x W
-    matrix products per image (SR) or the CG iterations, each one A_dagger and its adjoint.
-    Inputs (B, C, H, W) normalized; the projection runs in float32 or float64 whatever the
-    autocast.
-    """
-
-    def __init__(
-        self,
-        operator: Operator,
-        norm: Normalization,
-        tol: float = 1e-6,
-        max_iter: int = 100,
-        method: Literal["auto", "cg"] = "auto",
-    ):
-        self.threat = ThreatModel("measurement", operator, norm)
-        self.operator, self.norm = operator, norm
-        self.tol, self.max_iter = tol, max_iter
-        self.separable = method == "auto" and isinstance(operator, SuperResolution)
-        self.iterations = 0  # of the last CG solve
-
-    def offset(self, like: torch.Tensor) -> torch.Tensor:
-        """c = N(A_dagger(0)), (1, C, H, W)."""
-        m_shape = self.threat.perturbed_shape(like.shape[1:])
-        zero = like.new_zeros((1, *m_shape))
-        return self.norm.normalize(self.operator.A_dagger(zero))
-
-    def project_linear(self, w: torch.Tensor) -> torch.Tensor:
-        """Pi w: (B, C, H, W) -> (B, C, H, W), the orthogonal projection onto range(L)."""
-        if self.separable:
-            p_h, p_w = (self._axis_projector(n, w) for n in w.shape[-2:])
-            return p_h @ w @ p_w  # P_W is symmetric: w P_W^T = w P_W
-        lift = self.threat.lift
-        v0 = w.new_zeros((w.shape[0], *self.threat.perturbed_shape(w.shape[1:])))
-        with torch.enable_grad():
-            v0.requires_grad_(True)
-            out = lift(v0)
-
-            def adjoint(u: torch.Tensor) -> torch.Tensor:
-                (g,) = torch.autograd.grad(out, v0, grad_outputs=u, retain_graph=True)
-                return g
-
-            z, self.iterations = conjugate_gradient(
-                lambda p: adjoint(lift(p)), adjoint(w), self.tol, self.max_iter
-            )
-        return lift(z).detach()
-
-    def _axis_projector(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        """U_n (U_n^T U_n)^{-1} U_n^T (n x n): U_n is 1-D interpolation from n / factor values,
-        read off the operator by up-sampling unit vectors (the columns of U_n)."""
-        assert isinstance(self.operator, SuperResolution)
-        k = n // self.operator.factor
-        eye = torch.eye(k, dtype=torch.float64, device=like.device).view(k, 1, k, 1)
-        u = self.operator.A_dagger(eye)[:, 0, :, 0].T  # (n, k): column j = U e_j
-        p = u @ torch.linalg.solve(u.T @ u, u.T)
-        return p.to(like.dtype)
-
-    def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        """P y, differentiable (its Jacobian is Pi)."""
-        with torch.autocast(y.device.type, enabled=False):
-            dtype = y.dtype if y.dtype == torch.float64 else torch.float32
-            out = _Project.apply(y.to(dtype), self)
-        assert isinstance(out, torch.Tensor)
-        return out
-
-
-class _Project(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, projection: RangeProjection) -> torch.Tensor:
-        ctx.projection = projection
-        c = projection.offset(y)
-        return c + projection.project_linear(y - c)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return ctx.projection.project_linear(grad), None
-
-
-class ProjectedModel(nn.Module):
-    """f o P: the model applied to the projection of its input onto the range of the
-    back-projection (the consistency baseline). y: (B, C, H, W) normalized."""
-
-    def __init__(self, model: nn.Module, projection: RangeProjection):
-        super().__init__()
-        self.model, self.projection = model, projection
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.model(self.projection(y))

@@ -27,21 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoothrecon import distributed
-from smoothrecon.checkpoint import (
-    checkpoint_meta,
-    model_state,
-    optimizer_state,
-    save_model,
-)
-from smoothrecon.config import AttackConfig, Config, TrainConfig, config_from_dict, dump_config
+from smoothrecon.attacks.pgd import PGD
+from smoothrecon.attacks.threat import ThreatModel, pgd_in_space
+from smoothrecon.config import Config, TrainConfig, config_from_dict, dump_config
 from smoothrecon.data import DataBundle, EvalSet, prepare_data
-from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import TrainingDiverged, UserError
-from smoothrecon.inputs import METRICS, clean_metrics, to_pixels
-from smoothrecon.io import atomic_write_text, ensure_dir, load_checkpoint, read_jsonl, run_lock
-from smoothrecon.io import write_jsonl as _write_jsonl
-from smoothrecon.manifest import (
+from smoothrecon.evaluation.inputs import METRICS, clean_metrics, pairs, to_pixels
+from smoothrecon.experiments.manifest import (
     TRAIN_SECTIONS,
     build_manifest,
     claim,
@@ -51,11 +43,15 @@ from smoothrecon.manifest import (
 )
 from smoothrecon.metrics import all_metrics
 from smoothrecon.models import build_model, parameter_count
+from smoothrecon.models.checkpoint import checkpoint_meta, model_state, optimizer_state, save_model
+from smoothrecon.models.normalization import Normalization
 from smoothrecon.operators import Operator, build_operator
-from smoothrecon.progress import bar as progress_bar
-from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import make_generator
-from smoothrecon.threat import ThreatModel, pgd_in_space
+from smoothrecon.util import distributed
+from smoothrecon.util.io import atomic_write_text, ensure_dir, load_checkpoint, read_jsonl, run_lock
+from smoothrecon.util.io import write_jsonl as _write_jsonl
+from smoothrecon.util.progress import bar as progress_bar
+from smoothrecon.util.runtime import Runtime
+from smoothrecon.util.seeds import make_generator
 
 
 @contextlib.contextmanager
@@ -75,15 +71,16 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
-def training_attack(cfg: TrainConfig) -> AttackConfig:
+def training_attack(cfg: TrainConfig) -> PGD:
     """The training attack of the thesis (section 4.2.3): pgd_steps steps of
     pgd_step_factor * eps from a random start in the ball, last iterate, no restarts."""
-    return AttackConfig(
+    return PGD(
         steps=cfg.pgd_steps,
         step_factor=cfg.pgd_step_factor,
         random_start="ball",
         restarts=1,
         keep="last",
+        name="training",
     )
 
 
@@ -172,7 +169,7 @@ def _train_epoch(run: _Trainer, epoch: int, step: int) -> tuple[float, int, floa
         disable=not run.progress,
     )
     for x_uint8 in bar:
-        y, x, _ = runtime.pairs(x_uint8, operator, data.normalization, gen)
+        y, x, _ = pairs(runtime, x_uint8, operator, data.normalization, gen)
         y_in = perturb(run.model, y, x, cfg.train, gen, runtime, threat)
         target = y if cfg.train.mode == "denoiser" else x  # a denoiser restores y itself
         with runtime.autocast():
@@ -240,7 +237,7 @@ def _denoising_metrics(
     bs = cfg.evaluation.batch_size
     with torch.no_grad():
         for start in range(0, x_uint8.shape[0], bs):
-            y, _, _ = runtime.pairs(x_uint8[start : start + bs], operator, norm)
+            y, _, _ = pairs(runtime, x_uint8[start : start + bs], operator, norm)
             noise = torch.randn(y.shape, generator=gen, device=y.device, dtype=y.dtype)
             restored = forward(y + cfg.train.sigma_f * noise)
             for m, v in all_metrics(to_pixels(restored, norm), to_pixels(y, norm)).items():
@@ -305,15 +302,7 @@ def _train_locked(
     model = runtime.prepare_model(build_model(cfg.model, build_operator(cfg.operator)))
     model.check_size(cfg.data.crop_size, cfg.data.crop_size)  # type: ignore[operator]
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps)
-    last, best = out / "last.safetensors", out / "best.safetensors"
-    key = cfg.hash("data", "operator", "model", "train")
-    epoch, step, best_psnr = 0, 0, -math.inf
-    if last.exists():
-        tensors, meta = load_checkpoint(last)
-        _check_resumable(out, meta, cfg)
-        model.load_state_dict(model_state(tensors))
-        optimizer.load_state_dict(optimizer_state(tensors, meta))
-        epoch, step, best_psnr = meta["epoch"], meta["step"], meta["best_val_psnr"]
+    epoch, step, best_psnr = _resume(out, cfg, model, optimizer)
     d = distributed.current()
     net = model
     if d.active:
@@ -329,37 +318,58 @@ def _train_locked(
         loss, step, ips = _train_epoch(trainer, epoch + 1, step)
         epoch += 1
         done_here += 1
-        if not d.main:
-            continue
-        val = validate(model, data, cfg, runtime)
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": loss,
-            "images_per_s": ips,
-            "seconds": time.perf_counter() - t0,
-            **{f"val_{k}": v for k, v in val.items()},
-        }
-        rows.append(row)
-        is_best = val["psnr"] > best_psnr
-        best_psnr = max(best_psnr, val["psnr"])
-        meta = checkpoint_meta(
-            cfg,
-            data.normalization,
-            epoch=epoch,
-            step=step,
-            best_val_psnr=best_psnr,
-            train_key=key,
-            val=val,
-        )
-        if is_best:
-            save_model(best, model, meta)
-        save_model(last, model, meta, optimizer)
-        _write_jsonl(out / "metrics.jsonl", rows)
-        if progress:
-            print(
-                f"epoch {epoch}/{cfg.train.epochs}  loss {loss:.4f}  val PSNR "
-                f"{val['psnr']:.2f} dB  SSIM {val['ssim']:.4f}  {ips:.0f} img/s"
-            )
+        if d.main:
+            row = {"epoch": epoch, "step": step, "train_loss": loss, "images_per_s": ips}
+            best_psnr = _end_epoch(trainer, out, rows, row, (t0, best_psnr))
     distributed.barrier()
+    best, last = out / "best.safetensors", out / "last.safetensors"
     return TrainResult(out, best, last, rows, parameter_count(model), time.perf_counter() - started)
+
+
+def _resume(
+    out: Path, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, int, float]:
+    """(epoch, step, best validation PSNR) of the run in `out`, its model and optimizer state
+    loaded; (0, 0, -inf) for a new run."""
+    last = out / "last.safetensors"
+    if not last.exists():
+        return 0, 0, -math.inf
+    tensors, meta = load_checkpoint(last)
+    _check_resumable(out, meta, cfg)
+    model.load_state_dict(model_state(tensors))
+    optimizer.load_state_dict(optimizer_state(tensors, meta))
+    return meta["epoch"], meta["step"], meta["best_val_psnr"]
+
+
+def _end_epoch(
+    run: _Trainer, out: Path, rows: list[dict], row: dict, timing: tuple[float, float]
+) -> float:
+    """Validate after an epoch, append its row (`row`: epoch, step, loss, speed) to
+    metrics.jsonl, save last (and best) checkpoints; timing = (the epoch's start, the best
+    validation PSNR so far). Returns the new best."""
+    cfg, (t0, best_psnr) = run.cfg, timing
+    val = validate(run.model, run.data, cfg, run.runtime)
+    row = {**row, "seconds": time.perf_counter() - t0, **{f"val_{k}": v for k, v in val.items()}}
+    rows.append(row)
+    is_best = val["psnr"] > best_psnr
+    best_psnr = max(best_psnr, val["psnr"])
+    key = cfg.hash("data", "operator", "model", "train")
+    meta = checkpoint_meta(
+        cfg,
+        run.data.normalization,
+        epoch=row["epoch"],
+        step=row["step"],
+        best_val_psnr=best_psnr,
+        train_key=key,
+        val=val,
+    )
+    if is_best:
+        save_model(out / "best.safetensors", run.model, meta)
+    save_model(out / "last.safetensors", run.model, meta, run.optimizer)
+    _write_jsonl(out / "metrics.jsonl", rows)
+    if run.progress:
+        print(
+            f"epoch {row['epoch']}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  val PSNR "
+            f"{val['psnr']:.2f} dB  SSIM {val['ssim']:.4f}  {row['images_per_s']:.0f} img/s"
+        )
+    return best_psnr

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from smoothrecon import __version__
 from smoothrecon.config import PRESETS, Config, load_config
 from smoothrecon.errors import UserError
+from smoothrecon.util.version import VERSION
 
 
 def _number(interval: str, integer: bool = False, many: bool = False) -> Callable[[str], Any]:
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smoothrecon",
         description="Train, attack, smooth and evaluate image-reconstruction networks.",
     )
-    parser.add_argument("--version", action="version", version=f"smoothrecon {__version__}")
+    parser.add_argument("--version", action="version", version=f"smoothrecon {VERSION}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and getattr(args, "eps_rel", None) is not None:
         args.eps_rel_train = args.eps_rel
     try:
-        from smoothrecon import commands
+        from smoothrecon.cli import commands
 
         return commands.run(args, _config)
     except UserError as exc:

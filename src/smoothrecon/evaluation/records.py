@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, NotRequired, TypedDict, cast
 
 from smoothrecon.metrics import mean_and_ci
+from smoothrecon.models.info import ModelInfo
 
 METRICS = ("mse", "psnr", "ssim")
-SCHEMA = 2  # 1: records of the first layout (no eps, smoothed, input_space); read by `upgrade`
+SCHEMA = 3  # 1: no eps, smoothed, input_space; 2: compositions as modes; read by `upgrade`
 
 
 class Record(TypedDict):
@@ -38,8 +39,8 @@ class Record(TypedDict):
     smoothed: bool  # defended by smoothing: the headline shows it at sigma_g*
     input_space: str  # "normalized" or "pixel": where eps, sigma_g and e live
     train_space: NotRequired[str]  # adversarial training's threat model: "input", "measurement"
-    base_mode: NotRequired[str]  # a composition f o D or f o P: the mode of f ("": standard)
-    base_value: NotRequired[float]  # ... and its sigma_f or eps_rel
+    defense: NotRequired[str]  # f behind a defence: its name ("den0.1", "proj"; "" none)
+    defense_kind: NotRequired[str]  # ... and its kind ("denoised", "projection", a class)
     # the condition
     split: str  # "val", "test" or "all"
     eps_rel: float
@@ -84,29 +85,6 @@ class Record(TypedDict):
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """What a record says about its model (see `Record`)."""
-
-    model: str
-    factor: int
-    kind: str
-    variant: str = "-"
-    mode: str = "none"
-    value: float = 0.0
-    smoothed: bool = False
-    input_space: str = "normalized"
-    train_space: str = "input"  # adversarial training's attack space
-    # a composition (f o D, f o P): the mode and value of f ("": the standard model)
-    base_mode: str = ""
-    base_value: float = 0.0
-
-    @property
-    def slug(self) -> str:
-        """The label as a folder name."""
-        return self.model.replace("/", "-")
-
-
-@dataclass(frozen=True)
 class Condition:
     """One row's identity besides the model."""
 
@@ -136,17 +114,27 @@ def value(r: Record, key: str) -> float:
 
 
 def upgrade(row: dict[str, Any], crop_size: int) -> Record:
-    """A record as `Record`, including one written before the schema had a version: those came
-    from `reproduce` runs of 3-channel super-resolution in normalized space, where eps =
-    sqrt(3 crop_size^2) eps_rel and only Gaussian-trained models were reported smoothed."""
+    """A record as `Record`, including one of an earlier schema:
+    1 (no version) came from `reproduce` runs of 3-channel super-resolution in normalized
+    space, where eps = sqrt(3 crop_size^2) eps_rel and only Gaussian-trained models were
+    reported smoothed; 2 wrote f o D and f o P as modes "denoised" (value: the denoiser's
+    sigma) and "projected", with f's mode and value in base_mode and base_value."""
     if row.get("schema", 1) < 2:
         row = {
             **row,
-            "schema": SCHEMA,
             "eps": row["eps_rel"] * math.sqrt(3 * crop_size**2),
             "smoothed": row.get("mode") == "gaussian",
             "input_space": "normalized",
         }
+    if row.get("schema", 1) < 3:
+        old, row = row, {k: v for k, v in row.items() if k not in ("base_mode", "base_value")}
+        kind = {"denoised": "denoised", "projected": "projection"}.get(row.get("mode", ""))
+        if kind:
+            name = f"den{row['value']:g}" if kind == "denoised" else "proj"
+            row.update(defense=name, defense_kind=kind)
+            row["mode"] = old.get("base_mode") or "standard"
+            row["value"] = old.get("base_value", 0.0)
+        row["schema"] = SCHEMA
     return row  # type: ignore[return-value]
 
 

@@ -32,20 +32,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
 
 from smoothrecon import metrics
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.progress import bar as progress_bar
-from smoothrecon.smoothing import _rows, auto_chunk
+from smoothrecon.defenses.smoothing import noise_rows
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.util.progress import bar as progress_bar
+from smoothrecon.util.runtime import auto_chunk
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Method = Literal["pixel", "center", "both"]
 Bound = Literal["hoeffding", "bernstein", "both"]
-Record = dict[str, float | int | str | bool]
+# One certificate row (one method, crop and eps_rel): the certificates' record type
+CertificateRecord = dict[str, Any]
 
 # Center smoothing's approximation factor: the sample point with the smallest half-ball radius
 # has a radius at most 2x that of the best center (Kumar & Goldstein, section 4); their
@@ -372,10 +374,10 @@ class Certificate:
     pixel: PixelCertificate | None
     center: CenterCertificate | None
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[CertificateRecord]:
         """One row per (method, image, eps): mse_certified, psnr_certified, psnr_clean (of
         G_hat(y) or z(y)), radius_out (center only, else NaN), abstained."""
-        rows: list[Record] = []
+        rows: list[CertificateRecord] = []
         if self.pixel is not None:
             p = self.pixel
             rows += _records("pixel", self.eps, p.mse_upper, p.psnr_lower, p.psnr_mc, None, None)
@@ -395,7 +397,7 @@ def _records(
     psnr_clean: torch.Tensor,
     radius: torch.Tensor | None,
     abstained: torch.Tensor | None,
-) -> list[Record]:
+) -> list[CertificateRecord]:
     return [
         {
             "method": method,
@@ -432,7 +434,7 @@ def _samples(
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
         images = torch.arange(start, stop, device=y.device) // n
-        z = _rows(stop - start, shape, y, generator)
+        z = noise_rows(stop - start, shape, y, generator)
         out = forward(y.index_select(0, images) + sigma * z)
         bar.update(stop - start)
         yield images, norm.denormalize(out.float()).clamp(0, 1)

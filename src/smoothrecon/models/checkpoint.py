@@ -14,14 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothrecon import __version__
-from smoothrecon.config import Config, config_from_dict
-from smoothrecon.data.normalization import Normalization
+from smoothrecon.config import Config, config_from_dict, problem_factor
 from smoothrecon.errors import UserError
-from smoothrecon.io import load_checkpoint, save_checkpoint
 from smoothrecon.models import build_model
+from smoothrecon.models.info import ModelInfo
+from smoothrecon.models.normalization import Normalization
 from smoothrecon.operators import Operator, build_operator
-from smoothrecon.records import ModelInfo
+from smoothrecon.util.io import load_checkpoint, save_checkpoint
+from smoothrecon.util.version import VERSION
 
 FORMAT = "smoothrecon-checkpoint-v1"
 
@@ -39,7 +39,7 @@ def checkpoint_meta(cfg: Config, norm: Normalization, **extra: Any) -> dict[str,
             "residual": cfg.model.residual,
         },
         "versions": {
-            "smoothrecon": __version__,
+            "smoothrecon": VERSION,
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
@@ -118,7 +118,7 @@ def trained_info(label: str, cfg: Config, smoothed: bool = False) -> ModelInfo:
     value = {"gaussian": t.sigma_f, "denoiser": t.sigma_f, "adversarial": t.eps_rel}
     return ModelInfo(
         label,
-        cfg.operator.factor,
+        problem_factor(cfg.operator),
         "unet",
         "residual" if cfg.model.residual else "thesis",
         t.mode,

@@ -25,7 +25,7 @@ from typing import Any
 
 from smoothrecon.config import Config
 from smoothrecon.errors import UserError
-from smoothrecon.io import atomic_write_json, short_hash
+from smoothrecon.util.io import atomic_write_json, short_hash
 
 FILE = "manifest.json"
 FORMAT = "smoothrecon-manifest-v1"

@@ -26,34 +26,42 @@ from typing import NamedTuple
 
 import torch
 
-from smoothrecon.attack_check import AttackCheck, judge, record_fields, worse_per_crop
-from smoothrecon.config import AttackConfig, Config
-from smoothrecon.data.normalization import Normalization
-from smoothrecon.distributed import map_batches
-from smoothrecon.gradient_free import SPSARun, spsa_l2
-from smoothrecon.inputs import METRICS, Forward, SplitInputs, clean_metrics, split_inputs, to_pixels
-from smoothrecon.metrics import all_metrics
-from smoothrecon.models.fold import fold_batchnorm
-from smoothrecon.operators import Operator
-from smoothrecon.records import Condition, ModelInfo, Record, choose_sigma, make_record, split_roles
-from smoothrecon.runtime import Runtime
-from smoothrecon.smoothing import (
+from smoothrecon.attacks.gradient_free import SPSA
+from smoothrecon.attacks.protocol import Attack
+from smoothrecon.attacks.setting import AttackSetting
+from smoothrecon.attacks.threat import (
+    SpaceAttack,
+    ThreatModel,
+    run_attack,
+    same_norm_noise,
+)
+from smoothrecon.config import Config
+from smoothrecon.defenses.smoothing import (
     AdaptiveK,
     SmoothedEstimator,
-    derived_seed,
-    make_generator,
     mc_share,
     mc_share_fn,
     predict_adaptive,
     predict_many,
 )
-from smoothrecon.threat import (
-    SpaceAttack,
-    ThreatModel,
-    attack_in_space,
-    pgd_in_space,
-    same_norm_noise,
+from smoothrecon.evaluation.check import AttackCheck, judge, record_fields, worse_per_crop
+from smoothrecon.evaluation.inputs import (
+    METRICS,
+    Forward,
+    SplitInputs,
+    clean_metrics,
+    split_inputs,
+    to_pixels,
 )
+from smoothrecon.evaluation.records import Condition, Record, choose_sigma, make_record, split_roles
+from smoothrecon.metrics import all_metrics
+from smoothrecon.models.fold import fold_batchnorm
+from smoothrecon.models.info import ModelInfo
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.operators import Operator
+from smoothrecon.util.distributed import map_batches
+from smoothrecon.util.runtime import Runtime
+from smoothrecon.util.seeds import derived_seed, make_generator
 
 __all__ = [
     "Attacked",
@@ -81,7 +89,7 @@ class EvalSettings:
     eps_rels: tuple[float, ...]
     sigmas: tuple[float, ...]  # the sigma_g grid; (0.0,) evaluates without smoothing
     k: int | str  # noise draws of the smoothed estimate, or "auto" (adaptive, see below)
-    attacks: Mapping[str, AttackConfig]  # setting name -> attack; the first chooses sigma_g*
+    attacks: Mapping[str, AttackSetting]  # setting name -> attack; the first chooses sigma_g*
     rs_pgd: bool = False  # also attack g at sigma_g* (and report the per-image worst case)
     rs_pgd_eps_rels: tuple[float, ...] = ()  # where RS-PGD runs; empty: every eps_rel > 0
     rs_pgd_spaces: tuple[str, ...] = ()  # the threat models it runs in; empty: all
@@ -95,9 +103,9 @@ class EvalSettings:
     mc_tolerance: float = 0.05
     # the attack on g per setting where it differs from the attack on f (the EOT study's
     # choice in a sweep); a setting not here attacks g with its own settings
-    attacks_g: Mapping[str, AttackConfig] = field(default_factory=dict)
+    attacks_g: Mapping[str, AttackSetting] = field(default_factory=dict)
 
-    def attack_on_g(self, setting: str) -> AttackConfig:
+    def attack_on_g(self, setting: str) -> AttackSetting:
         """The attack on g of `setting`: attacks_g's entry, else the setting itself."""
         return self.attacks_g.get(setting, self.attacks[setting])
 
@@ -112,7 +120,7 @@ class EvalSettings:
         return self.k_max if isinstance(self.k, str) else self.k
 
     @staticmethod
-    def from_config(cfg: Config, attacks: Mapping[str, AttackConfig]) -> EvalSettings:
+    def from_config(cfg: Config, attacks: Mapping[str, AttackSetting]) -> EvalSettings:
         return EvalSettings(
             eps_rels=tuple(cfg.evaluation.eps_rels),
             sigmas=tuple(cfg.smoothing.sigma_grid),
@@ -135,7 +143,7 @@ class EvalSettings:
     def primary(self) -> str:
         return next(iter(self.attacks))
 
-    def attacks_at(self, eps_rel: float) -> dict[str, AttackConfig]:
+    def attacks_at(self, eps_rel: float) -> dict[str, AttackSetting]:
         """The settings run at eps_rel (at 0 there is no attack: the primary stands for all)."""
         return dict(self.attacks) if eps_rel > 0 else {self.primary: self.attacks[self.primary]}
 
@@ -159,13 +167,11 @@ class EvalSettings:
             d["rs_pgd_spaces"] = [
                 k for k in self.attacks_at(eps_rel) if self.attacks_g_at(eps_rel, k)
             ]
-        d["attacks"] = {k: dataclasses.asdict(v) for k, v in self.attacks_at(eps_rel).items()}
+        d["attacks"] = {k: v.describe() for k, v in self.attacks_at(eps_rel).items()}
         d["rs_pgd"] = self.attacks_g_at(eps_rel)
         d.pop("attacks_g")
         if d["rs_pgd"] and self.attacks_g:
-            d["attacks_g"] = {
-                k: dataclasses.asdict(self.attack_on_g(k)) for k in self.attacks_at(eps_rel)
-            }
+            d["attacks_g"] = {k: self.attack_on_g(k).describe() for k in self.attacks_at(eps_rel)}
         return {"eps_rel": eps_rel, **d}
 
 
@@ -206,16 +212,14 @@ def attack(
     y: torch.Tensor,
     target: torch.Tensor,
     eps_rel: float,
-    cfg: AttackConfig,
+    setting: AttackSetting,
     seed: int,
     threat: ThreatModel | None = None,
 ) -> Attacked:
-    """The L2 PGD of `cfg` on `forward` in the threat's space (the network input by default)
-    at eps = eps_rel * sqrt(d in that space), with random noise of the same norm beside it."""
-    gen = make_generator(seed, y.device)
-    threat = threat or ThreatModel()
-    res = pgd_in_space(forward, y, target, threat, eps_rel, cfg, gen)
-    return _attacked(res, threat, y, seed)
+    """The attack of `setting` on `forward` in the threat's space (the network input by
+    default) at eps = eps_rel * sqrt(d in that space), with random noise of the same norm
+    beside it."""
+    return _run(forward, (y, target), eps_rel, setting.attack, (seed, seed), threat)
 
 
 def gradient_free_attack(
@@ -223,25 +227,37 @@ def gradient_free_attack(
     y: torch.Tensor,
     target: torch.Tensor,
     eps_rel: float,
-    cfg: AttackConfig,
+    setting: AttackSetting,
     seed: int,
     threat: ThreatModel | None = None,
 ) -> Attacked:
-    """The gradient-free check (`gradient_free.spsa_l2`, cfg.fallback_queries forwards per
+    """The gradient-free check (`gradient_free.SPSA`, setting.fallback_queries forwards per
     crop) in the threat's space: what an attack reaches without autograd's gradients."""
-    gen = make_generator(derived_seed(seed, "gradient-free"), y.device)
     threat = threat or ThreatModel()
     # a step near the estimate's expected cosine with the gradient, sqrt(K / (K + d)): a
-    # larger fixed step wanders around the optimum in high dimension (gradient_free.SPSARun)
-    k, d = SPSARun().directions, threat.count(y.shape[1:])
+    # larger fixed step wanders around the optimum in high dimension (gradient_free.SPSA)
+    k, d = SPSA().directions, threat.count(y.shape[1:])
     step = min(0.25, 2 * math.sqrt(k / (k + d)))
-    run = SPSARun(queries=cfg.fallback_queries, directions=k, step_factor=step)
+    spsa = SPSA(queries=setting.fallback_queries, directions=k, step_factor=step)
+    seeds = (derived_seed(seed, "gradient-free"), seed)
+    return _run(forward, (y, target), eps_rel, spsa, seeds, threat)
 
-    def solve(fwd, start, x, eps, g, context):  # type: ignore[no-untyped-def]
-        return spsa_l2(fwd, start, x, eps, run, g, context)
 
-    res = attack_in_space(forward, y, target, threat, eps_rel, solve, gen)
-    return _attacked(res, threat, y, seed)
+def _run(
+    forward: Forward,
+    data: tuple[torch.Tensor, torch.Tensor],
+    eps_rel: float,
+    how: Attack,
+    seeds: tuple[int, int],
+    threat: ThreatModel | None,
+) -> Attacked:
+    """`how` on (y, target) in the threat's space; seeds = (of its generator, of the random
+    noise beside it)."""
+    threat = threat or ThreatModel()
+    y, target = data
+    gen = make_generator(seeds[0], y.device)
+    res = run_attack(forward, y, target, threat, eps_rel, how, gen)
+    return _attacked(res, threat, y, seeds[1])
 
 
 def _attacked(res: SpaceAttack, threat: ThreatModel, y: torch.Tensor, seed: int) -> Attacked:
@@ -352,7 +368,7 @@ def batched_attack(
     forward: Forward,
     data: SplitInputs,
     eps_rel: float,
-    cfg: AttackConfig,
+    setting: AttackSetting,
     batch_size: int,
     seed: int,
     threat: ThreatModel | None = None,
@@ -364,7 +380,7 @@ def batched_attack(
     def batch(start: int) -> Attacked:
         sl = slice(start, start + batch_size)
         y, target = data.y[sl], data.target[sl]
-        return how(forward, y, target, eps_rel, cfg, derived_seed(seed, start), threat)
+        return how(forward, y, target, eps_rel, setting, derived_seed(seed, start), threat)
 
     parts = map_batches(data.y.shape[0], batch_size, batch)
     return Attacked(*(torch.cat([p[i] for p in parts]) for i in range(len(Attacked._fields))))
@@ -477,8 +493,8 @@ class _Unit:
         two attacks. on_f: (per-image metrics of the attack on f through g, its check, its
         grad_bad (B,))."""
         cfg, seed = self.s.attack_on_g(setting), self.s.seed
-        g = SmoothedEstimator(self.f, sigma, cfg.k_attack, self.s.chunk_size)
-        forward = g.with_noise(cfg.noise, derived_seed(seed, split, setting, "eot"))
+        g = SmoothedEstimator(self.f, sigma, cfg.eot.k_attack, self.s.chunk_size)
+        forward = g.with_noise(cfg.eot.noise, derived_seed(seed, split, setting, "eot"))
         rs_seed = derived_seed(seed, split, setting, "rs")
         threat = self.threat(setting)
         bs = self.s.batch_size
@@ -547,7 +563,7 @@ class Checking:
     attack), scorer(e) -> per-image metrics of the attacked forward at y + e, the attack's
     eps_rel and the crops per batch."""
 
-    cfg: AttackConfig
+    cfg: AttackSetting
     seed: int
     threat: ThreatModel
     scorer: Callable[[torch.Tensor], dict[str, list[float]]]

@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from smoothrecon.attacks import eps_from_rel, pgd_with
-from smoothrecon.certification import (
+from smoothrecon.attacks.pgd import eps_from_rel
+from smoothrecon.attacks.protocol import describe_attack, solver_of
+from smoothrecon.attacks.setting import AttackSetting, setting_from_config
+from smoothrecon.certification.bounds import (
     Bound,
     Certificate,
+    CertificateRecord,
     CertifySettings,
     Method,
     certify,
@@ -46,11 +48,14 @@ from smoothrecon.certification import (
     psnr_from_mse,
 )
 from smoothrecon.config import AttackConfig, Config, dump_config
-from smoothrecon.data.normalization import Normalization
+from smoothrecon.defenses.smoothing import SmoothedEstimator
 from smoothrecon.errors import UserError
-from smoothrecon.evaluation import EvalModel
-from smoothrecon.inputs import SplitInputs, split_inputs
-from smoothrecon.io import (
+from smoothrecon.evaluation.inputs import SplitInputs, split_inputs
+from smoothrecon.evaluation.unit import EvalModel
+from smoothrecon.metrics import mean_and_ci
+from smoothrecon.models.normalization import Normalization
+from smoothrecon.operators import Operator
+from smoothrecon.util.io import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
@@ -58,25 +63,17 @@ from smoothrecon.io import (
     run_lock,
     short_hash,
 )
-from smoothrecon.metrics import mean_and_ci
-from smoothrecon.operators import Operator
-from smoothrecon.progress import bar as progress_bar
-from smoothrecon.runtime import Runtime, pick_device, resolve_precision
-from smoothrecon.smoothing import SmoothedEstimator, derived_seed, make_generator
+from smoothrecon.util.progress import bar as progress_bar
+from smoothrecon.util.runtime import Runtime, pick_device, resolve_precision
+from smoothrecon.util.seeds import derived_seed, make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-Record = dict[str, Any]
 RECORDS = "certificates.jsonl"
 METHODS: dict[str, tuple[str, ...]] = {
     "pixel": ("pixel",),
     "center": ("center",),
     "both": ("pixel", "center"),
 }
-
-
-def strong_attack(base: AttackConfig) -> AttackConfig:
-    """`base` (every field of it, as the config says) as the attack on G."""
-    return dataclasses.replace(base, target="g")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -99,7 +96,7 @@ class CertifyRunSettings:
     n: int = 2000
     alpha: float = 0.001
     method: Method = "pixel"
-    attack: AttackConfig = field(default_factory=lambda: strong_attack(AttackConfig()))
+    attack: AttackSetting = field(default_factory=lambda: setting_from_config(AttackConfig()))
     bound: Bound = "both"
     seed: int = 1234
     batch_size: int = 8
@@ -135,16 +132,16 @@ class CertifyRunSettings:
         alpha: float = 0.001,
         method: str = "pixel",
         progress: bool = True,
-        attack: AttackConfig | None = None,
+        attack: AttackSetting | None = None,
     ) -> CertifyRunSettings:
-        """The config's seed, chunk size and attack (default `strong_attack(cfg.attack)`)."""
+        """The config's seed, chunk size and attack (default: the config's attack)."""
         return CertifyRunSettings(
             sigma_g=sigma_g,
             eps_rels=tuple(eps_rels),
             n=n,
             alpha=alpha,
             method=method,  # type: ignore[arg-type]
-            attack=attack or strong_attack(cfg.attack),
+            attack=attack or setting_from_config(cfg.attack),
             seed=cfg.evaluation.seed,
             chunk_size=cfg.smoothing.chunk_size,
             progress=progress,
@@ -164,9 +161,10 @@ class CertifyRunSettings:
 
     def key_fields(self) -> dict[str, Any]:
         """What every record depends on besides its eps_rel and method."""
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in ("eps_rels", "method", "progress", "chunk_size"):
             d.pop(name)
+        d["attack"] = self.attack.describe()
         return d
 
 
@@ -204,9 +202,10 @@ def attack_g(
         return torch.zeros_like(y)
     a = s.attack
     eot_seed = derived_seed(seed, "eot")
-    forward = bounded_smoothed(f, norm, s.sigma_g, a.k_attack, eot_seed, s.chunk_size, a.noise)
-    res = pgd_with(forward, y, x, eps, a, make_generator(derived_seed(seed, "start"), y.device))
-    return res.e.detach()
+    k, noise = a.eot.k_attack, a.eot.noise
+    forward = bounded_smoothed(f, norm, s.sigma_g, k, eot_seed, s.chunk_size, noise)
+    gen = make_generator(derived_seed(seed, "start"), y.device)
+    return solver_of(a.attack)(forward, y, x, eps, gen, None).e.detach()
 
 
 def _mse_lower(cert: Certificate, x: torch.Tensor) -> torch.Tensor:
@@ -294,7 +293,7 @@ def certify_batch(
     pending: dict[float, list[str]],
     s: CertifyRunSettings,
     base: dict[str, Any],
-) -> list[Record]:
+) -> list[CertificateRecord]:
     """Records of one batch for the pending {eps_rel: methods}: one certificate at y for all
     radii, then per eps_rel the attack on G and the smoothed output at y + e."""
     seed = derived_seed(s.seed, base["split"], b.images[0])
@@ -307,7 +306,7 @@ def certify_batch(
     seconds_certify = (time.perf_counter() - start) / len(b.images)
     gray = psnr_from_mse((b.x.double() - 0.5).pow(2).flatten(1).mean(1))
     r = norm.denormalize(b.y) - b.x  # the back-projection's own error (bilinear for SR)
-    rows: list[Record] = []
+    rows: list[CertificateRecord] = []
     for j, eps_rel in enumerate(eps_rels):
         baseline = psnr_from_mse(identity_worst_mse(r, norm.std, eps[j]))
         start = time.perf_counter()
@@ -342,7 +341,7 @@ def certify_batch(
     return rows
 
 
-def _checked(row: Record) -> Record:
+def _checked(row: CertificateRecord) -> CertificateRecord:
     """Adds `vacuous` (nothing certified above a mid-gray image) and the invariant's two
     checks: `certified_le_attacked` (point estimate) and `violation` (beyond the attacked
     estimate's Monte-Carlo confidence); None where center smoothing abstained."""
@@ -395,6 +394,19 @@ def run_key(model: EvalModel, cfg: Config, split: str, s: CertifyRunSettings) ->
     return short_hash(fields, 16)
 
 
+def _attack_fields(setting: AttackSetting) -> dict[str, Any]:
+    """What a certificate record says of the attack on G: its name, PGD's step settings (when
+    it is PGD) and its EOT."""
+    d = describe_attack(setting.attack)
+    keys = ("steps", "step_factor", "restarts", "keep")
+    return {
+        "attack": setting.name,
+        **{f"attack_{k}": d[k] for k in keys if k in d},
+        "attack_noise": setting.eot.noise,
+        "k_attack": setting.eot.k_attack,
+    }
+
+
 def certify_split(
     model: EvalModel,
     data: SplitInputs,
@@ -404,7 +416,7 @@ def certify_split(
     out: Path,
     runtime: Runtime,
     key: str,
-) -> list[Record]:
+) -> list[CertificateRecord]:
     """Certify and attack every crop of `data` at every eps_rel and method of `s`, appending
     to out/certificates.jsonl and skipping what it holds under `key`. Returns the records of
     this key (old and new), in file order."""
@@ -426,12 +438,7 @@ def certify_split(
         "n": s.n,
         "alpha": s.alpha,
         "bound": s.bound,
-        "attack_steps": s.attack.steps,
-        "attack_step_factor": s.attack.step_factor,
-        "attack_restarts": s.attack.restarts,
-        "attack_keep": s.attack.keep,
-        "attack_noise": s.attack.noise,
-        "k_attack": s.attack.k_attack,
+        **_attack_fields(s.attack),
     }
     units = [(b, _pending(b, s, done)) for b in _batches(data, photos, s.batch_size)]
     total = sum(len(b.images) * len(p) for b, p in units)
@@ -450,11 +457,11 @@ def certify_split(
     return [r for r in read_jsonl(path) if r["key"] == key]
 
 
-def summary_lines(records: Sequence[Record]) -> list[str]:
+def summary_lines(records: Sequence[CertificateRecord]) -> list[str]:
     """Per (method, eps_rel): mean certified / attacked / clean PSNR, share vacuous, seconds per
     crop, and the invariant psnr_certified <= psnr_attacked."""
     lines = []
-    groups: dict[tuple[str, float], list[Record]] = {}
+    groups: dict[tuple[str, float], list[CertificateRecord]] = {}
     for r in records:
         groups.setdefault((r["method"], r["eps_rel"]), []).append(r)
     for (method, eps_rel), rows in sorted(groups.items()):
@@ -477,7 +484,7 @@ def _mean(values: list[float]) -> str:
     return f"{mean_and_ci(values)[0]:.2f}" if values else "n/a"
 
 
-def invariant_line(records: Sequence[Record]) -> str:
+def invariant_line(records: Sequence[CertificateRecord]) -> str:
     """The invariant psnr_certified <= psnr_attacked over every checked record, stated."""
     checked = [r for r in records if r["certified_le_attacked"] is not None]
     held = sum(r["certified_le_attacked"] for r in checked)
@@ -501,7 +508,7 @@ def certify_model(
     out: str | Path,
     operator: Operator | None = None,
     verbose: bool = True,
-) -> list[Record]:
+) -> list[CertificateRecord]:
     """Certify `model` on the crops of `split` ("val", "test" or "all") of cfg.data; records
     in out/certificates.jsonl (this run's settings in out/certify.json, config.yaml)."""
     from smoothrecon.data import prepare_data
@@ -533,71 +540,3 @@ def certify_model(
         for line in [*summary_lines(mine), invariant_line(mine)]:
             print(line)
     return mine
-
-
-def _label(path: Path) -> str:
-    """The run folder's name for <run>/best.safetensors or <run>, else the file's stem."""
-    return path.parent.name if path.stem in ("best", "last") and path.suffix else path.stem
-
-
-def certify_entry(
-    model: nn.Module | str | Path,
-    data: str | Path = "default",
-    operator: Operator | None = None,
-    normalization: Normalization | None = None,
-    sigma_g: float = 0.5,
-    eps_rels: Sequence[float] = (0.001, 0.005),
-    n: int = 2000,
-    alpha: float = 0.001,
-    method: str = "pixel",
-    out: str | Path | None = None,
-    *,
-    preset: str | None = None,
-    overrides: Sequence[str] = (),
-    split: str = "test",
-    label: str = "model",
-    progress: bool = False,
-) -> list[Record]:
-    """Certified PSNR lower bounds beside the PSNR the EOT attack on G reaches.
-
-    `model`: a checkpoint file or run folder (its operator, architecture and normalization;
-    its config, or with `preset` that preset's scale), or any torch.nn.Module mapping
-    the network input (B, 3, H, W) to a reconstruction of the same shape, on pixel-space
-    images (`normalization=None`) or on Normalization(mean, std) ones, with `operator`
-    (default SuperResolution(2)). sigma_g, eps = sqrt(d) eps_rel: the model-input space. One
-    record per (method, crop, eps_rel), see this module's docstring; `out`: the folder of
-    certificates.jsonl (None: a temporary one).
-    """
-    import tempfile
-
-    from smoothrecon.checkpoint import load_model, model_normalization, trained_info
-    from smoothrecon.experiments.evaluate import PIXEL_SPACE, _api_config
-    from smoothrecon.models.own import module_key
-    from smoothrecon.operators import SuperResolution
-    from smoothrecon.records import ModelInfo
-
-    if isinstance(model, str | Path):
-        from smoothrecon.config import load_config
-
-        module, meta = load_model(model)
-        trained = meta["config"]
-        # as the CLI: the checkpoint's own config, or with a preset only its model's sections
-        owned = ("operator", "model", "train") if preset else tuple(trained)
-        base = {k: trained[k] for k in owned if k in trained and k != "preset"}
-        sets = [f"data.source={data}"] if str(data) != "default" else []
-        cfg = load_config(
-            preset or trained.get("preset", "cpu"), overrides=[*sets, *overrides], extra=[base]
-        )
-        info = trained_info(_label(Path(model)), cfg, smoothed=True)
-        own = EvalModel(module, info, model_normalization(meta), module_key(module))
-        operator = None  # the checkpoint's own operator (cfg.operator)
-    else:
-        operator = operator or SuperResolution(2)
-        cfg = _api_config(operator, data, preset or "cpu", overrides)
-        space = "pixel" if normalization is None else "normalized"
-        factor = getattr(operator, "factor", 1)
-        info = ModelInfo(label, factor, "own", mode="own", smoothed=True, input_space=space)
-        own = EvalModel(model, info, normalization or PIXEL_SPACE, module_key(model))
-    s = CertifyRunSettings.from_config(cfg, sigma_g, eps_rels, n, alpha, method, progress)
-    with tempfile.TemporaryDirectory() as tmp:
-        return certify_model(own, cfg, split, s, out or tmp, operator, verbose=progress)

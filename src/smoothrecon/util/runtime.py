@@ -1,8 +1,7 @@
 """Device, threads and precision: how fast, never what is computed.
 
 `Runtime` turns `RuntimeConfig` into a device, an autocast context (bf16 on CPU or CUDA when
-asked), channels_last layout, and the pixel <-> model-input conversions every command shares:
-uint8 crops x -> pixel x in [0, 1] -> y = A(x) -> normalized (y, x) pairs.
+asked) and the channels_last layout; `auto_chunk` sizes batches of noisy inputs for the device.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ import torch
 from torch import nn
 
 from smoothrecon.config import RuntimeConfig
-from smoothrecon.data.normalization import Normalization
 from smoothrecon.errors import UserError
-from smoothrecon.operators import Operator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -89,16 +86,11 @@ class Runtime:
 
         return f
 
-    def pairs(
-        self,
-        x_uint8: torch.Tensor,
-        operator: Operator,
-        norm: Normalization,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """uint8 crops (B, 3, H, W) -> (y normalized input, target x normalized, x pixel [0,1]);
-        y = A_dagger(A(x) + n), the measurement noise n of a noisy operator drawn from
-        `generator` (None: noiseless)."""
-        x = x_uint8.to(self.device, non_blocking=True).float().div_(255.0)
-        y = operator(x, generator)
-        return norm.normalize(y), norm.normalize(x), x
+
+def auto_chunk(input_shape: torch.Size | tuple[int, ...], device: torch.device) -> int:
+    """Noisy inputs per forward pass: about 2M input values on CPU, 16M on a GPU."""
+    per = 1
+    for s in input_shape:
+        per *= int(s)
+    budget = (1 << 24) if device.type == "cuda" else (1 << 21)
+    return max(2, (budget // per) // 2 * 2)

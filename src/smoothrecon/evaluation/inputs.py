@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from smoothrecon.data.normalization import Normalization
 from smoothrecon.metrics import all_metrics
+from smoothrecon.models.normalization import Normalization
 from smoothrecon.operators import Operator
-from smoothrecon.runtime import Runtime
+from smoothrecon.util.runtime import Runtime
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 METRICS = ("mse", "psnr", "ssim")
@@ -38,6 +38,21 @@ def noise_generator(operator: Operator, seed: int, device: torch.device) -> torc
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def pairs(
+    runtime: Runtime,
+    x_uint8: torch.Tensor,
+    operator: Operator,
+    norm: Normalization,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 crops (B, 3, H, W) -> (y normalized input, target x normalized, x pixel [0,1]) on
+    the runtime's device; y = A_dagger(A(x) + n), the measurement noise n of a noisy operator
+    drawn from `generator` (None: noiseless)."""
+    x = x_uint8.to(runtime.device, non_blocking=True).float().div_(255.0)
+    y = operator(x, generator)
+    return norm.normalize(y), norm.normalize(x), x
+
+
 def split_inputs(
     x_uint8: torch.Tensor,
     operator: Operator,
@@ -47,7 +62,7 @@ def split_inputs(
 ) -> SplitInputs:
     """The split's model inputs; a noisy operator's noise is drawn from `seed`."""
     gen = noise_generator(operator, seed, runtime.device)
-    y, target, x = runtime.pairs(x_uint8, operator, norm, gen)
+    y, target, x = pairs(runtime, x_uint8, operator, norm, gen)
     return SplitInputs(y, target, x)
 
 
@@ -69,7 +84,7 @@ def clean_metrics(
     with torch.no_grad():
         for start in range(0, x_uint8.shape[0], batch_size):
             gen = noise_generator(operator, start, runtime.device)
-            y, _, x = runtime.pairs(x_uint8[start : start + batch_size], operator, norm, gen)
+            y, _, x = pairs(runtime, x_uint8[start : start + batch_size], operator, norm, gen)
             for m, v in all_metrics(to_pixels(forward(y), norm), x).items():
                 out[m].extend(v.tolist())
     return out

@@ -16,18 +16,26 @@ sphere. The best point seen per sample (iterate or probe) is returned.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from smoothrecon.attacks import PGDResult, _validate, per_sample_loss, project_l2, random_start
-from smoothrecon.smoothing import auto_chunk
+from smoothrecon.attacks.pgd import (
+    PGDResult,
+    check_attack_inputs,
+    per_sample_loss,
+    project_l2,
+    random_start,
+)
+from smoothrecon.util.runtime import auto_chunk
 
 
 @dataclass(frozen=True)
-class SPSARun:
+class SPSA:
     """How the SPSA attack runs.
 
     queries: forward evaluations per sample in all (the start, the probes, the last iterate);
@@ -47,6 +55,7 @@ class SPSARun:
     step_factor: float = 0.5
     scale: float = 0.5
     chunk: int = 0
+    name: str = "spsa"
 
     def __post_init__(self) -> None:
         if self.queries < 1 or self.directions < 1:
@@ -63,6 +72,33 @@ class SPSARun:
     def steps(self) -> int:
         """Steps that fit the budget: 1 + steps * (2 * directions + 1) <= queries."""
         return (self.queries - 1) // (2 * self.directions + 1)
+
+    def describe(self) -> dict[str, Any]:
+        """Every parameter, with the attack's kind."""
+        return {"kind": "spsa", **dataclasses.asdict(self)}
+
+    def __call__(
+        self,
+        forward: Callable[..., torch.Tensor],
+        y: torch.Tensor,
+        target: torch.Tensor,
+        eps: float,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The attack protocol: the best e found, ||e_i|| <= eps."""
+        return spsa_l2(forward, y, target, eps, self, generator).e
+
+    def run(
+        self,
+        forward: Callable[..., torch.Tensor],
+        y: torch.Tensor,
+        target: torch.Tensor,
+        eps: float,
+        generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
+    ) -> PGDResult:
+        """`spsa_l2` with these settings (the whole result)."""
+        return spsa_l2(forward, y, target, eps, self, generator, context)
 
 
 def _losses(
@@ -121,7 +157,7 @@ def spsa_l2(
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
-    run: SPSARun = SPSARun(),
+    run: SPSA = SPSA(),
     generator: torch.Generator | None = None,
     context: torch.Tensor | None = None,
 ) -> PGDResult:
@@ -133,7 +169,7 @@ def spsa_l2(
         y: (B, ...) model inputs (normalized model-input space); e lives in the same space.
         x: (B, ...) targets in forward's output space.
         eps: radius of the l2 ball in y's space.
-        run: budget and step settings (`SPSARun`).
+        run: budget and step settings (`SPSA`).
         generator: draws the start and the directions, on y's device.
         context: (B, ...) optional per-sample data for forward, e.g. the base point of a
             measurement-space attack, where y is then zero and forward(e, y_rows).
@@ -143,7 +179,7 @@ def spsa_l2(
         loss after each of T steps, steps_used (B,) forward evaluations spent (<= run.queries),
         last (e, loss) of the last iterate.
     """
-    _validate(y, x, eps)
+    check_attack_inputs(y, x, eps)
     chunk = run.chunk or auto_chunk(y.shape[1:], y.device)
     e = random_start(y, eps, "sphere", generator)
     if eps == 0:

@@ -17,7 +17,6 @@ Monte-Carlo share of its error (`mc_share`) is at most a tolerance, between k_mi
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,34 +25,15 @@ from typing import TYPE_CHECKING
 import torch
 
 from smoothrecon.metrics import mse
+from smoothrecon.util.runtime import auto_chunk
+from smoothrecon.util.seeds import make_generator
 
 if TYPE_CHECKING:
-    from smoothrecon.data.normalization import Normalization
+    from smoothrecon.models.normalization import Normalization
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # (g_hat (N, C, H, W), se (N, C, H, W), image index (N,)) -> (N,) Monte-Carlo share of the error
 ErrorFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def derived_seed(*parts: object) -> int:
-    """A 48-bit seed from any printable parts, the same on every machine and run: the one
-    seed rule of the project (noise, attack starts, masks)."""
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:6], "little")
-
-
-def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
-    """A torch.Generator on `device` seeded with `seed` (noise is drawn where the data is)."""
-    return torch.Generator(device=device).manual_seed(int(seed))
-
-
-def auto_chunk(input_shape: torch.Size | tuple[int, ...], device: torch.device) -> int:
-    """Noisy inputs per forward pass: about 2M input values on CPU, 16M on a GPU."""
-    per = 1
-    for s in input_shape:
-        per *= int(s)
-    budget = (1 << 24) if device.type == "cuda" else (1 << 21)
-    return max(2, (budget // per) // 2 * 2)
 
 
 @dataclass
@@ -64,7 +44,7 @@ class SmoothedOutput:
     se: torch.Tensor | None = None
 
 
-def _rows(n: int, shape: tuple[int, ...], like: torch.Tensor, gen) -> torch.Tensor:
+def noise_rows(n: int, shape: tuple[int, ...], like: torch.Tensor, gen) -> torch.Tensor:
     """(n, *shape) standard normals, the same rows however n is split into calls (on CPU).
 
     torch's CPU sampler fills tensors of 16 or more values in blocks of 16 and redraws a ragged
@@ -85,8 +65,8 @@ def _noise(
 ) -> torch.Tensor:
     """(n, *shape) standard normals; with antithetic pairs row 2m+1 = -row 2m."""
     if not antithetic:
-        return _rows(n, shape, like, gen)
-    half = _rows((n + 1) // 2, shape, like, gen)
+        return noise_rows(n, shape, like, gen)
+    half = noise_rows((n + 1) // 2, shape, like, gen)
     return torch.stack([half, -half], dim=1).flatten(0, 1)[:n]
 
 

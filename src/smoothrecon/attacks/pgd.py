@@ -12,7 +12,7 @@ uniformly in the ball (Gaussian direction, radius eps * u^(1/d)), as the thesis'
 (highest loss) is returned; the thesis used the last one (`keep="last"`). With restarts the
 worst case per sample over all restarts is kept. Gradients are taken with respect to e only,
 so nothing accumulates in the model's parameters. How PGD runs (steps, step size, start,
-restarts, iterate kept, early stopping) is one settings object, `PGDRun`.
+restarts, iterate kept, early stopping) is one object, `PGD`, which is also the attack.
 
 Early stopping (off by default): with `patience` m > 0 a sample stops once its best loss has
 risen by at most `rel_tol` (relative) over its last m steps; it keeps its best (or last
@@ -21,10 +21,11 @@ evaluated) iterate and costs no further forward or backward.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 import torch
 
@@ -89,7 +90,7 @@ class PGDResult:
     last: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
-def _validate(y: torch.Tensor, x: torch.Tensor, eps: float) -> None:
+def check_attack_inputs(y: torch.Tensor, x: torch.Tensor, eps: float) -> None:
     if eps < 0 or not math.isfinite(eps):
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
     if y.shape[0] != x.shape[0]:
@@ -99,28 +100,36 @@ def _validate(y: torch.Tensor, x: torch.Tensor, eps: float) -> None:
 
 
 @dataclass(frozen=True)
-class PGDRun:
-    """How L2 PGD runs; the defaults are the thesis' evaluation attack (10 steps of eps/4,
-    random start in the ball), except that the best iterate is kept (`keep="last"`
-    reproduces the thesis).
+class PGD:
+    """L2 PGD as an attack object (`attacks.protocol.Attack`); the defaults are the thesis'
+    evaluation attack (10 steps of eps/4, random start in the ball), except that the best
+    iterate is kept (`keep="last"` reproduces the thesis).
 
-    steps: gradient steps per run; step_size: alpha in the model-input space (None: eps/4);
-    random_start: "ball", "sphere" or "none"; restarts: runs, the per-sample worst case kept;
-    keep: "best" or "last" iterate; patience, rel_tol: early stopping, a sample stops once its
-    best loss rose by at most rel_tol (relative) over `patience` steps (0: never stops).
+    steps: gradient steps per run; step_factor: the step size alpha = step_factor * eps (in
+    the attacker's space); random_start: "ball", "sphere" or "none"; restarts: runs, the
+    per-sample worst case kept; keep: "best" or "last" iterate; patience, rel_tol: early
+    stopping, a sample stops once its best loss rose by at most rel_tol (relative) over
+    `patience` steps (0: never stops); name: what records and reports call it.
     """
 
     steps: int = 10
-    step_size: float | None = None
+    step_factor: float = 0.25
     random_start: str = "ball"
     restarts: int = 1
     keep: str = "best"
     patience: int = 0
     rel_tol: float = 1e-3
+    name: str = "pgd"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not self.step_factor > 0:
+            raise ValueError(f"step_factor must be > 0, got {self.step_factor}")
+        if self.random_start not in ("ball", "sphere", "none"):
+            raise ValueError(
+                f"random_start must be 'ball', 'sphere' or 'none', got '{self.random_start}'"
+            )
         if self.restarts < 1:
             raise ValueError(f"restarts must be >= 1, got {self.restarts}")
         if self.keep not in ("best", "last"):
@@ -131,11 +140,41 @@ class PGDRun:
             )
 
     def alpha(self, eps: float) -> float:
-        """The step size for radius eps: step_size, or eps/4 when it is None."""
-        return eps / 4 if self.step_size is None else self.step_size
+        """The step size for radius eps."""
+        return self.step_factor * eps
+
+    def describe(self) -> dict[str, Any]:
+        """Every parameter, with the attack's kind: what records, run folders and keys hold."""
+        return {"kind": "pgd", **dataclasses.asdict(self)}
+
+    def __call__(
+        self,
+        forward: Forward,
+        y: torch.Tensor,
+        target: torch.Tensor,
+        eps: float,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The attack protocol: e (B, ...) with ||e_i|| <= eps maximizing
+        ||forward(y + e) - target||^2 per sample."""
+        return pgd_l2_run(forward, y, target, eps, self, generator).e
+
+    def run(
+        self,
+        forward: Callable[..., torch.Tensor],
+        y: torch.Tensor,
+        target: torch.Tensor,
+        eps: float,
+        generator: torch.Generator | None = None,
+        snapshots: tuple[int, ...] = (),
+        context: torch.Tensor | None = None,
+    ) -> PGDResult:
+        """`pgd_l2_run` with these settings: the whole result (trace, snapshots, steps used,
+        gradient check)."""
+        return pgd_l2_run(forward, y, target, eps, self, generator, snapshots, context)
 
 
-def _running(history: list[torch.Tensor], running: torch.Tensor, run: PGDRun) -> torch.Tensor:
+def _running(history: list[torch.Tensor], running: torch.Tensor, run: PGD) -> torch.Tensor:
     """The samples still running after the last entry of the best-loss `history` (B,) list."""
     if not run.patience or len(history) <= run.patience:
         return running
@@ -152,7 +191,7 @@ def _one_run(
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
-    run: PGDRun,
+    run: PGD,
     generator: torch.Generator | None,
     snapshots: tuple[int, ...] = (),
     context: torch.Tensor | None = None,
@@ -231,7 +270,7 @@ def _result(
     trace: list[torch.Tensor],
     snapshots: tuple[tuple[int, ...], dict[int, tuple[torch.Tensor, torch.Tensor]]],
     used: torch.Tensor,
-    run: PGDRun,
+    run: PGD,
 ) -> PGDResult:
     """The run's result; a run that stopped early fills its later snapshots and trace rows.
     last, best: (e, loss) of the last evaluated and of the best iterate per sample;
@@ -262,12 +301,12 @@ def pgd_l2_run(
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
-    run: PGDRun = PGDRun(),
+    run: PGD = PGD(),
     generator: torch.Generator | None = None,
     snapshots: tuple[int, ...] = (),
     context: torch.Tensor | None = None,
 ) -> PGDResult:
-    """L2 PGD with its losses, run as `run` says (see `PGDRun`).
+    """L2 PGD with its losses, run as `run` says (see `PGD`).
 
     y: (B, ...) model inputs (the normalized space); x: (B, ...) targets in forward's output
     space; eps: radius of the l2 ball in y's space. Returns the per-sample worst case over
@@ -281,7 +320,7 @@ def pgd_l2_run(
     measurement-space attack; forward is then called as forward(input, context rows of the
     samples still running).
     """
-    _validate(y, x, eps)
+    check_attack_inputs(y, x, eps)
     if snapshots and run.keep != "best":
         raise ValueError("snapshots need keep='best'")
     result = _one_run(forward, y, x, eps, run, generator, snapshots, context)
@@ -300,56 +339,14 @@ def pgd_l2(
     y: torch.Tensor,
     x: torch.Tensor,
     eps: float,
-    run: PGDRun = PGDRun(),
+    run: PGD = PGD(),
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """The perturbation e (B, ...) with ||e_i||_2 <= eps maximizing ||forward(y + e) - x||^2.
 
     y: (B, ...) model inputs (the normalized space), e in the same space; x: (B, ...) targets
-    in forward's output space. `run` (see `PGDRun`): by default the thesis' evaluation attack
+    in forward's output space. `run` (see `PGD`): by default the thesis' evaluation attack
     (10 steps of eps/4, random start in the ball), except that the best iterate is kept
-    (`PGDRun(keep="last")` reproduces the thesis); per-sample early stopping is off.
+    (`PGD(keep="last")` reproduces the thesis); per-sample early stopping is off.
     """
     return pgd_l2_run(forward, y, x, eps, run, generator).e
-
-
-class PGDSettings(Protocol):
-    """What an attack setting (`config.AttackConfig`) tells PGD: step size step_factor * eps."""
-
-    @property
-    def steps(self) -> int: ...
-    @property
-    def step_factor(self) -> float: ...
-    @property
-    def random_start(self) -> str: ...
-    @property
-    def restarts(self) -> int: ...
-    @property
-    def keep(self) -> str: ...
-    @property
-    def patience(self) -> int: ...
-    @property
-    def rel_tol(self) -> float: ...
-
-
-def pgd_with(
-    forward: Callable[..., torch.Tensor],
-    y: torch.Tensor,
-    x: torch.Tensor,
-    eps: float,
-    a: PGDSettings,
-    generator: torch.Generator | None = None,
-    snapshots: tuple[int, ...] = (),
-    context: torch.Tensor | None = None,
-) -> PGDResult:
-    """`pgd_l2_run` with the settings `a` (an AttackConfig): the one place they are unpacked."""
-    run = PGDRun(
-        steps=a.steps,
-        step_size=a.step_factor * eps,
-        random_start=a.random_start,
-        restarts=a.restarts,
-        keep=a.keep,
-        patience=a.patience,
-        rel_tol=a.rel_tol,
-    )
-    return pgd_l2_run(forward, y, x, eps, run, generator, snapshots, context)

@@ -1,0 +1,1 @@
+"""Attacks on a reconstruction network: L2 PGD, the gradient-free check, threat models."""

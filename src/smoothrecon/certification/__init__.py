@@ -1,0 +1,1 @@
+"""Certificates of smoothed models: the bounds (pure math) and the certify driver."""
