@@ -181,17 +181,6 @@ def _column_dropout(r: Ran) -> None:
     assert not torch.equal(op(x, g), op(x)) and op.describe()["name"] == "column_dropout"
 
 
-def _deblurring_sweep(r: Ran) -> None:
-    records = [
-        rec
-        for p in sorted((r.cwd / "runs/deblur/evals").rglob("*.json"))
-        for rec in json.loads(p.read_text())["records"]
-    ]
-    models = {rec["model"] for rec in records}
-    assert {"deblurring/thesis/std", "deblurring/wiener"} <= models, models
-    assert all(m.startswith("deblurring/") for m in models), models
-
-
 def _denoised_smoothing(r: Ran) -> None:
     records = _jsonl(r.cwd / "runs/ds/records.jsonl")
     composed = {rec["model"] for rec in records if rec["model"].endswith("+den0.25")}
@@ -207,7 +196,6 @@ CHECKS: dict[str, Callable[[Ran], None]] = {
     "smoothrecon certify --model runs/rs0.25/best.safetensors": _certify_cli,
     "attack = pgd_in_space(f, y, target, threat, eps_rel, pgd)": _threat_api,
     "class ColumnDropout(Operator)": _column_dropout,
-    "--set operator.name=deblurring --out runs/deblur": _deblurring_sweep,
     "--denoiser runs/den0.25/best --out runs/ds": _denoised_smoothing,
 }
 
