@@ -117,3 +117,20 @@ def run_cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProc
 def cli() -> Callable[..., subprocess.CompletedProcess]:
     """run_cli, for tests that run the command in a subprocess."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def smoke_models(tmp_path_factory: pytest.TempPathFactory, make_config) -> dict[str, Path]:
+    """Two small models trained once per session on the test photos and shared by the test
+    files that only read them: "std" (standard) and "rs" (Gaussian noise, sigma_f 0.3), 2
+    epochs each at the smoke preset. Tests must not write into these folders."""
+    from smoothrecon.experiments.training import train
+
+    root = tmp_path_factory.mktemp("smoke-models")
+    configs = {
+        "std": make_config("train.epochs=2"),
+        "rs": make_config("train.epochs=2", "train.mode=gaussian", "train.sigma_f=0.3"),
+    }
+    for name, cfg in configs.items():
+        train(cfg, root / name, progress=False)
+    return {name: root / name for name in configs}

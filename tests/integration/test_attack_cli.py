@@ -10,17 +10,15 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from smoothrecon.attacks.pgd import eps_from_rel
-from smoothrecon.experiments.training import train
 
 
-def test_attack_command(tmp_path: Path, make_config, cli) -> None:
-    cfg = make_config("train.epochs=2")
-    train(cfg, tmp_path / "model", progress=False)
+def test_attack_command(tmp_path: Path, make_config, smoke_models, cli) -> None:
+    cfg = make_config("train.epochs=2")  # the session's standard model (conftest.py)
     out = tmp_path / "attack"
     result = cli(
         "attack",
         "--model",
-        tmp_path / "model",
+        smoke_models["std"],
         "--eps-rel",
         "0.02,0.1",
         "--split",

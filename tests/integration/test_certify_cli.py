@@ -11,7 +11,6 @@ import pytest
 
 from smoothrecon.attacks.pgd import eps_from_rel
 from smoothrecon.cli.main import main
-from smoothrecon.experiments.training import train
 from smoothrecon.report.certificates import certificate_blocks
 from smoothrecon.util.io import read_jsonl
 
@@ -38,10 +37,9 @@ FIELDS = [
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory, make_config) -> Path:
-    folder = tmp_path_factory.mktemp("certify") / "model"
-    train(make_config("train.epochs=2", "train.mode=gaussian", "train.sigma_f=0.3"), folder)
-    return folder
+def model(smoke_models: dict[str, Path]) -> Path:
+    """The session's RS model (Gaussian noise, sigma_f 0.3, 2 epochs; conftest.py)."""
+    return smoke_models["rs"]
 
 
 def _certify(cli, model: Path, out: Path, *args: str):

@@ -7,19 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from smoothrecon.experiments.training import train
 from smoothrecon.util.io import read_jsonl
 
 FAST = ["--eps-rel", "0,0.02", "--sigma-g", "0,0.1", "--steps", "2", "--restarts", "1"]
 
 
 @pytest.fixture(scope="module")
-def two_models(tmp_path_factory: pytest.TempPathFactory, make_config) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("models")
-    a, b = root / "std", root / "rs"
-    train(make_config("train.epochs=1"), a, progress=False)
-    train(make_config("train.epochs=1", "train.mode=gaussian"), b, progress=False)
-    return a, b
+def two_models(smoke_models: dict[str, Path]) -> tuple[Path, Path]:
+    """The session's standard and RS models (conftest.py), labelled by their folders."""
+    return smoke_models["std"], smoke_models["rs"]
 
 
 def _evaluate(cli, photo_dir: Path, out: Path, *args: str | Path):
