@@ -208,6 +208,7 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
     reference an attack must beat; a failed attack is backed by the gradient-free one), both
     scored on g at --sigma-g: the evaluation's own check (`evaluation.check_attack`)."""
     from smoothrecon.attacks.threat import ThreatModel
+    from smoothrecon.evaluation.records import ON_F, ON_G
     from smoothrecon.evaluation.unit import (
         Checking,
         EvalSettings,
@@ -235,7 +236,7 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
         "eps_rel": eps_rel,
         "split": args.split,
         "sigma_g": args.sigma_g,
-        "attack": "pgd_g" if args.sigma_g > 0 else "pgd_f",
+        "attack": ON_G if args.sigma_g > 0 else ON_F,
         "setting": args.attack,
         "space": threat.space,
         "e_norm_mean": float(res.attacked.norm.mean()),

@@ -22,6 +22,10 @@ from smoothrecon.metrics import mean_and_ci
 from smoothrecon.models.info import ModelInfo
 
 METRICS = ("mse", "psnr", "ssim")
+# What a record's `attack` says was attacked (the values of the first schema): nothing (eps_rel
+# 0), the model f, the smoothed g (with EOT), or per crop the worse of the two. Whatever the
+# attack itself (`setting` names it: "strong", "thesis", a user's attack).
+NO_ATTACK, ON_F, ON_G, WORST = "none", "pgd_f", "pgd_g", "worst"
 SCHEMA = 3  # 1: no eps, smoothed, input_space; 2: compositions as modes; read by `upgrade`
 
 
@@ -160,7 +164,7 @@ def choose_sigma(
         for r in records
         if r["split"] == split
         and r["eps_rel"] == eps_rel
-        and r["attack"] in ("pgd_f", "none")
+        and r["attack"] in (ON_F, NO_ATTACK)
         and _same_setting(r, setting)
     ]
     if not rows:
@@ -190,13 +194,13 @@ def headline(
     if not records:
         return None
     reported, chosen_on = splits
-    attack = "none" if eps_rel == 0 else "pgd_f"
+    attack = NO_ATTACK if eps_rel == 0 else ON_F
     if not records[0]["smoothed"]:
         return find(records, reported, eps_rel, attack, 0.0, setting)
     sigma = choose_sigma(records, chosen_on, eps_rel, setting)
     if sigma is None:
         return None
-    worst = find(records, reported, eps_rel, "worst", sigma, setting) if eps_rel > 0 else None
+    worst = find(records, reported, eps_rel, WORST, sigma, setting) if eps_rel > 0 else None
     return worst or find(records, reported, eps_rel, attack, sigma, setting)
 
 

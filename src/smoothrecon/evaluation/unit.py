@@ -53,7 +53,17 @@ from smoothrecon.evaluation.inputs import (
     split_inputs,
     to_pixels,
 )
-from smoothrecon.evaluation.records import Condition, Record, choose_sigma, make_record, split_roles
+from smoothrecon.evaluation.records import (
+    NO_ATTACK,
+    ON_F,
+    ON_G,
+    WORST,
+    Condition,
+    Record,
+    choose_sigma,
+    make_record,
+    split_roles,
+)
 from smoothrecon.metrics import all_metrics
 from smoothrecon.models.fold import fold_batchnorm
 from smoothrecon.models.info import ModelInfo
@@ -506,7 +516,7 @@ class _Unit:
         res = check_attack(
             forward, data, a, Checking(cfg, rs_seed, threat, scorer, self.eps_rel, bs)
         )
-        cond = self.condition(data, split, "pgd_g", setting)
+        cond = self.condition(data, split, ON_G, setting)
         self.score(data, res.attacked, cond, (res.check, sigma), {sigma: res.per_image})
         worst_per = worst_case(on_f[0], res.per_image)
         both_bad = on_f[2] & res.attacked.grad_bad  # no gradient for either attack
@@ -514,7 +524,7 @@ class _Unit:
         w_check = dataclasses.replace(
             w_check, gradient_free=res.check.gradient_free or on_f[1].gradient_free
         )
-        worst = dataclasses.replace(self.condition(data, split, "worst", setting), sigma_g=sigma)
+        worst = dataclasses.replace(self.condition(data, split, WORST, setting), sigma_g=sigma)
         extra = record_fields(w_check, True)
         self.records.append(make_record(self.model.info, worst, worst_per, **extra))
 
@@ -542,7 +552,7 @@ class _Unit:
                 zeros = torch.zeros_like(data.y)
                 none = torch.zeros(data.y.shape[0], device=data.y.device)
                 on_f, check = Attacked(zeros, none, none, zeros, none.bool()), None
-            kind = "pgd_f" if self.eps_rel > 0 else "none"
+            kind = ON_F if self.eps_rel > 0 else NO_ATTACK
             per_sigma = self.smoothed(data, on_f.e, self.s.sigmas, split)
             cond = self.condition(data, split, kind, setting)
             self.score(data, on_f, cond, (check, 0.0), per_sigma)

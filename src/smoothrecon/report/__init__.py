@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smoothrecon.evaluation.check import FAILED_TEXT
+from smoothrecon.evaluation.records import ON_G, WORST
 from smoothrecon.report.certificates import certificate_blocks
 from smoothrecon.report.figures import (
     attack_comparison,
@@ -93,7 +94,7 @@ def _model_figures(run: Run, factor: int, folder: Path) -> list[Block]:
                 run, m["model"], folder / FIGURES / f"sigma_curves_{slug}.png", limits
             )
             blocks += _image(path, f"(Figs A.3-A.8 analogue) {m['model']}: PSNR/SSIM vs sigma_g")
-        if m["smoothed"] and any(r["attack"] == "pgd_g" for r in run.by_model[m["model"]]):
+        if m["smoothed"] and any(r["attack"] == ON_G for r in run.by_model[m["model"]]):
             path = attack_comparison(
                 run, m["model"], folder / FIGURES / f"attack_f_vs_g_{slug}.png"
             )
@@ -190,7 +191,7 @@ def attack_text(run: Run) -> str:
             f"found for every model family and eps_rel, {verdict}, at "
             f"{score['cost']:.0f} gradient steps per crop on the study's crops."
         )
-    if any(r["attack"] == "pgd_g" for r in run.records):
+    if any(r["attack"] == ON_G for r in run.records):
         parts.append("Smoothed models: per crop, the worse of the attacks on f and on g (EOT).")
         parts.append(_g_text(m))
     elif any(r["smoothed"] for r in run.records):
@@ -224,7 +225,7 @@ def failed_text(run: Run) -> str:
     checked = [r for r in run.records if r["split"] == run.reported and "attack_failed" in r]
     if not checked:
         return ""
-    failed = [r for r in checked if r["attack_failed"] and r["attack"] != "worst"]
+    failed = [r for r in checked if r["attack_failed"] and r["attack"] != WORST]
     if not failed:
         return (
             f"Every attack beat random noise of its own norm ({len(checked)} attacked records "

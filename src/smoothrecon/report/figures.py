@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from smoothrecon.evaluation.records import Record, value
+from smoothrecon.evaluation.records import NO_ATTACK, ON_F, ON_G, Record, value
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick
 from smoothrecon.util.io import atomic_write
 
@@ -69,7 +69,7 @@ def _sigma_rows(run: Run, model: str, e: float) -> list[Record]:
             for r in run.by_model[model]
             if r["eps_rel"] == e
             and r["split"] == run.reported
-            and r["attack"] in ("none", "pgd_f")
+            and r["attack"] in (NO_ATTACK, ON_F)
             and (e == 0 or r["setting"] == run.primary)
         ),
         key=lambda r: r["sigma_g"],
@@ -130,7 +130,7 @@ def sigma_curves(run: Run, model: str, out: Path, limits: Limits | None = None) 
 def attack_comparison(run: Run, model: str, out: Path) -> Path:
     """PSNR/SSIM vs eps_rel at the chosen sigma_g under PGD on f and RS-PGD on g."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for attack, name in (("pgd_f", "Vanilla PGD (on f)"), ("pgd_g", "RS-PGD (on g)")):
+    for attack, name in ((ON_F, "Vanilla PGD (on f)"), (ON_G, "RS-PGD (on g)")):
         xs, rows = [], []
         for e in run.eps_rels:
             r = pick(run, model, e, attack if e > 0 else "none", chosen_sigma(run, model, e))

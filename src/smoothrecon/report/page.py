@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from smoothrecon.evaluation.check import FAILED_TEXT
+from smoothrecon.evaluation.records import ON_F, ON_G
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.report.records import Run, headline
 from smoothrecon.report.tables import Table
@@ -85,7 +86,7 @@ def caveat(r: dict) -> str:
     (`attack_check`), or it is a smoothed output that only the attack on f reached."""
     if r.get("attack_failed"):
         return FAILED_TEXT
-    if r["eps_rel"] > 0 and r["sigma_g"] > 0 and r["attack"] == "pgd_f":
+    if r["eps_rel"] > 0 and r["sigma_g"] > 0 and r["attack"] == ON_F:
         return G_NOT_ATTACKED
     return ""
 
@@ -175,10 +176,10 @@ def _g_vs_f(run: Run, factor: int, setting: str) -> list[str]:
     gf = [
         (r, s)
         for r in run.records
-        if r["factor"] == factor and r["attack"] == "pgd_f" and r["setting"] == setting
+        if r["factor"] == factor and r["attack"] == ON_F and r["setting"] == setting
         for s in run.records
         if s["model"] == r["model"]
-        and s["attack"] == "pgd_g"
+        and s["attack"] == ON_G
         and s["setting"] == setting
         and s["eps_rel"] == r["eps_rel"]
         and s["split"] == r["split"] == run.reported

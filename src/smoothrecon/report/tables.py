@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from smoothrecon.evaluation.records import Record, value
+from smoothrecon.evaluation.records import NO_ATTACK, ON_F, ON_G, Record, value
 from smoothrecon.experiments.eot_study import eot_scores
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick, thesis_row
 
@@ -256,7 +256,7 @@ def monte_carlo_table(run: Run) -> Table:
         for m in (m for m in run.models(factor) if m["smoothed"]):
             for e in run.eps_rels:
                 s = chosen_sigma(run, m["model"], e)
-                r = pick(run, m["model"], e, "pgd_f" if e > 0 else "none", s)
+                r = pick(run, m["model"], e, ON_F if e > 0 else NO_ATTACK, s)
                 if r is None or s == 0 or "mc_share_median" not in r:
                     continue
                 share = r["mc_share_median"]
@@ -299,8 +299,8 @@ def table_a1(run: Run) -> Table:
                 if e == 0:
                     continue
                 s = chosen_sigma(run, m["model"], e)
-                rf = pick(run, m["model"], e, "pgd_f", s)
-                rg = pick(run, m["model"], e, "pgd_g", s)
+                rf = pick(run, m["model"], e, ON_F, s)
+                rg = pick(run, m["model"], e, ON_G, s)
                 if rf is None or rg is None:
                     continue
                 eps = rf["eps"]
