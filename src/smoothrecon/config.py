@@ -156,6 +156,10 @@ class AttackConfig:
     attack (section 4.4: 10 steps of eps/4, last iterate; THESIS_EVAL_*) is `--attack thesis`.
     """
 
+    # "pgd" (these step fields) or "apgd" (APGD-L2, Croce & Hein 2020: steps and restarts only,
+    # its step size follows its own schedule; attacks/apgd.py). A sweep's strong attack is the
+    # PGD setting its convergence study chooses.
+    kind: Literal["pgd", "apgd"] = "pgd"
     steps: int = 200  # the thesis: 10 (section 4.4)
     step_factor: float = 0.25  # step size = step_factor * eps; section 4.4: eps/4
     random_start: Literal["ball", "sphere", "none"] = "ball"  # uniform in the ball (thesis code)
@@ -615,7 +619,20 @@ def _validate_train(cfg: Config) -> None:
     )
 
 
+# The AttackConfig fields only PGD reads: with kind "apgd" they must stay at their defaults.
+PGD_ONLY = ("step_factor", "random_start", "keep", "patience", "rel_tol")
+
+
 def _validate_attack(a: AttackConfig) -> None:
+    if a.kind == "apgd":
+        defaults = AttackConfig()
+        for name in PGD_ONLY:
+            value = getattr(a, name)
+            _check(
+                value == getattr(defaults, name),
+                f"attack.{name} = {value!r} is a PGD setting, which APGD (attack.kind = apgd) "
+                "does not read; leave it out or set attack.kind = pgd",
+            )
     _check(a.steps >= 1, f"attack.steps = {a.steps} must be >= 1")
     _check(a.step_factor > 0, f"attack.step_factor = {a.step_factor} must be > 0")
     _check(a.restarts >= 1, f"attack.restarts = {a.restarts} must be >= 1")

@@ -12,6 +12,7 @@ import pytest
 import torch
 from field_values import other_value
 
+from smoothrecon.attacks.apgd import APGD
 from smoothrecon.attacks.pgd import PGD
 from smoothrecon.attacks.protocol import ATTACKS
 from smoothrecon.attacks.setting import (
@@ -72,7 +73,26 @@ def test_an_operator_the_config_cannot_hold_is_refused() -> None:
 
 
 def test_every_attack_kind_is_covered() -> None:
-    assert set(ATTACKS) == {"pgd"}, "a new attack kind needs its config form and a round trip"
+    assert set(ATTACKS) == {"pgd", "apgd"}, "a new attack kind needs a config form and a test"
+
+
+def test_apgd_settings_round_trip() -> None:
+    cfg = AttackConfig(
+        kind="apgd", steps=37, restarts=2, k_attack=3, noise="fixed", space="measurement",
+        fallback_queries=99,
+    )  # fmt: skip
+    setting = setting_from_config(cfg, "auto")
+    assert isinstance(setting.attack, APGD) and setting.attack.steps == 37
+    assert setting.name == "auto-measurement"
+    assert setting_to_config(setting) == cfg
+    assert setting_from_config(setting_to_config(setting), "auto") == setting
+
+
+def test_apgd_refuses_the_settings_only_pgd_reads() -> None:
+    from smoothrecon.errors import UserError
+
+    with pytest.raises(UserError, match=r"attack\.step_factor = 0\.5 is a PGD setting"):
+        load_config("smoke", overrides=["attack.kind=apgd", "attack.step_factor=0.5"])
 
 
 def test_attack_settings_round_trip_with_every_field_changed() -> None:
@@ -85,7 +105,8 @@ def test_attack_settings_round_trip_with_every_field_changed() -> None:
         changed = dataclasses.replace(
             base, **{f.name: other_value(getattr(base, f.name), hints[f.name])}
         )
-        everything[f.name] = getattr(changed, f.name)
+        if f.name != "kind":  # APGD with changed PGD fields is refused (test below)
+            everything[f.name] = getattr(changed, f.name)
         setting = setting_from_config(changed, "mine")
         assert setting_to_config(setting) == changed, f.name
         assert setting_from_config(setting_to_config(setting), "mine") == setting, f.name

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from smoothrecon.attacks.apgd import APGD
 from smoothrecon.attacks.pgd import PGD, PGDResult, per_sample_loss, project_l2
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -31,7 +32,7 @@ Solver = Callable[..., PGDResult]
 
 # The built-in attack kinds with a config form (`setting`); SPSA, the gradient-free check the
 # evaluation runs when an attack fails (`evaluation.check`), is no setting of its own.
-ATTACKS: dict[str, type] = {"pgd": PGD}
+ATTACKS: dict[str, type] = {"pgd": PGD, "apgd": APGD}
 
 # How far past eps (relative) a returned perturbation may lie before it is refused; rounding
 # below that is projected back into the ball.

@@ -7,7 +7,8 @@ sweep): the attack (`protocol.Attack`: the built-in `PGD` or anyone's), the spac
 the gradient-free attack that backs it when it fails (`evaluation.check`).
 
 `setting_from_config` / `setting_to_config` are the one conversion between an `AttackConfig`
-(the config's `attack:` section) and a setting of the built-in PGD; it is lossless:
+(the config's `attack:` section) and a setting of a built-in attack (PGD or APGD, `kind`); it
+is lossless:
 setting_to_config(setting_from_config(cfg, name)) == cfg.
 """
 
@@ -17,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from smoothrecon.attacks.apgd import APGD
 from smoothrecon.attacks.pgd import PGD
 from smoothrecon.attacks.protocol import Attack, check_attack, describe_attack
 from smoothrecon.attacks.threat import SPACES, Space
@@ -77,7 +79,12 @@ class AttackSetting:
 
 
 def setting_from_config(cfg: AttackConfig, name: str = "strong") -> AttackSetting:
-    """The built-in PGD setting of the config's `attack:` section, called `name`."""
+    """The built-in setting (PGD or APGD, `cfg.kind`) of the config's `attack:` section, called
+    `name`."""
+    eot = EOT(cfg.k_attack, cfg.noise)
+    if cfg.kind == "apgd":
+        apgd = APGD(steps=cfg.steps, restarts=cfg.restarts, name=name)
+        return AttackSetting(apgd, cfg.space, eot, cfg.fallback_queries)
     pgd = PGD(
         steps=cfg.steps,
         step_factor=cfg.step_factor,
@@ -88,16 +95,26 @@ def setting_from_config(cfg: AttackConfig, name: str = "strong") -> AttackSettin
         rel_tol=cfg.rel_tol,
         name=name,
     )
-    return AttackSetting(pgd, cfg.space, EOT(cfg.k_attack, cfg.noise), cfg.fallback_queries)
+    return AttackSetting(pgd, cfg.space, eot, cfg.fallback_queries)
 
 
 def setting_to_config(setting: AttackSetting) -> AttackConfig:
     """The `attack:` section of a PGD setting (its name aside: the caller keeps it). A
     setting of any other attack has no config form: ValueError."""
     a = setting.attack
+    if isinstance(a, APGD):
+        return AttackConfig(
+            kind="apgd",
+            steps=a.steps,
+            restarts=a.restarts,
+            k_attack=setting.eot.k_attack,
+            noise=setting.eot.noise,  # type: ignore[arg-type]
+            space=setting.space,
+            fallback_queries=setting.fallback_queries,
+        )
     if not isinstance(a, PGD):
         raise ValueError(
-            f"attack '{a.name}' ({type(a).__name__}) is not the built-in PGD and has no "
+            f"attack '{a.name}' ({type(a).__name__}) is not a built-in one and has no "
             "config form; pass the object itself (evaluate(attacks=[...]))"
         )
     return AttackConfig(

@@ -223,6 +223,7 @@ def choose_strong(
     )
     setting = dataclasses.replace(
         base,
+        kind="pgd",  # the study is of PGD settings
         steps=pick["steps"],
         step_factor=pick["step_factor"],
         restarts=pick["restarts"],
@@ -237,6 +238,7 @@ def thesis_attack(base: AttackConfig) -> AttackConfig:
     """Section 4.4's evaluation attack: 10 steps of eps/4 from a random start, last iterate."""
     return dataclasses.replace(
         base,
+        kind="pgd",
         steps=THESIS_EVAL_STEPS,
         step_factor=THESIS_EVAL_STEP_FACTOR,
         restarts=1,

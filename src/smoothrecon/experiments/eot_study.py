@@ -200,6 +200,7 @@ def choose_eot(rows: list[dict], within: float, base: AttackConfig) -> tuple[Att
     )
     setting = dataclasses.replace(
         base,
+        kind="pgd",  # the study is of PGD on g
         steps=pick["steps"],
         step_factor=float(rows[0].get("step_factor", base.step_factor)),
         restarts=pick["restarts"],

@@ -152,7 +152,9 @@ def _figures(run: Run, folder: Path) -> list[Block]:
 
 
 def _describe(name: str, a: dict) -> str:
-    if "steps" not in a:  # not the built-in PGD: its own description
+    if a.get("kind") == "apgd":
+        return f"'{name}': APGD-L2, {a['steps']} steps, {a['restarts']} start(s)"
+    if "steps" not in a:  # not a built-in attack: its own description
         own = a.get("attack", {})
         params = ", ".join(f"{k} {v}" for k, v in own.items() if k not in ("kind", "name"))
         return f"'{name}': {own.get('kind', 'an attack')}" + (f" ({params})" if params else "")
