@@ -4,6 +4,8 @@ The Python API a researcher imports in a notebook; the CLI and the presets are t
 """
 
 from smoothrecon.api import certify, evaluate
+from smoothrecon.attacks.apgd import APGD
+from smoothrecon.attacks.ensemble import Ensemble
 from smoothrecon.attacks.pgd import PGD, eps_from_rel, pgd_l2
 from smoothrecon.config import Config, load_config
 from smoothrecon.data import prepare_data
@@ -16,8 +18,10 @@ from smoothrecon.operators import SuperResolution
 from smoothrecon.util.version import VERSION as __version__
 
 __all__ = [
+    "APGD",
     "PGD",
     "Config",
+    "Ensemble",
     "SmoothedEstimator",
     "SuperResolution",
     "TrainResult",

@@ -142,3 +142,18 @@ def test_objects_that_are_not_extensions_are_refused(tmp_path: Path) -> None:
         sr.evaluate(nn.Identity(), defenses=[object()], out=tmp_path / "b", preset="smoke")
     with pytest.raises(ValueError, match="not an operator"):
         sr.evaluate(nn.Identity(), operator=object(), out=tmp_path / "c", preset="smoke")
+
+
+def test_a_users_attack_joins_an_ensemble(photo_dir: Path, tmp_path: Path) -> None:
+    """The ensemble (per crop the worst of its members) takes a user's attack beside APGD."""
+    ensemble = sr.Ensemble((sr.APGD(steps=4), SignAttack()), name="auto")
+    common = dict(data=photo_dir, eps_rels=[0.05], sigmas=[0.0], preset="smoke")
+    over = ["data.short_side=0", "attack.fallback_queries=64"]
+    rows = sr.evaluate(
+        nn.Identity(), attacks=[ensemble], out=tmp_path / "e", overrides=over, **common
+    )
+    alone = sr.evaluate(
+        nn.Identity(), attacks=[SignAttack()], out=tmp_path / "s", overrides=over, **common
+    )
+    test = {r["setting"]: r for r in [*rows, *alone] if r["split"] == "test"}
+    assert test["auto"]["mse"] >= test["signs"]["mse"] * (1 - 1e-6)
