@@ -32,6 +32,7 @@ import torch
 
 from smoothrecon.attacks.pgd import (
     PGDResult,
+    RunsAttack,
     check_attack_inputs,
     per_sample_loss,
     project_l2,
@@ -46,7 +47,7 @@ RHO, MOMENTUM = 0.75, 0.75
 
 
 @dataclass(frozen=True)
-class APGD:
+class APGD(RunsAttack):
     """APGD-L2 as an attack object (see the module docstring). steps: gradient steps per run;
     restarts: runs from other random starts, the per-sample worst case kept; name: what
     records call it. Everything else is AutoAttack's constant."""
@@ -75,17 +76,6 @@ class APGD:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "apgd", **dataclasses.asdict(self)}
-
-    def __call__(
-        self,
-        forward: Callable[..., torch.Tensor],
-        y: torch.Tensor,
-        target: torch.Tensor,
-        eps: float,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """The attack protocol: e (B, ...) with ||e_i|| <= eps."""
-        return self.run(forward, y, target, eps, generator).e
 
     def run(
         self,

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from smoothrecon.attacks.pgd import PGDResult
+from smoothrecon.attacks.pgd import PGDResult, RunsAttack
 from smoothrecon.attacks.protocol import Attack, check_attack, describe_attack, solver_of
 
 
 @dataclass(frozen=True)
-class Ensemble:
+class Ensemble(RunsAttack):
     """The per-sample worst of `members` (attack objects), called `name`."""
 
     members: tuple[Attack, ...]
@@ -38,16 +38,6 @@ class Ensemble:
             "name": self.name,
             "members": [describe_attack(m) for m in self.members],
         }
-
-    def __call__(
-        self,
-        forward: Callable[..., torch.Tensor],
-        y: torch.Tensor,
-        target: torch.Tensor,
-        eps: float,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        return self.run(forward, y, target, eps, generator).e
 
     def run(
         self,

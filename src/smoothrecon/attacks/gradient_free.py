@@ -26,6 +26,7 @@ import torch
 
 from smoothrecon.attacks.pgd import (
     PGDResult,
+    RunsAttack,
     check_attack_inputs,
     per_sample_loss,
     project_l2,
@@ -35,7 +36,7 @@ from smoothrecon.util.runtime import auto_chunk
 
 
 @dataclass(frozen=True)
-class SPSA:
+class SPSA(RunsAttack):
     """How the SPSA attack runs.
 
     queries: forward evaluations per sample in all (the start, the probes, the last iterate);
@@ -76,17 +77,6 @@ class SPSA:
     def describe(self) -> dict[str, Any]:
         """Every parameter, with the attack's kind."""
         return {"kind": "spsa", **dataclasses.asdict(self)}
-
-    def __call__(
-        self,
-        forward: Callable[..., torch.Tensor],
-        y: torch.Tensor,
-        target: torch.Tensor,
-        eps: float,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """The attack protocol: the best e found, ||e_i|| <= eps."""
-        return spsa_l2(forward, y, target, eps, self, generator).e
 
     def run(
         self,

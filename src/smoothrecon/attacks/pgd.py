@@ -99,8 +99,24 @@ def check_attack_inputs(y: torch.Tensor, x: torch.Tensor, eps: float) -> None:
         )
 
 
+class RunsAttack:
+    """The attack protocol's call for an attack object that has `run(forward, y, target, eps,
+    generator) -> PGDResult`: the perturbation of its result."""
+
+    def __call__(
+        self,
+        forward: Callable[..., torch.Tensor],
+        y: torch.Tensor,
+        target: torch.Tensor,
+        eps: float,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """e (B, ...) with ||e_i|| <= eps maximizing the attack's loss per sample."""
+        return self.run(forward, y, target, eps, generator).e  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class PGD:
+class PGD(RunsAttack):
     """L2 PGD as an attack object (`attacks.protocol.Attack`); the defaults are the thesis'
     evaluation attack (10 steps of eps/4, random start in the ball), except that the best
     iterate is kept (`keep="last"` reproduces the thesis).
@@ -146,18 +162,6 @@ class PGD:
     def describe(self) -> dict[str, Any]:
         """Every parameter, with the attack's kind: what records, run folders and keys hold."""
         return {"kind": "pgd", **dataclasses.asdict(self)}
-
-    def __call__(
-        self,
-        forward: Forward,
-        y: torch.Tensor,
-        target: torch.Tensor,
-        eps: float,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """The attack protocol: e (B, ...) with ||e_i|| <= eps maximizing
-        ||forward(y + e) - target||^2 per sample."""
-        return pgd_l2_run(forward, y, target, eps, self, generator).e
 
     def run(
         self,
