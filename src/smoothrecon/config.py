@@ -160,6 +160,9 @@ class AttackConfig:
     # its step size follows its own schedule; attacks/apgd.py). A sweep's strong attack is the
     # PGD setting its convergence study chooses.
     kind: Literal["pgd", "apgd"] = "pgd"
+    # What the attack maximizes: "mse" (the PSNR attack, on the model's outputs) or "ssim"
+    # (1 - SSIM on the outputs de-normalized and clamped to [0, 1], as the report measures it).
+    loss: Literal["mse", "ssim"] = "mse"
     steps: int = 200  # the thesis: 10 (section 4.4)
     step_factor: float = 0.25  # step size = step_factor * eps; section 4.4: eps/4
     random_start: Literal["ball", "sphere", "none"] = "ball"  # uniform in the ball (thesis code)

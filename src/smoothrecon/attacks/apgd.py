@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from smoothrecon.attacks.pgd import (
+    LOSSES,
     PGDResult,
     RunsAttack,
     check_attack_inputs,
-    per_sample_loss,
     project_l2,
     random_start,
 )
@@ -49,11 +49,13 @@ RHO, MOMENTUM = 0.75, 0.75
 @dataclass(frozen=True)
 class APGD(RunsAttack):
     """APGD-L2 as an attack object (see the module docstring). steps: gradient steps per run;
-    restarts: runs from other random starts, the per-sample worst case kept; name: what
-    records call it. Everything else is AutoAttack's constant."""
+    restarts: runs from other random starts, the per-sample worst case kept; loss: "mse" or
+    "ssim" (`pgd.LOSSES`); name: what records call it. Everything else is AutoAttack's
+    constant."""
 
     steps: int = 100
     restarts: int = 1
+    loss: str = "mse"
     name: str = "apgd"
 
     def __post_init__(self) -> None:
@@ -61,6 +63,13 @@ class APGD(RunsAttack):
             raise ValueError(
                 f"need steps >= 1 and restarts >= 1, got {self.steps} and {self.restarts}"
             )
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
+
+    @property
+    def wants_pixels(self) -> bool:
+        """Whether it attacks pixel-space outputs (the SSIM loss)."""
+        return self.loss == "ssim"
 
     def checkpoints(self) -> list[int]:
         """The steps (1-based) after which the step size may halve."""
@@ -114,6 +123,7 @@ def _loss_and_grad(
     forward: Callable[..., torch.Tensor],
     data: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
     e: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L(e) (B,), dL/de (B, ...)); non-finite gradient entries are set to 0."""
     y, target, context = data
@@ -121,7 +131,7 @@ def _loss_and_grad(
     with torch.enable_grad():
         inp = y + e_var
         out = forward(inp) if context is None else forward(inp, context)
-        loss = per_sample_loss(out, target)
+        loss = loss_fn(out, target)
     if not loss.requires_grad:
         return loss.detach(), torch.zeros_like(e)
     (grad,) = torch.autograd.grad(loss.sum(), e_var, allow_unused=True, materialize_grads=True)
@@ -138,7 +148,8 @@ def _one_run(
     """One APGD run (the module docstring's loop)."""
     y = data[0]
     e = random_start(y, eps, "sphere", generator)
-    loss, grad = _loss_and_grad(forward, data, e)
+    loss_fn = LOSSES[a.loss]
+    loss, grad = _loss_and_grad(forward, data, e, loss_fn)
     flat = grad.flatten(1)
     grad_bad = ~torch.isfinite(flat).all(1) | (flat.norm(dim=1) == 0)
     grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
@@ -154,7 +165,7 @@ def _one_run(
         m = 1.0 if k == 1 else MOMENTUM
         e_new = project_l2(e + m * (z - e) + (1 - m) * (e - e_prev), eps)
         e_prev, e = e, e_new
-        new_loss, grad = _loss_and_grad(forward, data, e)
+        new_loss, grad = _loss_and_grad(forward, data, e, loss_fn)
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         rising += (new_loss > loss).to(rising.dtype)
         loss = new_loss

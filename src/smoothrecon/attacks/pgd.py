@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from smoothrecon.metrics import ssim
+
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -70,6 +72,21 @@ def random_start(
 def per_sample_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """||out_i - x_i||_2^2 per sample: (B, ...) -> (B,)."""
     return (out.float() - x.float()).pow(2).flatten(1).sum(1)
+
+
+def ssim_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM(out_i, x_i) per sample: (B, C, H, W) pixel space [0, 1] -> (B,). The attack on
+    the metric the report shows (`metrics.ssim`, differentiable)."""
+    return 1.0 - ssim(out.float(), x.float())
+
+
+# The losses an attack can maximize: "mse" on the model's outputs (the PSNR attack), "ssim" on
+# pixel-space outputs (an attack that `wants_pixels`: the evaluation de-normalizes and clamps
+# the outputs as the metrics do, and hands it the pixel truth).
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": per_sample_loss,
+    "ssim": ssim_loss,
+}
 
 
 @dataclass
@@ -125,7 +142,8 @@ class PGD(RunsAttack):
     the attacker's space); random_start: "ball", "sphere" or "none"; restarts: runs, the
     per-sample worst case kept; keep: "best" or "last" iterate; patience, rel_tol: early
     stopping, a sample stops once its best loss rose by at most rel_tol (relative) over
-    `patience` steps (0: never stops); name: what records and reports call it.
+    `patience` steps (0: never stops); loss: "mse" or "ssim" (`LOSSES`); name: what records
+    and reports call it.
     """
 
     steps: int = 10
@@ -135,6 +153,7 @@ class PGD(RunsAttack):
     keep: str = "best"
     patience: int = 0
     rel_tol: float = 1e-3
+    loss: str = "mse"
     name: str = "pgd"
 
     def __post_init__(self) -> None:
@@ -154,6 +173,13 @@ class PGD(RunsAttack):
             raise ValueError(
                 f"need patience >= 0 and rel_tol >= 0, got {self.patience} and {self.rel_tol}"
             )
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
+
+    @property
+    def wants_pixels(self) -> bool:
+        """Whether it attacks pixel-space outputs (the SSIM loss)."""
+        return self.loss == "ssim"
 
     def alpha(self, eps: float) -> float:
         """The step size for radius eps."""
@@ -221,7 +247,7 @@ def _one_run(
         with torch.set_grad_enabled(not final):
             inp = _take(y, idx) + e_var
             out = forward(inp) if context is None else forward(inp, _take(context, idx))
-            loss = per_sample_loss(out, _take(x, idx))
+            loss = LOSSES[run.loss](out, _take(x, idx))
         full = loss.detach() if idx is None else last_loss.index_copy(0, idx, loss.detach())
         trace.append(full if idx is None else torch.where(running, full, math.nan))
         improved = full > best_loss

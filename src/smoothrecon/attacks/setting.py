@@ -83,7 +83,7 @@ def setting_from_config(cfg: AttackConfig, name: str = "strong") -> AttackSettin
     `name`."""
     eot = EOT(cfg.k_attack, cfg.noise)
     if cfg.kind == "apgd":
-        apgd = APGD(steps=cfg.steps, restarts=cfg.restarts, name=name)
+        apgd = APGD(steps=cfg.steps, restarts=cfg.restarts, loss=cfg.loss, name=name)
         return AttackSetting(apgd, cfg.space, eot, cfg.fallback_queries)
     pgd = PGD(
         steps=cfg.steps,
@@ -93,6 +93,7 @@ def setting_from_config(cfg: AttackConfig, name: str = "strong") -> AttackSettin
         keep=cfg.keep,
         patience=cfg.patience,
         rel_tol=cfg.rel_tol,
+        loss=cfg.loss,
         name=name,
     )
     return AttackSetting(pgd, cfg.space, eot, cfg.fallback_queries)
@@ -105,6 +106,7 @@ def setting_to_config(setting: AttackSetting) -> AttackConfig:
     if isinstance(a, APGD):
         return AttackConfig(
             kind="apgd",
+            loss=a.loss,  # type: ignore[arg-type]
             steps=a.steps,
             restarts=a.restarts,
             k_attack=setting.eot.k_attack,
@@ -118,6 +120,7 @@ def setting_to_config(setting: AttackSetting) -> AttackConfig:
             "config form; pass the object itself (evaluate(attacks=[...]))"
         )
     return AttackConfig(
+        loss=a.loss,  # type: ignore[arg-type]
         steps=a.steps,
         step_factor=a.step_factor,
         random_start=a.random_start,  # type: ignore[arg-type]

@@ -213,6 +213,7 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
         Checking,
         EvalSettings,
         Sampling,
+        aimed,
         batched_attack,
         check_attack,
         smoothed_metrics,
@@ -228,9 +229,10 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
     def scorer(e):
         return smoothed_metrics(f, split, e, [args.sigma_g], how, norm, batch, seed)[args.sigma_g]
 
-    a = batched_attack(forward, split, eps_rel, attack_cfg, batch, seed, threat)
+    aimed_at, target = aimed(forward, split, attack_cfg, norm)
+    a = batched_attack(aimed_at, target, eps_rel, attack_cfg, batch, seed, threat)
     res = check_attack(
-        forward, split, a, Checking(attack_cfg, seed, threat, scorer, eps_rel, batch)
+        aimed_at, target, a, Checking(attack_cfg, seed, threat, scorer, eps_rel, batch)
     )
     row = {
         "eps_rel": eps_rel,

@@ -374,6 +374,21 @@ def smoothed_metrics(
     return out
 
 
+def aimed(
+    forward: Forward, data: SplitInputs, setting: AttackSetting, norm: Normalization
+) -> tuple[Forward, SplitInputs]:
+    """What an attack aims at: the model's outputs against the model-space targets, or for an
+    attack that `wants_pixels` (the SSIM loss) the outputs de-normalized and clamped to
+    [0, 1], as the metrics see them, against the pixel truth."""
+    if not getattr(setting.attack, "wants_pixels", False):
+        return forward, data
+
+    def pixels(z: torch.Tensor) -> torch.Tensor:
+        return to_pixels(forward(z), norm)
+
+    return pixels, SplitInputs(data.y, data.x, data.x)
+
+
 def batched_attack(
     forward: Forward,
     data: SplitInputs,
@@ -508,13 +523,14 @@ class _Unit:
         rs_seed = derived_seed(seed, split, setting, "rs")
         threat = self.threat(setting)
         bs = self.s.batch_size
-        a = batched_attack(forward, data, self.eps_rel, cfg, bs, rs_seed, threat)
+        forward, target = aimed(forward, data, cfg, self.model.space)
+        a = batched_attack(forward, target, self.eps_rel, cfg, bs, rs_seed, threat)
 
         def scorer(e: torch.Tensor) -> dict[str, list[float]]:
             return self.smoothed(data, e, [sigma], split)[sigma]
 
         res = check_attack(
-            forward, data, a, Checking(cfg, rs_seed, threat, scorer, self.eps_rel, bs)
+            forward, target, a, Checking(cfg, rs_seed, threat, scorer, self.eps_rel, bs)
         )
         cond = self.condition(data, split, ON_G, setting)
         self.score(data, res.attacked, cond, (res.check, sigma), {sigma: res.per_image})
@@ -534,12 +550,14 @@ class _Unit:
         seed = derived_seed(self.s.seed, split, setting)
         threat = self.threat(setting)
         bs = self.s.batch_size
-        a = batched_attack(self.f, data, self.eps_rel, cfg, bs, seed, threat)
+        forward, target = aimed(self.f, data, cfg, self.model.space)
+        a = batched_attack(forward, target, self.eps_rel, cfg, bs, seed, threat)
 
         def scorer(e: torch.Tensor) -> dict[str, list[float]]:
             return self.smoothed(data, e, [0.0], split)[0.0]
 
-        res = check_attack(self.f, data, a, Checking(cfg, seed, threat, scorer, self.eps_rel, bs))
+        how = Checking(cfg, seed, threat, scorer, self.eps_rel, bs)
+        res = check_attack(forward, target, a, how)
         return res.attacked, res
 
     def run_split(self, split: str, data: SplitInputs, roles: tuple[str, str]) -> None:
