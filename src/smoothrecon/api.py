@@ -140,7 +140,7 @@ def evaluate(
 def certify(
     model: nn.Module | str | Path,
     data: str | Path = "default",
-    operator: Operator | None = None,
+    operator: object | None = None,
     normalization: Normalization | None = None,
     sigma_g: float = 0.5,
     eps_rels: Sequence[float] = (0.001, 0.005),
@@ -179,7 +179,7 @@ def certify(
         own, cfg = checkpoint_model(model, config_of, smoothed=True)
         operator = None  # the checkpoint's own operator (cfg.operator)
     else:
-        operator = operator or SuperResolution(2)
+        operator = as_operator(operator if operator is not None else SuperResolution(2))
         cfg = _api_config(operator, data, preset or "cpu", overrides)
         space = "pixel" if normalization is None else "normalized"
         factor = getattr(operator, "factor", 1)

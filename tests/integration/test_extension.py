@@ -157,3 +157,12 @@ def test_a_users_attack_joins_an_ensemble(photo_dir: Path, tmp_path: Path) -> No
     )
     test = {r["setting"]: r for r in [*rows, *alone] if r["split"] == "test"}
     assert test["auto"]["mse"] >= test["signs"]["mse"] * (1 - 1e-6)
+
+
+def test_a_users_operator_is_certified_too(photo_dir: Path, tmp_path: Path) -> None:
+    over = ["data.short_side=0", "data.max_eval_crops=1", "attack.steps=3", "attack.restarts=1"]
+    rows = sr.certify(
+        nn.Identity(), data=photo_dir, operator=BoxBlur2(), sigma_g=0.25, eps_rels=[0.001],
+        n=16, out=tmp_path / "c", preset="smoke", overrides=[*over, "attack.k_attack=2"],
+    )  # fmt: skip
+    assert rows and all(r["eps_rel"] == 0.001 for r in rows)
