@@ -169,7 +169,8 @@ class EvalSettings:
 
     def unit_fields(self, eps_rel: float) -> dict:
         """What a unit at eps_rel depends on, as JSON-able data (the key of its file)."""
-        d = dataclasses.asdict(self)
+        # shallow: asdict would deep-copy every attack object (a user's may hold a model)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d.pop("eps_rels")
         d.pop("rs_pgd_eps_rels")
         spaces = d.pop("rs_pgd_spaces")
