@@ -58,6 +58,13 @@ THESIS_SIGMA_FS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
 THESIS_AT_EPS_RELS = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
+# Keys earlier versions wrote (into checkpoints and run folders) and this one no longer has:
+# dropped when a saved config is read back, refused with this reason in a user's config.
+RETIRED_KEYS = {
+    "attack.target": "it was never read (every attack aims at the clean truth)",
+}
+
+
 @dataclass
 class DataConfig:
     """Photos -> crops (section 4.1)."""
@@ -406,6 +413,8 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> None:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
+            if path in RETIRED_KEYS:
+                raise UserError(f"config key '{path}' was removed: {RETIRED_KEYS[path]}; delete it")
             close = difflib.get_close_matches(key, names, n=1)
             hint = (
                 f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(names)}"
@@ -478,11 +487,22 @@ def load_config(
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from `Config.to_dict()` output (e.g. from a checkpoint's metadata)."""
+    """Rebuild a Config from `Config.to_dict()` output (e.g. from a checkpoint's metadata); the
+    keys earlier versions wrote and this one retired (`RETIRED_KEYS`) are dropped."""
     cfg = Config()
-    _merge(cfg, data, "")
+    _merge(cfg, _without_retired(data), "")
     validate(cfg)
     return cfg
+
+
+def _without_retired(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (section -> fields) without the retired keys."""
+    out = {}
+    for section, fields in data.items():
+        if isinstance(fields, dict):
+            fields = {k: v for k, v in fields.items() if f"{section}.{k}" not in RETIRED_KEYS}
+        out[section] = fields
+    return out
 
 
 def _check(ok: bool, message: str) -> None:

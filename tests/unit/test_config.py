@@ -232,3 +232,13 @@ def test_precision_auto_is_bf16_only_where_the_hardware_computes_it() -> None:
     cfg = load_config("cpu", overrides=["runtime.device=cpu"])
     assert cfg.runtime.precision == "auto"
     assert Runtime.from_config(cfg.runtime).precision in ("fp32", "bf16")
+
+
+def test_a_retired_key_is_dropped_from_saved_configs_and_refused_in_a_users_one():
+    """Checkpoints written before a key was retired still load; a user's config that still
+    sets it gets one line saying the key is gone (not "unknown key")."""
+    saved = Config().to_dict()
+    saved["attack"]["target"] = "clean"  # what checkpoints before its removal hold
+    assert config_from_dict(saved) == Config()
+    with pytest.raises(UserError, match="'attack.target' was removed: it was never read"):
+        load_config("smoke", overrides=["attack.target=clean"])
