@@ -240,5 +240,5 @@ def test_a_retired_key_is_dropped_from_saved_configs_and_refused_in_a_users_one(
     saved = Config().to_dict()
     saved["attack"]["target"] = "clean"  # what checkpoints before its removal hold
     assert config_from_dict(saved) == Config()
-    with pytest.raises(UserError, match="'attack.target' was removed: it was never read"):
+    with pytest.raises(UserError, match=r"'attack\.target' was removed: it was never read"):
         load_config("smoke", overrides=["attack.target=clean"])
