@@ -20,7 +20,8 @@ from smoothrecon.attacks.setting import setting_from_config
 from smoothrecon.config import THESIS_EPS_RELS, THESIS_SIGMA_G_GRID, AttackConfig, Config
 from smoothrecon.data import DataBundle
 from smoothrecon.defenses.smoothing import AdaptiveK, mc_share_fn, predict_adaptive, predict_many
-from smoothrecon.evaluation.unit import SplitInputs, batched_attack, split_inputs
+from smoothrecon.evaluation.attacking import batched_attack
+from smoothrecon.evaluation.unit import SplitInputs, split_inputs
 from smoothrecon.experiments.convergence import thesis_attack
 from smoothrecon.metrics import all_metrics
 from smoothrecon.models import UNet
@@ -211,5 +212,46 @@ def bench_fold(cfg: Config, data: DataBundle):
         t_plain / t_fold,
         "> 1",
         t_plain > t_fold,
+        detail,
+    )
+
+
+def bench_default_attack(cfg: Config, data: DataBundle):
+    """Issue 25: passes per crop of the strong attack at equal strength, today's PGD (100 steps
+    of eps/2 from 3 starts, early stopping: cpu-long's choice before this issue) against the
+    new default (APGD on MSE and on SSIM, the smallest length whose MSE attack is at least as
+    strong); strength is the share of the best loss found per crop by everything run here,
+    a long APGD and PGD reference included. Counted in passes, not timed."""
+    from benchmarks.run import Row
+    from smoothrecon.attacks.apgd import APGD
+
+    model, inputs = small_model(cfg, data), _inputs(cfg, data, 8)
+    f = OURS.forward(OURS.prepare_model(fold_batchnorm(model)))
+    eps = eps_from_rel(0.1, inputs.y.shape[1:])
+
+    def run(attack, seed: int):
+        return attack.run(f, inputs.y, inputs.target, eps, make_generator(seed, "cpu"))
+
+    today = run(PGD(steps=100, step_factor=0.5, restarts=3, patience=10), 0)
+    lengths = (12, 25, 50, 100, 200)
+    apgd = {n: run(APGD(steps=n), 1) for n in lengths}
+    refs = [run(APGD(steps=400, restarts=2), 2), run(PGD(steps=400, step_factor=0.25), 3)]
+    best = torch.stack([r.loss for r in [today, *apgd.values(), *refs]]).max(0).values
+    share = {k: float(r.loss.mean() / best.mean()) for k, r in [("today", today), *apgd.items()]}
+    assert today.steps_used is not None
+    today_cost = float(today.steps_used.float().mean())
+    equal = next((n for n in lengths if share[n] >= share["today"]), lengths[-1])
+    new_cost = 2 * (equal + 1)  # both losses of the ensemble, APGD's start pass included
+    shares = ", ".join(f"APGD {n}: {share[n]:.1%}" for n in lengths)
+    detail = (
+        f"8 crops, eps_rel 0.1, U-Net {SMALL}: today's PGD reaches {share['today']:.1%} of the "
+        f"best loss found at {today_cost:.0f} passes/crop; {shares}; the new default at equal "
+        f"strength is APGD {equal} on MSE and SSIM, {new_cost} passes/crop"
+        + ("" if share[equal] >= share["today"] else " (NOT as strong: the longest tried)")
+    )
+    return Row.at_least(
+        "strong attack passes per crop at equal strength: today's PGD / new default",
+        today_cost / new_cost,
+        2,
         detail,
     )

@@ -25,12 +25,18 @@ from benchmarks.common import (
     machine,
     project_runtime,
 )
-from benchmarks.evaluation_speed import bench_fold, bench_strong_attack, bench_thesis_peer
+from benchmarks.evaluation_speed import (
+    bench_default_attack,
+    bench_fold,
+    bench_strong_attack,
+    bench_thesis_peer,
+)
 from smoothrecon.attacks.pgd import PGD, eps_from_rel, pgd_l2
 from smoothrecon.config import Config
 from smoothrecon.data import DataBundle
 from smoothrecon.defenses.smoothing import predict_many
-from smoothrecon.evaluation.unit import SplitInputs, batched_attack, smoothed_metrics, split_inputs
+from smoothrecon.evaluation.attacking import batched_attack
+from smoothrecon.evaluation.unit import SplitInputs, smoothed_metrics, split_inputs
 from smoothrecon.experiments.training import perturb
 from smoothrecon.metrics import psnr, ssim
 from smoothrecon.models import build_model
@@ -433,6 +439,7 @@ BENCHMARKS: dict[str, Callable[[Config, DataBundle], Row | list[Row]]] = {
     "scaling": bench_scaling,
     "thesis_peer": bench_thesis_peer,
     "strong_attack": bench_strong_attack,
+    "default_attack": bench_default_attack,
     "fold": bench_fold,
 }
 

@@ -62,6 +62,7 @@ THESIS_AT_EPS_RELS = (0.01, 0.02, 0.05, 0.1, 0.2)
 # dropped when a saved config is read back, refused with this reason in a user's config.
 RETIRED_KEYS = {
     "attack.target": "it was never read (every attack aims at the clean truth)",
+    "attack.loss": "use attack.losses, a list (e.g. [ssim]; several run as an ensemble)",
 }
 
 
@@ -152,34 +153,39 @@ class ModelConfig:
     residual: bool = False  # global skip x_hat = y + U-Net(y); the thesis has none
 
 
+# The losses an attack can maximize (`attacks.pgd.LOSSES` holds their functions).
+Loss = Literal["mse", "ssim"]
+
+
 @dataclass
 class AttackConfig:
-    """L2 PGD (appendix A.2, eq A.15); eps = sqrt(d) * eps_rel (eq 4.4).
+    """The attack of `evaluate`, `attack` and `certify` (a sweep's "strong" attack takes its
+    kind and steps from the convergence study); eps = sqrt(d) * eps_rel (eq 4.4).
 
-    The defaults are the "strong" setting that `evaluate` and `attack` use: in the attack
-    convergence study of docs/choices.md, 200 steps of eps/4 from 3 random starts with the best
-    iterate was the one setting within 1% of the best attack loss found for every model and
-    eps_rel (>= 99.3%; 100 steps of eps/2 from 3 starts: >= 96.6%). The thesis' evaluation
-    attack (section 4.4: 10 steps of eps/4, last iterate; THESIS_EVAL_*) is `--attack thesis`.
+    The default is an ensemble of APGD-L2 (Croce & Hein 2020) on the MSE and on SSIM, 100
+    steps each from one random start, scored per crop and metric by the worst (AutoAttack's
+    rule on the metric the report shows; docs/choices.md). The thesis' attack (appendix A.2,
+    section 4.4: L2 PGD, 10 steps of eps/4, last iterate; THESIS_EVAL_*) is `--attack thesis`.
     """
 
-    # "pgd" (these step fields) or "apgd" (APGD-L2, Croce & Hein 2020: steps and restarts only,
-    # its step size follows its own schedule; attacks/apgd.py). A sweep's strong attack is the
-    # PGD setting its convergence study chooses.
-    kind: Literal["pgd", "apgd"] = "pgd"
-    # What the attack maximizes: "mse" (the PSNR attack, on the model's outputs) or "ssim"
-    # (1 - SSIM on the outputs de-normalized and clamped to [0, 1], as the report measures it).
-    loss: Literal["mse", "ssim"] = "mse"
-    steps: int = 200  # the thesis: 10 (section 4.4)
-    step_factor: float = 0.25  # step size = step_factor * eps; section 4.4: eps/4
-    random_start: Literal["ball", "sphere", "none"] = "ball"  # uniform in the ball (thesis code)
-    restarts: int = 3  # the thesis: 1
-    keep: Literal["best", "last"] = "best"  # the thesis kept the last iterate
+    # "apgd" (APGD-L2: steps and restarts only, its step size follows its own schedule;
+    # attacks/apgd.py) or "pgd" (L2 PGD with the step fields below; appendix A.2, eq A.15).
+    kind: Literal["pgd", "apgd"] = "apgd"
+    # What it maximizes, one attack per loss: "mse" (the PSNR attack, on the model's outputs)
+    # and "ssim" (1 - SSIM on the outputs de-normalized and clamped to [0, 1], as the report
+    # measures it). Several losses run as an ensemble (attacks/ensemble.py): the PSNR column is
+    # per crop the member of the largest MSE, the SSIM column the member of the lowest SSIM.
+    losses: tuple[Loss, ...] = ("mse", "ssim")
+    steps: int = 100  # per loss and start; the thesis: 10 (section 4.4)
+    step_factor: float = 0.25  # PGD: step size = step_factor * eps; section 4.4: eps/4
+    random_start: Literal["ball", "sphere", "none"] = "ball"  # PGD: uniform in the ball
+    restarts: int = 1  # random starts per loss, the per-sample worst kept
+    keep: Literal["best", "last"] = "best"  # PGD: the thesis kept the last iterate
     k_attack: int = 10  # appendix A.3: k = 10 noise draws when attacking g
     # RS-PGD noise held across steps or redrawn: the EOT study (docs/choices.md) found fixed
     # draws weaker than fresh ones at every k_attack and budget (the attack overfits its draws)
     noise: Literal["fixed", "fresh"] = "fresh"
-    # Per-sample early stopping: a sample stops once its best loss has not risen by
+    # PGD's per-sample early stopping: a sample stops once its best loss has not risen by
     # more than rel_tol (relative) over its last `patience` steps; 0 turns it off.
     patience: int = 0
     rel_tol: float = 1e-3
@@ -272,6 +278,14 @@ class ExperimentConfig:
     # stopping (patience in steps, relative tolerance); patience 0 leaves it out.
     convergence_patience: int = 10
     convergence_rel_tol: float = 1e-3
+    # ... APGD-L2 of these lengths (each its own run: its schedule depends on its length),
+    # with 1 and `convergence_restarts` starts, as candidates beside PGD ...
+    convergence_apgd_steps: tuple[int, ...] = (25, 50, 100)
+    # ... and the reference no setting is tuned on: APGD and PGD (the smallest step factor)
+    # of this many steps from this many starts each (0 steps: none). The best loss found,
+    # which every setting is a share of, is per crop the largest of all rows.
+    convergence_reference_steps: int = 1000
+    convergence_reference_restarts: int = 5
     # The "strong" setting is the cheapest (steps x restarts) whose loss is within this fraction
     # of the best loss found, for every model and eps_rel of the study.
     strong_within: float = 0.01
@@ -656,6 +670,8 @@ def _validate_attack(a: AttackConfig) -> None:
                 f"attack.{name} = {value!r} is a PGD setting, which APGD (attack.kind = apgd) "
                 "does not read; leave it out or set attack.kind = pgd",
             )
+    _check(bool(a.losses), "attack.losses needs at least one of mse, ssim")
+    _check(len(set(a.losses)) == len(a.losses), f"attack.losses = {list(a.losses)} repeats a loss")
     _check(a.steps >= 1, f"attack.steps = {a.steps} must be >= 1")
     _check(a.step_factor > 0, f"attack.step_factor = {a.step_factor} must be > 0")
     _check(a.restarts >= 1, f"attack.restarts = {a.restarts} must be >= 1")
@@ -727,6 +743,15 @@ def _validate_experiment(cfg: Config) -> None:
     _check(
         e.convergence_images >= 1,
         f"experiment.convergence_images = {e.convergence_images} must be >= 1",
+    )
+    _check(
+        all(t >= 1 for t in e.convergence_apgd_steps),
+        f"experiment.convergence_apgd_steps = {e.convergence_apgd_steps} must be positive",
+    )
+    _check(
+        e.convergence_reference_steps >= 0 and e.convergence_reference_restarts >= 1,
+        f"experiment.convergence_reference_steps = {e.convergence_reference_steps} must be >= 0 "
+        f"and convergence_reference_restarts = {e.convergence_reference_restarts} >= 1",
     )
     _check(
         all(0 <= v <= 1 for v in e.certify_eps_rels) and e.certify_crops >= 0 and e.certify_n >= 2,

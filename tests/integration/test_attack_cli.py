@@ -4,7 +4,6 @@ request, and PGD clearly stronger than random noise of the same norm."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -34,8 +33,11 @@ def test_attack_command(tmp_path: Path, make_config, smoke_models, cli) -> None:
     size = cfg.data.crop_size
     for r in rows:
         eps = eps_from_rel(r["eps_rel"], (3, size, size))
-        assert math.isclose(r["e_norm_mean"], eps, rel_tol=1e-4)
+        # the per-crop worst of the ensemble need not lie on the sphere (an SSIM member's best
+        # iterate may be inside the ball), but never outside it
+        assert 0 < r["e_norm_mean"] <= eps * (1 + 1e-4)
         assert r["mse"] > r["random_mse"] and r["psnr"] < r["random_psnr"]
         e = load_file(str(out / f"perturbations-eps{r['eps_rel']:g}.safetensors"))["e"]
         assert e.shape[0] == r["n"] and e.shape[1:] == (3, size, size)
+        assert float(e.flatten(1).norm(dim=1).max()) <= eps * (1 + 1e-4)
     assert "random noise of the same norm" in result.stdout

@@ -55,7 +55,9 @@ def test_strong_setting_is_at_least_as_strong_as_the_thesis_setting(
                 model, inputs.y, inputs.target, eps, make_generator(0, "cpu")
             )
             losses[name] = res.loss.mean().item() / d
-        assert losses["strong"] >= losses["thesis"], (eps_rel, losses, strong)
+        # Both may reach the same maximum (at eps_rel 0.1 they agree to 1e-5 relative): the
+        # strong setting must not fall below the thesis' beyond that optimisation noise.
+        assert losses["strong"] >= losses["thesis"] * (1 - 1e-4), (eps_rel, losses, strong)
         # and the convergence curve itself never falls with more steps (best iterate)
         for factor in cfg.experiment.convergence_step_factors:
             curve = sorted(

@@ -164,7 +164,7 @@ def test_report_of_a_certify_folder(tmp_path: Path, model: Path, cli) -> None:
 
 def test_certify_reads_its_whole_attack_from_the_config(tmp_path: Path, model: Path, cli) -> None:
     """Issue 24 item 13: attack.steps was ignored while restarts and k_attack were honoured."""
-    sets = ["data.max_eval_crops=1", "attack.steps=2", "attack.step_factor=0.3"]
+    sets = ["data.max_eval_crops=1", "attack.kind=pgd", "attack.steps=2", "attack.step_factor=0.3"]
     sets += ["attack.restarts=1", "attack.noise=fixed", "attack.k_attack=3"]
     args = [a for s in sets for a in ("--set", s)]
     _, rows = _certify(cli, model, tmp_path, "--eps-rel", "0.01", "--n", "64", *args)

@@ -191,7 +191,7 @@ def test_report_of_an_evaluate_folder(cli, photo_dir: Path, tmp_path: Path) -> N
     first = re.search(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert first is not None and Path(first.group(1)).name.startswith("robustness")
     assert first.start() < md.index("| model")  # above the tables
-    assert "'strong': at most 3 steps of 0.25 eps, 3 random start(s)" in md  # names the attack
+    assert "'strong': APGD-L2, 3 steps, 1 start(s) on each of MSE and SSIM" in md  # names it
     assert (report / "tables" / "table_4_1.csv").is_file()
     assert "Small+proj" in md
 

@@ -11,6 +11,12 @@ def other_value(value: object, tp: object) -> object:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         return next(v for v in typing.get_args(tp) if v != value)
+    if origin is tuple and typing.get_origin(typing.get_args(tp)[0]) is typing.Literal:
+        # a tuple of choices (distinct): one fewer, or another choice
+        assert isinstance(value, tuple)
+        if len(value) > 1:
+            return value[:-1]
+        return (other_value(value[0] if value else None, typing.get_args(tp)[0]),)
     if origin in (typing.Union, types.UnionType):
         return other_value(value, next(a for a in typing.get_args(tp) if isinstance(value, a)))
     if isinstance(value, bool):

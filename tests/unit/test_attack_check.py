@@ -12,14 +12,9 @@ from torch import nn
 from smoothrecon.attacks.setting import setting_from_config
 from smoothrecon.attacks.threat import ThreatModel
 from smoothrecon.config import AttackConfig
+from smoothrecon.evaluation.attacking import Checking, Scoring, attack_scored
 from smoothrecon.evaluation.check import judge, worse_per_crop
-from smoothrecon.evaluation.unit import (
-    Checking,
-    SplitInputs,
-    batched_attack,
-    check_attack,
-    smoothed_metrics,
-)
+from smoothrecon.evaluation.unit import SplitInputs, smoothed_metrics
 from smoothrecon.models.normalization import Normalization
 
 PIXELS = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -54,12 +49,11 @@ def _check(model: nn.Module, data: SplitInputs, eps_rel: float = 0.05):
         AttackConfig(steps=20, step_factor=0.25, restarts=1, fallback_queries=2000)
     )
 
-    def scorer(e: torch.Tensor) -> dict[str, list[float]]:
-        return smoothed_metrics(model, data, e, [0.0], 1, PIXELS, 8, 0)[0.0]
+    def score(e: torch.Tensor, sigmas) -> dict:
+        return smoothed_metrics(model, data, e, sigmas, 1, PIXELS, 8, 0)
 
-    threat = ThreatModel()
-    a = batched_attack(model, data, eps_rel, cfg, 8, 0, threat)
-    return check_attack(model, data, a, Checking(cfg, 0, threat, scorer, eps_rel, 8))
+    how = Checking(cfg, 0, ThreatModel(), eps_rel, 8, PIXELS)
+    return attack_scored(model, data, how, Scoring(score, (0.0,), 0.0))
 
 
 def _mean(v: list[float]) -> float:

@@ -3,8 +3,12 @@ early-stopped run competes by the mean steps it spent, only when within the tole
 
 from __future__ import annotations
 
+import dataclasses
+
 from smoothrecon.config import AttackConfig
-from smoothrecon.experiments.convergence import choose_strong, setting_scores
+from smoothrecon.experiments.convergence import best_found, choose_strong, setting_scores
+
+MSE_ONLY = AttackConfig(kind="pgd", losses=("mse",))
 
 
 def _row(steps: int, restarts: int, loss: float, **extra: float) -> dict:
@@ -31,21 +35,21 @@ def _study(stopped_loss: float) -> list[dict]:
 
 
 def test_an_early_stopped_run_within_tolerance_is_chosen_by_its_mean_cost() -> None:
-    strong, score = choose_strong(_study(0.995), 0.01, AttackConfig())
+    strong, score = choose_strong(_study(0.995), 0.01, MSE_ONLY)
     assert (strong.steps, strong.patience, strong.rel_tol) == (100, 10, 1e-3)
     assert score["cost"] == 31.0 and score["max_cost"] == 100 and score["converged"]
 
 
 def test_an_early_stopped_run_below_tolerance_is_not_chosen() -> None:
-    strong, score = choose_strong(_study(0.97), 0.01, AttackConfig(patience=0))
+    strong, score = choose_strong(_study(0.97), 0.01, MSE_ONLY)
     assert (strong.steps, strong.patience) == (100, 0)
     assert score["cost"] == 100
 
 
 def test_the_cap_applies_to_the_mean_steps_an_early_stopped_run_spends() -> None:
-    strong, score = choose_strong(_study(0.995), 0.01, AttackConfig(), max_cost=50)
+    strong, score = choose_strong(_study(0.995), 0.01, MSE_ONLY, max_cost=50)
     assert (strong.steps, strong.patience) == (100, 10)  # 31 steps per crop on average
-    strong, score = choose_strong(_study(0.995), 0.01, AttackConfig(), max_cost=30)
+    strong, score = choose_strong(_study(0.995), 0.01, MSE_ONLY, max_cost=30)
     assert (strong.steps, strong.patience) == (20, 0)
     assert not score["converged"] and score["min_ratio"] == 0.95
 
@@ -54,3 +58,35 @@ def test_scores_keep_full_and_early_stopped_runs_apart() -> None:
     scores = setting_scores(_study(0.995))
     keys = {(s["steps"], s["patience"]) for s in scores}
     assert keys == {(20, 0), (50, 0), (100, 0), (100, 10)}
+
+
+def test_the_best_loss_found_is_per_crop_over_every_row_the_reference_included() -> None:
+    """Two attacks that each find one crop's worst case: the best found is both crops' worst,
+    so each reaches half of it, and a reference row counts for the best but is no candidate."""
+    a = _row(20, 1, 0.5, losses=[1.0, 0.0])
+    b = _row(50, 1, 0.5, losses=[0.0, 1.0])
+    ref = {**_row(1000, 5, 0.9, losses=[0.9, 0.9]), "reference": True}
+    assert best_found([a, b]) == {("m", 0.05): 1.0}
+    assert best_found([a, b, ref]) == {("m", 0.05): 1.0}
+    scores = setting_scores([a, b, ref])
+    assert {s["steps"] for s in scores} == {20, 50}
+    assert all(s["min_ratio"] == 0.5 for s in scores)
+
+
+def test_an_apgd_row_is_chosen_as_apgd_and_the_cost_counts_every_loss() -> None:
+    """The cheapest setting within 1% is APGD: the config says apgd with its steps and
+    restarts (PGD's own fields at their defaults), and its cost is per loss of the ensemble."""
+    rows = [
+        {**_row(10, 1, 0.5), "thesis": True},
+        _row(100, 3, 1.0, patience=10, rel_tol=1e-3, steps_used=170.0),
+        {**_row(50, 1, 0.995, steps_used=51), "attack": "apgd", "step_factor": 0.0},
+        _row(20, 1, 0.95),
+    ]
+    base = dataclasses.replace(AttackConfig(), step_factor=0.5, patience=3)
+    strong, score = choose_strong(rows, 0.01, base)
+    assert (strong.kind, strong.steps, strong.restarts) == ("apgd", 50, 1)
+    assert (strong.step_factor, strong.patience) == (AttackConfig().step_factor, 0)
+    assert strong.losses == ("mse", "ssim") and score["cost"] == 102
+    strong, score = choose_strong(rows, 0.01, base, max_cost=100)  # 2 x 51 passes > 100
+    assert not score["converged"] and (strong.kind, strong.steps) == ("pgd", 20)
+    assert score["cost"] == 40

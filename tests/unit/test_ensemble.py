@@ -60,3 +60,38 @@ def test_bad_ensembles_are_refused() -> None:
     with pytest.raises(ValueError, match="distinct names"):
         Ensemble((PGD(), PGD()))
     assert Ensemble((APGD(), Toward())).describe()["members"][1]["name"] == "toward"
+
+
+def test_the_evaluation_keeps_per_crop_and_metric_the_worst_member() -> None:
+    """An MSE + SSIM ensemble through the evaluation's one path (`attack_scored`): per crop the
+    PSNR is the lowest and the SSIM the lowest of its members run alone (same seeds), and the
+    shares of crops each member supplied add up to 1 per metric."""
+    from smoothrecon.attacks.setting import AttackSetting
+    from smoothrecon.attacks.threat import ThreatModel
+    from smoothrecon.evaluation.attacking import Checking, Scoring, attack_scored
+    from smoothrecon.evaluation.inputs import SplitInputs
+    from smoothrecon.evaluation.unit import smoothed_metrics
+    from smoothrecon.models.normalization import Normalization
+    from smoothrecon.util.seeds import derived_seed
+
+    pixels = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    f = _net()
+    g = torch.Generator().manual_seed(3)
+    x = 0.2 + 0.6 * torch.rand(6, 3, 12, 12, generator=g)
+    data = SplitInputs(x + 0.05 * torch.randn(x.shape, generator=g), x, x)
+    members = (APGD(steps=6, name="apgd-mse"), APGD(steps=6, loss="ssim", name="apgd-ssim"))
+
+    def score(e, sigmas):
+        return smoothed_metrics(f, data, e, sigmas, 1, pixels, 8, 0)
+
+    def run(attack, seed):
+        how = Checking(AttackSetting(attack), seed, ThreatModel(), 0.1, 8, pixels)
+        return attack_scored(f, data, how, Scoring(score, (0.0,), 0.0))
+
+    both = run(Ensemble(members), 5)
+    alone = [run(m, derived_seed(5, m.name)) for m in members]
+    for metric in ("psnr", "ssim"):
+        worst = [min(v) for v in zip(*(a.per_image[metric] for a in alone), strict=True)]
+        assert both.per_image[metric] == pytest.approx(worst, abs=1e-6), metric
+        assert abs(sum(both.worst_of["mse" if metric == "psnr" else "ssim"].values()) - 1) < 1e-9
+    assert set(both.worst_of["ssim"]) == {"apgd-mse", "apgd-ssim"}

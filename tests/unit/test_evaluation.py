@@ -8,12 +8,12 @@ from torch import nn
 
 from smoothrecon.attacks.setting import setting_from_config
 from smoothrecon.config import AttackConfig
+from smoothrecon.evaluation.attacking import batched_attack
 from smoothrecon.evaluation.records import choose_sigma
 from smoothrecon.evaluation.unit import (
     EvalModel,
     EvalSettings,
     SplitInputs,
-    batched_attack,
     evaluate_unit,
     smoothed_metrics,
 )

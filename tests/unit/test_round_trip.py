@@ -13,9 +13,10 @@ import torch
 from field_values import other_value
 
 from smoothrecon.attacks.apgd import APGD
+from smoothrecon.attacks.ensemble import Ensemble
 from smoothrecon.attacks.pgd import PGD
-from smoothrecon.attacks.protocol import ATTACKS
 from smoothrecon.attacks.setting import (
+    ATTACKS,
     EOT,
     AttackSetting,
     setting_from_config,
@@ -73,13 +74,27 @@ def test_an_operator_the_config_cannot_hold_is_refused() -> None:
 
 
 def test_every_attack_kind_is_covered() -> None:
-    assert set(ATTACKS) == {"pgd", "apgd"}, "a new attack kind needs a config form and a test"
+    assert set(ATTACKS) == {"pgd", "apgd", "ensemble"}, (
+        "a new attack kind needs a config form and a test"
+    )
+
+
+def test_ensemble_settings_round_trip_and_a_foreign_ensemble_has_no_config_form() -> None:
+    cfg = AttackConfig(kind="pgd", losses=("ssim", "mse"), steps=9, step_factor=0.4, restarts=2)
+    setting = setting_from_config(cfg, "both")
+    assert isinstance(setting.attack, Ensemble) and setting.name == "both"
+    assert [m.name for m in setting.attack.members] == ["pgd-ssim", "pgd-mse"]
+    assert setting_to_config(setting) == cfg
+    assert setting_from_config(setting_to_config(setting), "both") == setting
+    mixed = Ensemble((APGD(name="apgd-mse"), PGD(name="pgd-ssim", loss="ssim")))
+    with pytest.raises(ValueError, match="no config form"):
+        setting_to_config(setting.with_attack(mixed))
 
 
 def test_apgd_settings_round_trip() -> None:
     cfg = AttackConfig(
-        kind="apgd", steps=37, restarts=2, k_attack=3, noise="fixed", space="measurement",
-        fallback_queries=99,
+        kind="apgd", losses=("mse",), steps=37, restarts=2, k_attack=3, noise="fixed",
+        space="measurement", fallback_queries=99,
     )  # fmt: skip
     setting = setting_from_config(cfg, "auto")
     assert isinstance(setting.attack, APGD) and setting.attack.steps == 37
@@ -99,7 +114,7 @@ def test_attack_settings_round_trip_with_every_field_changed() -> None:
     """Each AttackConfig field changed from its default (one at a time and all together)
     survives config -> setting -> config, and setting -> config -> setting is the identity."""
     hints = typing.get_type_hints(AttackConfig)
-    base = AttackConfig()
+    base = AttackConfig(kind="pgd")  # every field read (APGD refuses PGD's step fields)
     everything = {}
     for f in dataclasses.fields(AttackConfig):
         changed = dataclasses.replace(
@@ -111,7 +126,7 @@ def test_attack_settings_round_trip_with_every_field_changed() -> None:
         assert setting_to_config(setting) == changed, f.name
         assert setting_from_config(setting_to_config(setting), "mine") == setting, f.name
         assert setting != setting_from_config(base, "mine"), f.name  # the field is held
-    all_changed = AttackConfig(**everything)  # type: ignore[arg-type]
+    all_changed = dataclasses.replace(base, **everything)
     assert setting_to_config(setting_from_config(all_changed, "x")) == all_changed
 
 
@@ -158,3 +173,13 @@ def test_bad_defence_configs_are_refused() -> None:
         defense_from_config({"kind": "median"})
     with pytest.raises(ValueError, match="bad parameters"):
         defense_from_config({"kind": "projection", "tolerance": 1.0})
+
+
+def test_on_mse_keeps_the_mse_members_of_an_ensemble() -> None:
+    """A certificate bounds the MSE: certify attacks with the ensemble's MSE members only."""
+    both = setting_from_config(AttackConfig(kind="apgd", losses=("mse", "ssim")), "strong")
+    aimed = both.on_mse()
+    assert [m.name for m in aimed.attack.members] == ["apgd-mse"]
+    assert aimed.attack.name == "strong" and aimed.eot == both.eot
+    one = setting_from_config(AttackConfig(losses=("ssim",)), "strong")
+    assert one.on_mse() is one  # no ensemble: unchanged

@@ -26,14 +26,16 @@ NOT_IN_A_UNIT = {"eps_rels"}
 
 
 def _settings(**changes: object) -> EvalSettings:
-    strong = setting_from_config(AttackConfig(steps=7), "strong")
+    strong = setting_from_config(AttackConfig(kind="pgd", steps=7), "strong")
     base = EvalSettings(
         eps_rels=(0.0, EPS_REL),
         sigmas=(0.0, 0.25, 0.5),
         k=8,
         attacks={"strong": strong},
         rs_pgd=True,
-        attacks_g={"strong": setting_from_config(AttackConfig(steps=5, k_attack=4), "strong")},
+        attacks_g={
+            "strong": setting_from_config(AttackConfig(kind="pgd", steps=5, k_attack=4), "strong")
+        },
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -88,7 +90,7 @@ def test_every_operator_parameter_changes_the_key(name: str) -> None:
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(AttackConfig)])
 def test_every_attack_field_changes_the_key(field: str) -> None:
     """On f and on g: each AttackConfig field, through the setting object built from it."""
-    changed = _changed(AttackConfig(steps=7), field)
+    changed = _changed(AttackConfig(kind="pgd", steps=7), field)
     on_f = _settings(attacks={"strong": setting_from_config(changed, "strong")})
     assert _key(settings=on_f) != _key(), field
     on_g = _settings(attacks_g={"strong": setting_from_config(changed, "strong")})
@@ -96,7 +98,7 @@ def test_every_attack_field_changes_the_key(field: str) -> None:
 
 
 def test_the_attacks_name_changes_the_key() -> None:
-    renamed = setting_from_config(AttackConfig(steps=7), "other")
+    renamed = setting_from_config(AttackConfig(kind="pgd", steps=7), "other")
     assert _key(settings=_settings(attacks={"other": renamed})) != _key()
 
 
@@ -105,7 +107,7 @@ def test_the_attacks_name_changes_the_key() -> None:
 )
 def test_every_evaluation_setting_changes_the_key(field: str) -> None:
     special = {
-        "attacks": {"strong": setting_from_config(AttackConfig(steps=8), "strong")},
+        "attacks": {"strong": setting_from_config(AttackConfig(kind="pgd", steps=8), "strong")},
         "attacks_g": {},
         "rs_pgd_eps_rels": (0.5,),  # g no longer attacked at this eps_rel
         "rs_pgd_spaces": ("measurement",),  # ... nor in the input space

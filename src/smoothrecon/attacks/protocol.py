@@ -11,8 +11,8 @@ smoothed models; records carry its `name`.
 A built-in attack (`PGD`, and `SPSA` of the gradient-free check) also has `run(...)`, which
 returns the whole `PGDResult` (trace, gradient check, early stopping on subsets of rows); any
 other attack is wrapped by
-`solver_of`, which checks its output and measures its first gradient. `ATTACKS` is the table of
-built-in kinds; `describe_attack` is what run folders record and unit keys hash.
+`solver_of`, which checks its output and measures its first gradient. `setting.ATTACKS` is the
+table of built-in kinds; `describe_attack` is what run folders record and unit keys hash.
 """
 
 from __future__ import annotations
@@ -23,16 +23,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from smoothrecon.attacks.apgd import APGD
-from smoothrecon.attacks.pgd import PGD, PGDResult, per_sample_loss, project_l2
+from smoothrecon.attacks.pgd import PGDResult, per_sample_loss, project_l2
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # (forward, start, target, eps, generator, context) -> the result in the attacker's space
 Solver = Callable[..., PGDResult]
-
-# The built-in attack kinds with a config form (`setting`); SPSA, the gradient-free check the
-# evaluation runs when an attack fails (`evaluation.check`), is no setting of its own.
-ATTACKS: dict[str, type] = {"pgd": PGD, "apgd": APGD}
 
 # How far past eps (relative) a returned perturbation may lie before it is refused; rounding
 # below that is projected back into the ball.
@@ -65,6 +60,14 @@ def check_attack(attack: object) -> Attack:
             "(forward, y, target, eps, generator) -> e with ||e|| <= eps per sample"
         )
     return attack  # type: ignore[return-value]
+
+
+def members_of(attack: Attack) -> tuple[Attack, ...]:
+    """The attacks an evaluation runs for `attack`: an ensemble's `members` (any object with a
+    non-empty tuple of them; each is scored, and per crop and metric the worst counts), else
+    the attack itself."""
+    members = tuple(getattr(attack, "members", ()) or ())
+    return tuple(check_attack(m) for m in members) or (attack,)
 
 
 def describe_attack(attack: Attack) -> dict[str, Any]:

@@ -134,14 +134,16 @@ class CertifyRunSettings:
         progress: bool = True,
         attack: AttackSetting | None = None,
     ) -> CertifyRunSettings:
-        """The config's seed, chunk size and attack (default: the config's attack)."""
+        """The config's seed, chunk size and attack (default: the config's), aimed at the MSE
+        alone (`AttackSetting.on_mse`): a certificate bounds the MSE, and an SSIM member of an
+        ensemble would aim at another metric."""
         return CertifyRunSettings(
             sigma_g=sigma_g,
             eps_rels=tuple(eps_rels),
             n=n,
             alpha=alpha,
             method=method,  # type: ignore[arg-type]
-            attack=attack or setting_from_config(cfg.attack),
+            attack=(attack or setting_from_config(cfg.attack)).on_mse(),
             seed=cfg.evaluation.seed,
             chunk_size=cfg.smoothing.chunk_size,
             progress=progress,
@@ -396,8 +398,11 @@ def run_key(model: EvalModel, cfg: Config, split: str, s: CertifyRunSettings) ->
 
 def _attack_fields(setting: AttackSetting) -> dict[str, Any]:
     """What a certificate record says of the attack on G: its name, PGD's step settings (when
-    it is PGD) and its EOT."""
+    it is PGD, or an ensemble whose members all share them) and its EOT."""
     d = describe_attack(setting.attack)
+    if d.get("kind") == "ensemble":
+        members = d["members"]
+        d = {k: v for k, v in members[0].items() if all(m.get(k) == v for m in members)}
     keys = ("steps", "step_factor", "restarts", "keep")
     return {
         "attack": setting.name,

@@ -203,21 +203,15 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
 
 def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
-    """(row of the attack command, e): PGD of `attack_cfg` on `forward` in the threat model of
-    attack.space, judged against random noise of the same norm in the same space (the
-    reference an attack must beat; a failed attack is backed by the gradient-free one), both
-    scored on g at --sigma-g: the evaluation's own check (`evaluation.check_attack`)."""
+    """(row of the attack command, e): the attack of `attack_cfg` on `forward` in the threat
+    model of attack.space (an ensemble's members each, per crop and metric the worst), judged
+    against random noise of the same norm in the same space (the reference an attack must
+    beat; a failed attack is backed by the gradient-free one), all scored on g at --sigma-g:
+    the evaluation's own path (`evaluation.attacking.attack_scored`)."""
     from smoothrecon.attacks.threat import ThreatModel
+    from smoothrecon.evaluation.attacking import Checking, Scoring, attack_scored
     from smoothrecon.evaluation.records import ON_F, ON_G
-    from smoothrecon.evaluation.unit import (
-        Checking,
-        EvalSettings,
-        Sampling,
-        aimed,
-        batched_attack,
-        check_attack,
-        smoothed_metrics,
-    )
+    from smoothrecon.evaluation.unit import EvalSettings, Sampling, smoothed_metrics
     from smoothrecon.metrics import mean_and_ci
     from smoothrecon.operators import build_operator
 
@@ -226,14 +220,14 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
     how = Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive)
     threat = ThreatModel.build(attack_cfg.space, build_operator(cfg.operator), norm, norm)
 
-    def scorer(e):
-        return smoothed_metrics(f, split, e, [args.sigma_g], how, norm, batch, seed)[args.sigma_g]
+    def score(e, sigmas):
+        return smoothed_metrics(f, split, e, sigmas, how, norm, batch, seed)
 
-    aimed_at, target = aimed(forward, split, attack_cfg, norm)
-    a = batched_attack(aimed_at, target, eps_rel, attack_cfg, batch, seed, threat)
-    res = check_attack(
-        aimed_at, target, a, Checking(attack_cfg, seed, threat, scorer, eps_rel, batch)
+    scoring = Scoring(score, (args.sigma_g,), args.sigma_g)
+    res = attack_scored(
+        forward, split, Checking(attack_cfg, seed, threat, eps_rel, batch, norm), scoring
     )
+    assert res.check is not None
     row = {
         "eps_rel": eps_rel,
         "split": args.split,
@@ -245,7 +239,12 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
         "loss_mean": float(res.attacked.loss.mean()),
         "n": len(res.per_image["mse"]),
         **res.check.fields(),
+        **({"worst_of": res.worst_of} if res.worst_of else {}),
     }
+    if res.by_member:  # each member's own mean PSNR and SSIM (an ensemble)
+        row["by_member"] = {
+            n: {k: mean_and_ci(v)[0] for k, v in own.items()} for n, own in res.by_member.items()
+        }
     for m in ("mse", "psnr", "ssim"):
         row[m], row[f"{m}_se"], _ = mean_and_ci(res.per_image[m])
         row[f"random_{m}"], row[f"random_{m}_se"], _ = mean_and_ci(res.random[m])

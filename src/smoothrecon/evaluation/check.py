@@ -74,6 +74,32 @@ def worse_per_crop(a_mse: list[float], b_mse: list[float]) -> torch.Tensor:
     return torch.tensor([mb > ma for ma, mb in zip(a_mse, b_mse, strict=True)])
 
 
+def worst_per_metric(
+    scores: list[dict[str, list[float]]],
+) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]:
+    """Per crop and metric the worst of several attacks' per-image metrics (each a dict with
+    at least "mse" and "ssim", over the same crops): SSIM from the attack of the lowest SSIM,
+    every other field (MSE, PSNR and the smoothing's own) from the attack of the largest MSE;
+    ties go to the earlier attack. Returns (the combined metrics, {"mse": (B,), "ssim": (B,)}
+    the index of the attack each came from)."""
+    mse = torch.tensor([sc["mse"] for sc in scores], dtype=torch.float64)
+    ssim = torch.tensor([sc["ssim"] for sc in scores], dtype=torch.float64)
+    # argmax/argmin return the first of equal values: ties go to the earlier attack
+    picks = {"mse": _first_arg(mse, largest=True), "ssim": _first_arg(ssim, largest=False)}
+    out = {}
+    for key in scores[0]:
+        idx = picks["ssim" if key == "ssim" else "mse"].tolist()
+        out[key] = [scores[i][key][j] for j, i in enumerate(idx)]
+    return out, picks
+
+
+def _first_arg(values: torch.Tensor, largest: bool) -> torch.Tensor:
+    """(B,) index along dim 0 of values (A, B) of the first largest (or smallest) entry."""
+    best = values.max(0).values if largest else values.min(0).values
+    hit = values == best
+    return hit.float().argmax(0)  # the first True per column
+
+
 def record_fields(check: AttackCheck | None, scored_here: bool) -> dict[str, float | bool]:
     """The check's fields for one record: all of them where the random reference was scored
     (`scored_here`), else the flag alone (e.g. the attack on f scored through g)."""

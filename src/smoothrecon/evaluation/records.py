@@ -86,6 +86,13 @@ class Record(TypedDict):
     grad_bad_share: NotRequired[float]
     attack_failed: NotRequired[bool]
     gradient_free: NotRequired[bool]
+    # an ensemble (attacking.attack_scored): per metric, the share of crops on which each
+    # member was the worst ({"mse": {"apgd-mse": 0.8, ...}, "ssim": {...}}); the PSNR column
+    # follows "mse"
+    worst_of: NotRequired[dict[str, dict[str, float]]]
+    # and each member's own per-image PSNR and SSIM ({"apgd-ssim": {"psnr": [...], ...}}):
+    # what the MSE attack alone and the SSIM attack alone leave
+    by_member: NotRequired[dict[str, dict[str, list[float]]]]
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ class Condition:
 
 
 def make_record(
-    info: ModelInfo, cond: Condition, per_image: dict[str, list[float]], **extra: float | bool
+    info: ModelInfo, cond: Condition, per_image: dict[str, list[float]], **extra: Any
 ) -> Record:
     row: dict[str, Any] = {"schema": SCHEMA, **asdict(info), **asdict(cond)}
     row.update(n=len(per_image["mse"]), per_image=per_image, **extra)

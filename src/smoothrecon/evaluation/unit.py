@@ -10,7 +10,10 @@ Python API:
 3. reported split: the same attacks and grid (the report shows the test-set oracle beside
    sigma_g*, from the same records);
 4. with `rs_pgd`, the white-box attack on g at sigma_g* ("RS-PGD", EOT) on the reported split
-   (nothing is chosen with it), and the per-image worst case of the two attacks.
+   (nothing is chosen with it), and per image and metric the worst case of the two attacks.
+Every attack setting runs and is scored through `attacking.attack_scored`: an ensemble's
+members each, per crop and metric the worst (the PSNR column from the member of the largest
+MSE, the SSIM column from the member of the lowest SSIM), checked against random noise.
 Every record (`records.Record`) is one (split, eps_rel, attack, setting, sigma_g) row with
 per-image MSE / PSNR / SSIM on images de-normalized and clamped to [0, 1], their means and
 standard errors, and the share of the MSE that is Monte-Carlo noise of the smoothed estimate.
@@ -20,21 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any
 
 import torch
 
-from smoothrecon.attacks.gradient_free import SPSA
-from smoothrecon.attacks.protocol import Attack
 from smoothrecon.attacks.setting import AttackSetting
-from smoothrecon.attacks.threat import (
-    SpaceAttack,
-    ThreatModel,
-    run_attack,
-    same_norm_noise,
-)
+from smoothrecon.attacks.threat import ThreatModel
 from smoothrecon.config import Config
 from smoothrecon.defenses.smoothing import (
     AdaptiveK,
@@ -44,7 +40,15 @@ from smoothrecon.defenses.smoothing import (
     predict_adaptive,
     predict_many,
 )
-from smoothrecon.evaluation.check import AttackCheck, judge, record_fields, worse_per_crop
+from smoothrecon.evaluation.attacking import (
+    Attacked,
+    Checking,
+    PerSigma,
+    Scored,
+    Scoring,
+    attack_scored,
+)
+from smoothrecon.evaluation.check import judge, record_fields, worst_per_metric
 from smoothrecon.evaluation.inputs import (
     METRICS,
     Forward,
@@ -74,21 +78,14 @@ from smoothrecon.util.runtime import Runtime
 from smoothrecon.util.seeds import derived_seed, make_generator
 
 __all__ = [
-    "Attacked",
-    "Checked",
-    "Checking",
     "EvalModel",
     "EvalSettings",
     "SplitInputs",
     "UnitResult",
-    "attack",
-    "batched_attack",
-    "check_attack",
     "clean_metrics",
     "evaluate_unit",
     "smoothed_metrics",
     "split_inputs",
-    "worst_case",
 ]
 
 
@@ -180,6 +177,8 @@ class EvalSettings:
             ]
         d["attacks"] = {k: v.describe() for k, v in self.attacks_at(eps_rel).items()}
         d["rs_pgd"] = self.attacks_g_at(eps_rel)
+        if d["rs_pgd"]:  # the worst of the attacks on f and on g, per crop and metric
+            d["worst"] = "per-metric"
         d.pop("attacks_g")
         if d["rs_pgd"] and self.attacks_g:
             d["attacks_g"] = {k: self.attack_on_g(k).describe() for k in self.attacks_at(eps_rel)}
@@ -201,87 +200,6 @@ class EvalModel:
     def space(self) -> Normalization:
         assert self.norm is not None, "the data's normalization is resolved before evaluating"
         return self.norm
-
-
-class Attacked(NamedTuple):
-    """An attack on a batch or split: e (B, C, H, W) the network-input perturbation (add it
-    to y) whatever space the attacker perturbed; loss (B,); norm (B,) ||e|| measured in the
-    attacker's own space (the measurement for a measurement-space attack); e_random
-    (B, C, H, W): random noise of the same norm in the same space (the reference the attack
-    must beat, `attack_check`); grad_bad (B,) bool: the first gradient was zero or not
-    finite."""
-
-    e: torch.Tensor
-    loss: torch.Tensor
-    norm: torch.Tensor
-    e_random: torch.Tensor
-    grad_bad: torch.Tensor
-
-
-def attack(
-    forward: Forward,
-    y: torch.Tensor,
-    target: torch.Tensor,
-    eps_rel: float,
-    setting: AttackSetting,
-    seed: int,
-    threat: ThreatModel | None = None,
-) -> Attacked:
-    """The attack of `setting` on `forward` in the threat's space (the network input by
-    default) at eps = eps_rel * sqrt(d in that space), with random noise of the same norm
-    beside it."""
-    return _run(forward, (y, target), eps_rel, setting.attack, (seed, seed), threat)
-
-
-def gradient_free_attack(
-    forward: Forward,
-    y: torch.Tensor,
-    target: torch.Tensor,
-    eps_rel: float,
-    setting: AttackSetting,
-    seed: int,
-    threat: ThreatModel | None = None,
-) -> Attacked:
-    """The gradient-free check (`gradient_free.SPSA`, setting.fallback_queries forwards per
-    crop) in the threat's space: what an attack reaches without autograd's gradients."""
-    threat = threat or ThreatModel()
-    # a step near the estimate's expected cosine with the gradient, sqrt(K / (K + d)): a
-    # larger fixed step wanders around the optimum in high dimension (gradient_free.SPSA)
-    k, d = SPSA().directions, threat.count(y.shape[1:])
-    step = min(0.25, 2 * math.sqrt(k / (k + d)))
-    spsa = SPSA(queries=setting.fallback_queries, directions=k, step_factor=step)
-    seeds = (derived_seed(seed, "gradient-free"), seed)
-    return _run(forward, (y, target), eps_rel, spsa, seeds, threat)
-
-
-def _run(
-    forward: Forward,
-    data: tuple[torch.Tensor, torch.Tensor],
-    eps_rel: float,
-    how: Attack,
-    seeds: tuple[int, int],
-    threat: ThreatModel | None,
-) -> Attacked:
-    """`how` on (y, target) in the threat's space; seeds = (of its generator, of the random
-    noise beside it)."""
-    threat = threat or ThreatModel()
-    y, target = data
-    gen = make_generator(seeds[0], y.device)
-    res = run_attack(forward, y, target, threat, eps_rel, how, gen)
-    return _attacked(res, threat, y, seeds[1])
-
-
-def _attacked(res: SpaceAttack, threat: ThreatModel, y: torch.Tensor, seed: int) -> Attacked:
-    if res.eps == 0:
-        zeros = torch.zeros(y.shape[0], device=y.device)
-        return Attacked(res.e, zeros, zeros, res.e, zeros.bool())
-    norm = res.norm.detach()
-    e_random = same_norm_noise(
-        threat, y, norm, make_generator(derived_seed(seed, "random"), y.device)
-    )
-    assert res.run is not None
-    bad = res.run.grad_bad if res.run.grad_bad is not None else torch.zeros_like(norm).bool()
-    return Attacked(res.e.detach(), res.loss.detach(), norm, e_random, bad)
 
 
 @dataclass(frozen=True)
@@ -375,57 +293,12 @@ def smoothed_metrics(
     return out
 
 
-def aimed(
-    forward: Forward, data: SplitInputs, setting: AttackSetting, norm: Normalization
-) -> tuple[Forward, SplitInputs]:
-    """What an attack aims at: the model's outputs against the model-space targets, or for an
-    attack that `wants_pixels` (the SSIM loss) the outputs de-normalized and clamped to
-    [0, 1], as the metrics see them, against the pixel truth."""
-    if not getattr(setting.attack, "wants_pixels", False):
-        return forward, data
-
-    def pixels(z: torch.Tensor) -> torch.Tensor:
-        return to_pixels(forward(z), norm)
-
-    return pixels, SplitInputs(data.y, data.x, data.x)
-
-
-def batched_attack(
-    forward: Forward,
-    data: SplitInputs,
-    eps_rel: float,
-    setting: AttackSetting,
-    batch_size: int,
-    seed: int,
-    threat: ThreatModel | None = None,
-    how: Callable[..., Attacked] = attack,
-) -> Attacked:
-    """`attack` (or another attack function of its signature, `how`) over a whole split in
-    batches (shared across ranks)."""
-
-    def batch(start: int) -> Attacked:
-        sl = slice(start, start + batch_size)
-        y, target = data.y[sl], data.target[sl]
-        return how(forward, y, target, eps_rel, setting, derived_seed(seed, start), threat)
-
-    parts = map_batches(data.y.shape[0], batch_size, batch)
-    return Attacked(*(torch.cat([p[i] for p in parts]) for i in range(len(Attacked._fields))))
-
-
 def _norm_stats(norm: torch.Tensor) -> dict[str, float]:
     """Mean, min and max of the per-crop perturbation norms (in the attacker's space)."""
     return {
         "e_norm_mean": float(norm.mean()),
         "e_norm_min": float(norm.min()),
         "e_norm_max": float(norm.max()),
-    }
-
-
-def worst_case(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
-    """Per image, the metrics of whichever attack gave the larger MSE."""
-    pick = [ma >= mb for ma, mb in zip(a["mse"], b["mse"], strict=True)]
-    return {
-        m: [va if p else vb for p, va, vb in zip(pick, a[m], b[m], strict=True)] for m in METRICS
     }
 
 
@@ -478,31 +351,28 @@ class _Unit:
                 )
         return per_sigma
 
-    def score(
-        self,
-        data: SplitInputs,
-        a: Attacked,
-        cond: Condition,
-        check: tuple[AttackCheck | None, float],
-        per_sigma: dict[float, dict[str, list[float]]],
-    ) -> None:
-        """One record per sigma of `per_sigma` (metrics of g(y + a.e), `cond` with that
-        sigma); check = (the attack's check, the sigma its random reference was scored at)."""
-        for sigma, per_image in per_sigma.items():
+    def score(self, cond: Condition, res: Scored, check_at: float) -> None:
+        """One record per sigma of `res.per_sigma` (`cond` with that sigma); the check's
+        random-reference fields where it was scored (`check_at`), and for an ensemble which
+        member produced each metric (`worst_of`) and each member's own metrics (`by_member`)."""
+        a = res.attacked
+        for sigma, per_image in res.per_sigma.items():
             per_image = dict(per_image)
             mc, k_used = per_image.pop("mc_share"), per_image.pop("k")
             debiased = per_image.pop("mse_debiased")
             k_mean = sum(k_used) / len(k_used)
             row = dataclasses.replace(cond, sigma_g=sigma, k=round(k_mean) if sigma > 0 else 1)
-            extra = {
+            extra: dict[str, Any] = {
                 "mc_share": sum(mc) / len(mc),
                 "mc_share_median": float(torch.tensor(mc).median()),
                 "mse_debiased": sum(debiased) / len(debiased),
                 "k_mean": k_mean,
                 "k_max_used": max(k_used),
                 **_norm_stats(a.norm),
-                **record_fields(check[0], sigma == check[1]),
+                **record_fields(res.check, sigma == check_at),
             }
+            if res.worst_of and sigma == check_at:
+                extra.update(worst_of=res.worst_of, by_member=res.by_member)
             self.records.append(make_record(self.model.info, row, per_image, **extra))
 
     def condition(self, data: SplitInputs, split: str, attack: str, setting: str) -> Condition:
@@ -511,124 +381,69 @@ class _Unit:
         k = self.s.fixed_k
         return Condition(split, self.eps_rel, eps, attack, setting, 0.0, k, threat.space)
 
-    def attack_g(
-        self, data: SplitInputs, split: str, setting: str, sigma: float, on_f: tuple
-    ) -> None:
-        """RS-PGD: the attack on g of `setting` (`EvalSettings.attack_on_g`) at sigma_g* with
-        k_attack draws (EOT), checked like the attack on f, then the per-image worse of the
-        two attacks. on_f: (per-image metrics of the attack on f through g, its check, its
-        grad_bad (B,))."""
+    def scoring(self, data: SplitInputs, split: str, sigmas: Sequence[float], at: float):
+        """Scoring at `sigmas` through g (f at 0), checked at sigma `at`."""
+
+        def score(e: torch.Tensor, which: Sequence[float]) -> PerSigma:
+            return self.smoothed(data, e, which, split)
+
+        return Scoring(score, tuple(sigmas), at)
+
+    def checking(self, cfg: AttackSetting, seed: int, setting: str) -> Checking:
+        bs, norm = self.s.batch_size, self.model.space
+        return Checking(cfg, seed, self.threat(setting), self.eps_rel, bs, norm)
+
+    def attack_g(self, data: SplitInputs, split: str, setting: str, on_f: Scored) -> None:
+        """RS-PGD: the attack on g of `setting` (`EvalSettings.attack_on_g`) at sigma_g*
+        (the one sigma of on_f.per_sigma) with k_attack draws (EOT), checked like the attack
+        on f; then per crop and metric the worse of the two attacks."""
+        (sigma,) = on_f.per_sigma
         cfg, seed = self.s.attack_on_g(setting), self.s.seed
         g = SmoothedEstimator(self.f, sigma, cfg.eot.k_attack, self.s.chunk_size)
         forward = g.with_noise(cfg.eot.noise, derived_seed(seed, split, setting, "eot"))
-        rs_seed = derived_seed(seed, split, setting, "rs")
-        threat = self.threat(setting)
-        bs = self.s.batch_size
-        forward, target = aimed(forward, data, cfg, self.model.space)
-        a = batched_attack(forward, target, self.eps_rel, cfg, bs, rs_seed, threat)
-
-        def scorer(e: torch.Tensor) -> dict[str, list[float]]:
-            return self.smoothed(data, e, [sigma], split)[sigma]
-
-        res = check_attack(
-            forward, target, a, Checking(cfg, rs_seed, threat, scorer, self.eps_rel, bs)
-        )
-        cond = self.condition(data, split, ON_G, setting)
-        self.score(data, res.attacked, cond, (res.check, sigma), {sigma: res.per_image})
-        worst_per = worst_case(on_f[0], res.per_image)
-        both_bad = on_f[2] & res.attacked.grad_bad  # no gradient for either attack
+        how = self.checking(cfg, derived_seed(seed, split, setting, "rs"), setting)
+        res = attack_scored(forward, data, how, self.scoring(data, split, [sigma], sigma))
+        self.score(self.condition(data, split, ON_G, setting), res, sigma)
+        both, _ = worst_per_metric([on_f.per_sigma[sigma], res.per_image])
+        worst_per = {m: both[m] for m in METRICS}
+        both_bad = on_f.attacked.grad_bad & res.attacked.grad_bad  # no gradient for either
         w_check = judge(worst_per, res.random, both_bad)
+        assert res.check is not None and on_f.check is not None
         w_check = dataclasses.replace(
-            w_check, gradient_free=res.check.gradient_free or on_f[1].gradient_free
+            w_check, gradient_free=res.check.gradient_free or on_f.check.gradient_free
         )
         worst = dataclasses.replace(self.condition(data, split, WORST, setting), sigma_g=sigma)
         extra = record_fields(w_check, True)
         self.records.append(make_record(self.model.info, worst, worst_per, **extra))
 
-    def attack_f(self, split: str, data: SplitInputs, setting: str) -> tuple[Attacked, Checked]:
-        """The attack of `setting` on f, checked at sigma_g = 0."""
-        cfg = self.s.attacks[setting]
-        seed = derived_seed(self.s.seed, split, setting)
-        threat = self.threat(setting)
-        bs = self.s.batch_size
-        forward, target = aimed(self.f, data, cfg, self.model.space)
-        a = batched_attack(forward, target, self.eps_rel, cfg, bs, seed, threat)
-
-        def scorer(e: torch.Tensor) -> dict[str, list[float]]:
-            return self.smoothed(data, e, [0.0], split)[0.0]
-
-        how = Checking(cfg, seed, threat, scorer, self.eps_rel, bs)
-        res = check_attack(forward, target, a, how)
-        return res.attacked, res
+    def attack_f(self, split: str, data: SplitInputs, setting: str) -> Scored:
+        """The attack of `setting` on f, scored through g at every sigma of the grid and
+        checked at sigma_g = 0; at eps_rel 0, no attack."""
+        sigmas = self.s.sigmas
+        if self.eps_rel == 0:
+            zeros = torch.zeros_like(data.y)
+            none = torch.zeros(data.y.shape[0], device=data.y.device)
+            per_sigma = self.smoothed(data, zeros, sigmas, split)
+            unattacked = Attacked(zeros, none, none, zeros, none.bool())
+            return Scored(unattacked, None, per_sigma, {}, {}, {}, {})
+        how = self.checking(
+            self.s.attacks[setting], derived_seed(self.s.seed, split, setting), setting
+        )
+        return attack_scored(self.f, data, how, self.scoring(data, split, sigmas, 0.0))
 
     def run_split(self, split: str, data: SplitInputs, roles: tuple[str, str]) -> None:
         reported, chosen_on = roles
         for setting in self.s.attacks_at(self.eps_rel):
-            if self.eps_rel > 0:
-                on_f, res = self.attack_f(split, data, setting)
-                check: AttackCheck | None = res.check
-            else:
-                zeros = torch.zeros_like(data.y)
-                none = torch.zeros(data.y.shape[0], device=data.y.device)
-                on_f, check = Attacked(zeros, none, none, zeros, none.bool()), None
+            on_f = self.attack_f(split, data, setting)
             kind = ON_F if self.eps_rel > 0 else NO_ATTACK
-            per_sigma = self.smoothed(data, on_f.e, self.s.sigmas, split)
-            cond = self.condition(data, split, kind, setting)
-            self.score(data, on_f, cond, (check, 0.0), per_sigma)
+            self.score(self.condition(data, split, kind, setting), on_f, 0.0)
             chosen = choose_sigma(self.records, chosen_on, self.eps_rel, setting)
             assert chosen is not None, "the selection split is evaluated first"
             if split == reported and setting == self.s.primary and self.s.n_samples:
-                self.samples.update(_samples(self, data, on_f.e, chosen))
+                self.samples.update(_samples(self, data, on_f.attacked.e, chosen))
             if split == reported and chosen > 0 and self.s.attacks_g_at(self.eps_rel, setting):
-                assert check is not None
-                self.attack_g(
-                    data, split, setting, chosen, (per_sigma[chosen], check, on_f.grad_bad)
-                )
-
-
-@dataclass(frozen=True)
-class Checking:
-    """How to judge one attack: its settings, seed and threat model (for the gradient-free
-    attack), scorer(e) -> per-image metrics of the attacked forward at y + e, the attack's
-    eps_rel and the crops per batch."""
-
-    cfg: AttackSetting
-    seed: int
-    threat: ThreatModel
-    scorer: Callable[[torch.Tensor], dict[str, list[float]]]
-    eps_rel: float
-    batch_size: int
-
-
-class Checked(NamedTuple):
-    """An attack after its check: the perturbations (per crop the worse of the attack and the
-    gradient-free one when it failed), the check, per-image metrics under it and under random
-    noise of its norm."""
-
-    attacked: Attacked
-    check: AttackCheck
-    per_image: dict[str, list[float]]
-    random: dict[str, list[float]]
-
-
-def check_attack(forward: Forward, data: SplitInputs, a: Attacked, how: Checking) -> Checked:
-    """The attack `a` on `forward` judged against random noise of its norm (`attack_check`);
-    a failed one is backed by the gradient-free attack, per crop the worse of the two."""
-    per, rnd = how.scorer(a.e), how.scorer(a.e_random)
-    check = judge(per, rnd, a.grad_bad)
-    if not check.attack_failed:
-        return Checked(a, check, per, rnd)
-    args = (how.eps_rel, how.cfg, how.batch_size, how.seed, how.threat)
-    gf = batched_attack(forward, data, *args, how=gradient_free_attack)
-    pick = worse_per_crop(per["mse"], how.scorer(gf.e)["mse"]).to(a.e.device)
-    merged = Attacked(*(_where(pick, u, t) for t, u in zip(a, gf, strict=True)))
-    check = dataclasses.replace(check, gradient_free=True)
-    return Checked(merged, check, how.scorer(merged.e), rnd)
-
-
-def _where(pick: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Per sample b where pick (B,) else a."""
-    return torch.where(pick.view(-1, *([1] * (a.dim() - 1))), b, a)
+                at_chosen = on_f._replace(per_sigma={chosen: on_f.per_sigma[chosen]})
+                self.attack_g(data, split, setting, at_chosen)
 
 
 def evaluate_unit(

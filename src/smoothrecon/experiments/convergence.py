@@ -1,5 +1,11 @@
-"""Attack convergence, shown: how strong is PGD after t steps, per step size, with
-1 or R restarts — and the "strong" setting chosen from those curves.
+"""Attack convergence, shown: how strong is each candidate attack — PGD after t steps per step
+size, APGD-L2 of N steps, with 1 or R restarts — against the best loss any attack found, and
+the "strong" setting chosen from that.
+
+The best loss found is per crop the largest over every row, including a reference no setting
+is tuned on: long APGD and long PGD (`convergence_reference_steps` x
+`convergence_reference_restarts` each). A setting's share is its mean loss over the mean of
+those per-crop bests, so it reads as "this much of the worst case anything found".
 
 Early stopping: per step size, the longest run is repeated with per-sample early
 stopping (`convergence_patience` steps, `convergence_rel_tol`) from the same random starts, so
@@ -20,8 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
+from smoothrecon.attacks.apgd import APGD
 from smoothrecon.attacks.pgd import PGD, PGDResult, eps_from_rel, pgd_l2_run
 from smoothrecon.config import (
+    PGD_ONLY,
     THESIS_EVAL_STEP_FACTOR,
     THESIS_EVAL_STEPS,
     AttackConfig,
@@ -55,10 +63,13 @@ class _Study:
     def row(self, e: torch.Tensor, loss: torch.Tensor, **key: object) -> dict:
         with torch.no_grad():
             x_hat = self.norm.denormalize(self.forward(self.y + e)).clamp(0, 1)
+        per_crop = loss / self.y[0].numel()
         return {
             "eps_rel": self.eps_rel,
+            "attack": "pgd",
             **key,
-            "loss": float(loss.mean()) / self.y[0].numel(),
+            "loss": float(per_crop.mean()),
+            "losses": per_crop.tolist(),
             "psnr": float(psnr(x_hat, self.x).mean()),
             "ssim": float(ssim(x_hat, self.x).mean()),
             "n": self.y.shape[0],
@@ -85,6 +96,36 @@ class _Study:
         )
         gen = make_generator(self.seed * 7919 + restart, self.y.device)
         return pgd_l2_run(self.forward, self.y, self.target, self.eps, run, gen, snapshots)
+
+    def apgd(self, steps: int, restart: int) -> PGDResult:
+        """One APGD run of `steps` from random start number `restart`."""
+        gen = make_generator(self.seed * 7919 + 104729 + restart, self.y.device)
+        return APGD(steps=steps).run(self.forward, self.y, self.target, self.eps, gen)
+
+    def apgd_rows(self, steps: tuple[int, ...], restarts: int) -> list[dict]:
+        """APGD of each length in `steps` with 1 and `restarts` starts (its schedule depends
+        on its length, so every length is its own run)."""
+        rows = []
+        for n in steps:
+            runs = [self.apgd(n, r) for r in range(restarts)]
+            for n_starts in sorted({1, restarts}):
+                e, loss = _best_of(runs[:n_starts])
+                key = {"attack": "apgd", "step_factor": 0.0, "steps": n, "restarts": n_starts}
+                rows.append(self.row(e, loss, **key, steps_used=(n + 1) * n_starts, thesis=False))
+        return rows
+
+    def reference_rows(self, steps: int, restarts: int, factor: float) -> list[dict]:
+        """The reference no setting is tuned on: APGD and PGD (step `factor` eps) of `steps`,
+        each with `restarts` starts of their own (seeds apart from the candidates')."""
+        far = 1000  # start numbers no candidate uses
+        apgd = [self.apgd(steps, far + r) for r in range(restarts)]
+        pgd = [self.run(steps, factor, "best", far + r) for r in range(restarts)]
+        rows = []
+        for name, runs, f in (("apgd", apgd, 0.0), ("pgd", pgd, factor)):
+            e, loss = _best_of(runs)
+            key = {"attack": name, "step_factor": f, "steps": steps, "restarts": restarts}
+            rows.append(self.row(e, loss, **key, thesis=False, reference=True))
+        return rows
 
     def thesis_row(self) -> dict:
         res = self.run(THESIS_EVAL_STEPS, THESIS_EVAL_STEP_FACTOR, "last", 0)
@@ -128,6 +169,16 @@ class _Study:
         return rows
 
 
+def _best_of(runs: list[PGDResult]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample the perturbation and loss of the run with the largest loss."""
+    e, loss = runs[0].e, runs[0].loss
+    for other in runs[1:]:
+        better = other.loss > loss
+        e = torch.where(better.view(-1, *([1] * (e.dim() - 1))), other.e, e)
+        loss = torch.maximum(loss, other.loss)
+    return e, loss
+
+
 def _mean_steps(res: PGDResult) -> float:
     assert res.steps_used is not None
     return float(res.steps_used.float().mean())
@@ -142,8 +193,9 @@ def convergence_rows(
     start: str = "ball",
     seed: int = 0,
 ) -> list[dict]:
-    """One row per (step_factor, steps, restarts in {1, R}) with mean loss, PSNR and SSIM,
-    plus the thesis attack's row from the first random start."""
+    """One row per candidate (PGD: step_factor, steps, restarts in {1, R}, and early-stopped;
+    APGD: steps, restarts in {1, R}) with the per-crop and mean loss, PSNR and SSIM, the
+    thesis attack's row from the first random start, and the reference rows."""
     n = min(cfg.convergence_images, data.y.shape[0])
     study = _Study(forward, data.y[:n], data.target[:n], data.x[:n], norm, eps_rel, start, seed)
     steps = tuple(sorted(set(cfg.convergence_steps)))
@@ -153,43 +205,69 @@ def convergence_rows(
         rows += study.factor_rows(factor, steps, cfg.convergence_restarts)
         if stop[0]:
             rows += study.stopped_rows(factor, max(steps), cfg.convergence_restarts, stop)
+    apgd_steps = tuple(sorted(set(cfg.convergence_apgd_steps)))
+    rows += study.apgd_rows(apgd_steps, cfg.convergence_restarts)
+    if cfg.convergence_reference_steps:
+        factor = min(cfg.convergence_step_factors)
+        ref = (cfg.convergence_reference_steps, cfg.convergence_reference_restarts)
+        rows += study.reference_rows(*ref, factor)
     return rows
 
 
-def _group(row: dict) -> tuple[int, int, float, int]:
-    """A candidate setting: (steps, restarts, step_factor, patience)."""
-    return row["steps"], row["restarts"], row["step_factor"], row.get("patience", 0)
+def _group(row: dict) -> tuple[str, int, int, float, int]:
+    """A candidate setting: (attack, steps, restarts, step_factor, patience)."""
+    return (
+        row.get("attack", "pgd"),
+        row["steps"],
+        row["restarts"],
+        row["step_factor"],
+        row.get("patience", 0),
+    )
+
+
+def best_found(rows: list[dict]) -> dict[tuple, float]:
+    """Per (model, eps_rel): the mean over crops of the largest loss any row reached on that
+    crop (rows without per-crop losses count by their mean)."""
+    per_crop: dict[tuple, list[float]] = {}
+    means: dict[tuple, float] = {}
+    for r in rows:
+        key = (r["model"], r["eps_rel"])
+        means[key] = max(means.get(key, 0.0), r["loss"])
+        if "losses" in r:
+            old = per_crop.get(key, r["losses"])
+            per_crop[key] = [max(a, b) for a, b in zip(old, r["losses"], strict=True)]
+    return {
+        k: max(means[k], sum(per_crop[k]) / len(per_crop[k])) if k in per_crop else means[k]
+        for k in means
+    }
 
 
 def setting_scores(rows: list[dict]) -> list[dict]:
-    """Per candidate setting: its cost (steps x restarts, or for an early-stopped one the mean
-    gradient steps it spent per crop) and max_cost (steps x restarts), the smallest and mean
-    ratio of its loss to the best loss found (over models and eps_rel), and whether it is never
-    below the thesis attack's loss from the same start."""
-    best: dict[tuple, float] = {}
-    floor: dict[tuple, float] = {}
-    for r in rows:
-        key = (r["model"], r["eps_rel"])
-        best[key] = max(best.get(key, 0.0), r["loss"])
-        if r.get("thesis"):
-            floor[key] = r["loss"]
+    """Per candidate setting (thesis and reference rows are none): its attack and cost (steps x
+    restarts, APGD's start pass included, or for an early-stopped one the mean gradient steps
+    it spent per crop) and max_cost, the smallest and mean share of the best loss found
+    (`best_found`, over models and eps_rel) it reaches, and whether it is never below the
+    thesis attack's loss from the same start."""
+    best = best_found(rows)
+    floor = {(r["model"], r["eps_rel"]): r["loss"] for r in rows if r.get("thesis")}
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if not r.get("thesis"):
+        if not r.get("thesis") and not r.get("reference"):
             groups.setdefault(_group(r), []).append(r)
     scores = []
-    for (steps, restarts, factor, patience), mine in sorted(groups.items()):
+    for (attack, steps, restarts, factor, patience), mine in sorted(groups.items()):
         ratios = [r["loss"] / max(best[(r["model"], r["eps_rel"])], 1e-30) for r in mine]
         used = [r.get("steps_used", steps * restarts) for r in mine]
         scores.append(
             {
+                "attack": attack,
                 "steps": steps,
                 "restarts": restarts,
                 "step_factor": factor,
                 "patience": patience,
                 "rel_tol": mine[0].get("rel_tol", 0.0),
                 "cost": sum(used) / len(used),
-                "max_cost": steps * restarts,
+                "max_cost": max(used) if attack == "apgd" else steps * restarts,
                 "min_ratio": min(ratios),
                 "mean_ratio": sum(ratios) / len(ratios),
                 "above_thesis": all(
@@ -200,38 +278,62 @@ def setting_scores(rows: list[dict]) -> list[dict]:
     return scores
 
 
+def reference_scores(rows: list[dict]) -> list[dict]:
+    """The reference rows' smallest and mean share of the best loss found: how far the long
+    attacks themselves are from agreeing."""
+    best = best_found(rows)
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("reference"):
+            out.setdefault(r["attack"], []).append(r["loss"] / best[(r["model"], r["eps_rel"])])
+    return [
+        {"attack": a, "min_ratio": min(v), "mean_ratio": sum(v) / len(v)} for a, v in out.items()
+    ]
+
+
 def choose_strong(
     rows: list[dict], within: float, base: AttackConfig, max_cost: int = 0
 ) -> tuple[AttackConfig, dict]:
-    """The cheapest setting (by cost, the mean gradient steps per crop; at most `max_cost` when
-    > 0) whose loss is
-    >= (1 - within) of the best loss found and >= the thesis attack's loss from the same start,
-    for every model and eps_rel in `rows` (each row carries a 'model' key). When none is close
-    enough under the cap, the capped setting closest to the best. Returns (setting, its score)."""
-    scores = [
-        s
-        for s in setting_scores(rows)
-        if s["above_thesis"] and (max_cost <= 0 or s["cost"] <= max_cost)
+    """The cheapest setting whose loss is >= (1 - within) of the best loss found
+    (`best_found`) and >= the thesis attack's loss from the same start, for every model and
+    eps_rel in `rows` (each row carries a 'model' key), as `base` with that attack's kind,
+    steps and restarts on each of base.losses. Its cost is the ensemble's: the setting's
+    passes per crop times the number of losses, at most `max_cost` when > 0. When none is close
+    enough under the cap, the capped setting closest to the best. Returns (setting, its score
+    with `cost` the ensemble's)."""
+    n = len(base.losses)
+    every = [
+        {**s, "cost": s["cost"] * n, "max_cost": s["max_cost"] * n} for s in setting_scores(rows)
     ]
+    scores = [s for s in every if s["above_thesis"] and (max_cost <= 0 or s["cost"] <= max_cost)]
     if not scores:  # nothing beats the thesis attack under the cap: use the strongest overall
-        scores = setting_scores(rows)
+        scores = every
     close = [s for s in scores if s["min_ratio"] >= 1 - within]
     pick = (
         min(close, key=lambda s: (s["cost"], -s["min_ratio"]))
         if close
         else max(scores, key=lambda s: (s["min_ratio"], -s["cost"]))
     )
-    setting = dataclasses.replace(
+    return _setting(pick, base), {**pick, "within": within, "converged": bool(close)}
+
+
+def _setting(pick: dict, base: AttackConfig) -> AttackConfig:
+    """`base` with the picked attack: APGD (its steps and restarts; PGD's fields at their
+    defaults) or PGD (steps, step size, restarts, best iterate, early stopping)."""
+    plain = AttackConfig()
+    common = {"steps": pick["steps"], "restarts": pick["restarts"]}
+    if pick["attack"] == "apgd":
+        pgd_fields = {f: getattr(plain, f) for f in PGD_ONLY}
+        return dataclasses.replace(base, kind="apgd", **common, **pgd_fields)
+    return dataclasses.replace(
         base,
-        kind="pgd",  # the study is of PGD settings
-        steps=pick["steps"],
+        kind="pgd",
+        **common,
         step_factor=pick["step_factor"],
-        restarts=pick["restarts"],
         keep="best",
         patience=pick["patience"],
         rel_tol=pick["rel_tol"] if pick["patience"] else base.rel_tol,
     )
-    return setting, {**pick, "within": within, "converged": bool(close)}
 
 
 def thesis_attack(base: AttackConfig) -> AttackConfig:
@@ -239,6 +341,7 @@ def thesis_attack(base: AttackConfig) -> AttackConfig:
     return dataclasses.replace(
         base,
         kind="pgd",
+        losses=("mse",),
         steps=THESIS_EVAL_STEPS,
         step_factor=THESIS_EVAL_STEP_FACTOR,
         restarts=1,

@@ -119,6 +119,9 @@ def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
         "convergence_images",
         "convergence_patience",
         "convergence_rel_tol",
+        "convergence_apgd_steps",
+        "convergence_reference_steps",
+        "convergence_reference_restarts",
     )
     units = []
     for spec in family_representatives(cfg):
@@ -307,18 +310,28 @@ def _attack_line(attacks: Attacks) -> str:
     """The log line of the chosen attacks on f and on g."""
     strong, score = setting_record(attacks.on_f["strong"]), attacks.score
     line = (
-        f"strong attack: {strong['steps']} steps of {strong['step_factor']:g} eps, "
-        f"{strong['restarts']} restart(s), early stopping patience {strong['patience']}, "
-        f"{score['cost']:.0f} steps/crop, >= {score['min_ratio']:.1%} of the best loss found"
+        f"strong attack: {_attack_words(strong)}, {score['cost']:.0f} passes/crop, "
+        f">= {score['min_ratio']:.1%} of the best loss found"
     )
     g, eot = attacks.on_g.get("strong"), attacks.eot_score
     if g is None or eot is None:
         return line
     r = setting_record(g)
     return line + (
-        f"; on g: {r['noise']} noise, k_attack {r['k_attack']}, {r['steps']} steps, "
-        f"{r['restarts']} start(s), {r['keep']} iterate, {eot['budget']} passes/crop, >= "
-        f"{eot['min_ratio']:.1%} of the best loss found"
+        f"; on g: {r['noise']} noise, k_attack {r['k_attack']}, {_attack_words(r)}, "
+        f"{eot['budget']} passes/crop per loss, >= {eot['min_ratio']:.1%} of the best loss found"
+    )
+
+
+def _attack_words(r: dict) -> str:
+    """A built-in setting's record (`setting_record`) in a few words."""
+    losses = "+".join(r["losses"])
+    if r["kind"] == "apgd":
+        return f"APGD {r['steps']} steps x {r['restarts']} start(s) on {losses}"
+    stop = f", early stopping patience {r['patience']}" if r["patience"] else ""
+    return (
+        f"PGD {r['steps']} steps of {r['step_factor']:g} eps x {r['restarts']} start(s), "
+        f"{r['keep']} iterate{stop} on {losses}"
     )
 
 

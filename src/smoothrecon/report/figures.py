@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from smoothrecon.evaluation.records import NO_ATTACK, ON_F, ON_G, Record, value
+from smoothrecon.experiments.convergence import best_found
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick
 from smoothrecon.util.io import atomic_write
 
@@ -197,9 +198,10 @@ def _stopped_points(ax, rows: list[dict], model: str, e: float, best: float, col
 
 
 def convergence_figure(run: Run, out: Path) -> Path | None:
-    """Attack loss relative to the best found, vs PGD steps (log scale), per eps_rel: one
-    colour per model family, solid eps/4 vs dashed eps/2, dots 1 restart vs squares R, stars
-    early-stopped runs at the mean steps they spent."""
+    """Attack loss as a share of the best any attack found per crop (`best_found`), vs
+    gradient steps (log scale), per eps_rel: one colour per model family, solid PGD eps/4,
+    dashed PGD eps/2, dash-dotted APGD; dots 1 start vs squares R; stars early-stopped runs at
+    the mean steps they spent; crosses the long reference attacks."""
     rows = [r for r in run.convergence if not r.get("thesis")]
     if not rows:
         return None
@@ -207,36 +209,44 @@ def convergence_figure(run: Run, out: Path) -> Path | None:
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(eps_rels), figsize=(6 * len(eps_rels), 4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    best: dict[tuple[str, float], float] = {}
-    for r in rows:
-        key = (r["model"], r["eps_rel"])
-        best[key] = max(best.get(key, 0.0), r["loss"])
+    best = best_found(run.convergence)
+    curves = sorted({(r.get("attack", "pgd"), r["step_factor"]) for r in rows})
     for ax, e in zip(axes[0], eps_rels, strict=True):
         for i, model in enumerate(models):
-            for factor in sorted({r["step_factor"] for r in rows}):
+            color = colors[i % len(colors)]
+            for attack, factor in curves:
                 for restarts in sorted({r["restarts"] for r in rows}):
                     pts = sorted(
                         (r["steps"], r["loss"] / max(best[(model, e)], 1e-30))
                         for r in rows
-                        if (r["model"], r["eps_rel"], r["step_factor"], r["restarts"])
-                        == (model, e, factor, restarts)
+                        if (r["model"], r["eps_rel"], r.get("attack", "pgd"), r["step_factor"])
+                        == (model, e, attack, factor)
+                        and r["restarts"] == restarts
                         and not r.get("patience")
+                        and not r.get("reference")
                     )
                     if not pts:
                         continue
+                    style = "-." if attack == "apgd" else ("-" if factor <= 0.25 else "--")
+                    what = "APGD" if attack == "apgd" else f"PGD {factor:g} eps"
                     ax.plot(
                         *zip(*pts, strict=True),
-                        color=colors[i % len(colors)],
-                        linestyle="-" if factor <= 0.25 else "--",
+                        color=color,
+                        linestyle=style,
                         marker="o" if restarts == 1 else "s",
                         markersize=3,
-                        label=f"{model}, {factor:g} eps, {restarts} start(s)",
+                        label=f"{model}, {what}, {restarts} start(s)",
                     )
-            _stopped_points(ax, rows, model, e, best[(model, e)], colors[i % len(colors)])
+            _stopped_points(ax, rows, model, e, best[(model, e)], color)
+            for r in rows:
+                if r.get("reference") and (r["model"], r["eps_rel"]) == (model, e):
+                    share = r["loss"] / max(best[(model, e)], 1e-30)
+                    what = f"{model}, reference {r['attack'].upper()} x{r['restarts']}"
+                    ax.plot(r["steps"], share, "x", color=color, label=what)
         ax.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
-        ax.set_xlabel("PGD steps")
-        ax.set_ylabel("attack loss / best loss found")
+        ax.set_xlabel("gradient steps (per start)")
+        ax.set_ylabel("attack loss / best loss found (per crop)")
         ax.set_title(f"eps_rel {e:g}")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][-1].get_legend_handles_labels()

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smoothrecon.evaluation.records import NO_ATTACK, ON_F, ON_G, Record, value
+from smoothrecon.experiments.convergence import reference_scores, setting_scores
 from smoothrecon.experiments.eot_study import eot_scores
+from smoothrecon.metrics import mean_and_ci
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick, thesis_row
 
 METRIC_FMT = {"mse": "{:.4f}", "psnr": "{:.2f}", "ssim": "{:.4f}"}
@@ -366,34 +368,136 @@ def _study_key(r: dict) -> tuple:
         r["model"],
         r["eps_rel"],
         bool(r.get("thesis")),
+        r.get("attack", "pgd"),
         r["step_factor"],
         r["restarts"],
         r.get("patience", 0),
+        bool(r.get("reference")),
     )
+
+
+def strength_table(run: Run) -> Table:
+    """Every candidate attack of the convergence study as a share of the best loss any attack
+    found (per crop, the long reference included): smallest and mean over model families and
+    eps_rel, with its cost; the chosen one marked; the reference attacks' own shares last."""
+    if not run.convergence:
+        return Table("table_attack_strength", "", [], [])
+    score = run.manifest.get("strong_score") or {}
+    chosen = (score.get("attack", "pgd"), score.get("steps"), score.get("restarts"),
+              score.get("step_factor"), score.get("patience", 0))  # fmt: skip
+    header = ["attack", "steps", "starts", "step", "early stop", "passes/crop (one loss)",
+              "min share", "mean share", "chosen"]  # fmt: skip
+    rows = []
+    for s in setting_scores(run.convergence):
+        key = (s["attack"], s["steps"], s["restarts"], s["step_factor"], s["patience"])
+        rows.append([
+            s["attack"].upper(), str(s["steps"]), str(s["restarts"]),
+            f"{s['step_factor']:g} eps" if s["attack"] == "pgd" else "schedule",
+            f"patience {s['patience']}" if s["patience"] else "-", f"{s['cost']:.0f}",
+            f"{s['min_ratio']:.1%}", f"{s['mean_ratio']:.1%}", "yes" if key == chosen else "",
+        ])  # fmt: skip
+    for ref in reference_scores(run.convergence):
+        r0 = next(r for r in run.convergence if r.get("reference") and r["attack"] == ref["attack"])
+        rows.append([
+            f"reference {ref['attack'].upper()}", str(r0["steps"]), str(r0["restarts"]), "-", "-",
+            str(r0["steps"] * r0["restarts"]), f"{ref['min_ratio']:.1%}",
+            f"{ref['mean_ratio']:.1%}", "",
+        ])  # fmt: skip
+    return Table(
+        "table_attack_strength",
+        "Attack strength across families (validation crops): each setting's mean loss as a "
+        "share of the best loss any attack found per crop (long APGD and PGD references "
+        "included), smallest and mean over model families and eps_rel",
+        header,
+        rows,
+    )
+
+
+def member_table(run: Run) -> Table:
+    """Each member of an ensemble attack alone (reported split, the primary setting): per
+    model, eps_rel and attacked model (f, or g at its sigma_g), the mean PSNR and SSIM each
+    member leaves, and the paired gaps of the MSE and SSIM members with their 95% CIs: how much
+    lower SSIM the SSIM attack leaves, and how much lower PSNR the MSE attack leaves."""
+    recs = [
+        r
+        for r in run.records
+        if r["split"] == run.reported and r["setting"] == run.primary and r.get("by_member")
+    ]
+    names = list(dict.fromkeys(n for r in recs for n in r["by_member"]))
+    pair = _mse_ssim_pair(names)
+    header = ["model", "eps_rel", "attacked", *[f"PSNR / SSIM {n}" for n in names]]
+    if pair:
+        header += ["SSIM: MSE attack - SSIM attack", "PSNR: SSIM attack - MSE attack"]
+    rows = []
+    for r in recs:
+        own = r["by_member"]
+        where = "f" if r["attack"] == ON_F else f"g, sigma_g {r['sigma_g']:g}"
+        row = [r["model"], f"{r['eps_rel']:g}", where]
+        row += [_member_cell(own.get(n)) for n in names]
+        if pair:
+            row += [_gap(own, pair, "ssim"), _gap(own, pair[::-1], "psnr")]
+        rows.append(row)
+    return Table(
+        "table_attack_members",
+        "Each attack of the ensemble alone (mean over the reported crops): the SSIM column "
+        "under attack is per crop the lower of the members' SSIM, the PSNR column the lower "
+        "PSNR; gaps paired per crop, mean ± 95% CI",
+        header,
+        rows,
+    )
+
+
+def _mse_ssim_pair(names: list[str]) -> tuple[str, str] | None:
+    """(the member aimed at the MSE, the one aimed at SSIM), named "<kind>-mse" and
+    "<kind>-ssim", when both are there."""
+    mse = next((n for n in names if n.endswith("-mse")), None)
+    ssim = next((n for n in names if n.endswith("-ssim")), None)
+    return (mse, ssim) if mse and ssim else None
+
+
+def _member_cell(own: dict | None) -> str:
+    if not own:
+        return "-"
+    return f"{mean_and_ci(own['psnr'])[0]:.2f} / {mean_and_ci(own['ssim'])[0]:.4f}"
+
+
+def _gap(own: dict, pair: tuple[str, str], metric: str) -> str:
+    """Mean ± 95% CI over crops of metric under pair[0] minus under pair[1]."""
+    a, b = (own.get(n, {}).get(metric) for n in pair)
+    if not a or not b:
+        return "-"
+    m, _, ci = mean_and_ci([x - y for x, y in zip(a, b, strict=True)])
+    fmt = METRIC_FMT[metric]
+    return f"{fmt.format(m)} ± {fmt.format(ci)}"
 
 
 def convergence_table(run: Run) -> Table:
     """Attack loss (normalized-space MSE) and PSNR vs PGD steps, per model family;
     early-stopped runs in their own rows, with the mean steps they spent."""
-    rows_in = run.convergence
+    rows_in = [r for r in run.convergence if not r.get("reference")]
     steps = sorted({r["steps"] for r in rows_in})
     header = ["model", "eps_rel", "step", "restarts"] + [f"loss/PSNR @ {t}" for t in steps]
     rows = []
     for key in sorted({_study_key(r) for r in rows_in}):
-        model, eps, thesis, factor, restarts, patience = key
+        model, eps, thesis, attack, factor, restarts, patience, _ = key
         index = {r["steps"]: r for r in rows_in if _study_key(r) == key}
         starts = "thesis attack (last iterate)" if thesis else str(restarts)
         if patience:
             used = next(iter(index.values()))["steps_used"]
             starts += f", early stop (patience {patience}): {used:.0f} steps/crop"
-        cells = [model, f"{eps:g}", f"{factor:g} eps", starts]
+        step = "APGD" if attack == "apgd" else f"{factor:g} eps"
+        cells = [model, f"{eps:g}", step, starts]
         for t in steps:
             r = index.get(t)
             cells.append(f"{r['loss']:.4g} / {r['psnr']:.2f}" if r else "-")
         rows.append(cells)
     strong = run.manifest.get("attacks", {}).get("strong")
     note = ""
-    if strong:
+    if strong and strong.get("kind") == "apgd":
+        note = (
+            f"; strong setting chosen: APGD, {strong['steps']} steps, {strong['restarts']} start(s)"
+        )
+    elif strong:
         note = (
             f"; strong setting chosen: {strong['steps']} steps of {strong['step_factor']:g} "
             f"eps, {strong['restarts']} restart(s), best iterate"
