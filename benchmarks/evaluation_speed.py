@@ -21,6 +21,7 @@ from smoothrecon.config import THESIS_EPS_RELS, THESIS_SIGMA_G_GRID, AttackConfi
 from smoothrecon.data import DataBundle
 from smoothrecon.defenses.smoothing import AdaptiveK, mc_share_fn, predict_adaptive, predict_many
 from smoothrecon.evaluation.attacking import batched_attack
+from smoothrecon.evaluation.inputs import pairs
 from smoothrecon.evaluation.unit import SplitInputs, split_inputs
 from smoothrecon.experiments.convergence import thesis_attack
 from smoothrecon.metrics import all_metrics
@@ -50,7 +51,7 @@ def small_model(cfg: Config, data: DataBundle, steps: int = 60) -> torch.nn.Modu
     while done < steps:
         epoch += 1
         for xb in data.training_crops().batches(epoch, cfg.train.batch_size):
-            y, x, _ = SLOW.pairs(xb, op, data.normalization)
+            y, x, _ = pairs(SLOW, xb, op, data.normalization)
             loss = F.mse_loss(model(y), x)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -36,6 +36,7 @@ from smoothrecon.config import Config
 from smoothrecon.data import DataBundle
 from smoothrecon.defenses.smoothing import predict_many
 from smoothrecon.evaluation.attacking import batched_attack
+from smoothrecon.evaluation.inputs import pairs
 from smoothrecon.evaluation.unit import SplitInputs, smoothed_metrics, split_inputs
 from smoothrecon.experiments.training import perturb
 from smoothrecon.metrics import psnr, ssim
@@ -97,7 +98,7 @@ def _quick_train(cfg: Config, data: DataBundle, steps: int = 120) -> torch.nn.Mo
     while done < steps:
         epoch += 1
         for xb in data.training_crops().batches(epoch, cfg.train.batch_size):
-            y, x, _ = runtime.pairs(xb, op, data.normalization)
+            y, x, _ = pairs(runtime, xb, op, data.normalization)
             step(y, x)
             done += 1
             if done >= steps:
@@ -112,12 +113,12 @@ def bench_train_step(cfg: Config, data: DataBundle) -> Row:
     bs = cfg.train.batch_size
     n_batches = 8
     xb = next(data.training_crops().batches(1, bs))
-    y_fixed, x_fixed, _ = runtime.pairs(xb, op, data.normalization)
+    y_fixed, x_fixed, _ = pairs(runtime, xb, op, data.normalization)
     gen = make_generator(0, "cpu")
 
     def real() -> None:
         for i, xb in enumerate(data.training_crops().batches(2, bs)):
-            y, x, _ = runtime.pairs(xb, op, data.normalization)
+            y, x, _ = pairs(runtime, xb, op, data.normalization)
             step(perturb(model, y, x, cfg.train, gen, runtime), x)
             if i + 1 == n_batches:
                 break
@@ -147,12 +148,12 @@ def bench_data_pipeline(cfg: Config, data: DataBundle) -> Row:
 
     def deliver() -> None:
         for i, xb in enumerate(data.training_crops().batches(3, bs)):
-            runtime.pairs(xb, op, data.normalization)
+            pairs(runtime, xb, op, data.normalization)
             if i + 1 == n:
                 break
 
     xb = next(data.training_crops().batches(1, bs))
-    y, x, _ = runtime.pairs(xb, op, data.normalization)
+    y, x, _ = pairs(runtime, xb, op, data.normalization)
 
     def consume() -> None:
         for _ in range(n):
