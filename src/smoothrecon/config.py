@@ -319,7 +319,8 @@ class ExperimentConfig:
     # On one Gaussian-trained model per family, at eot_sigmas (empty: its sigma_f and the
     # largest sigma_g of the grid) and eot_eps_rels (empty: convergence_eps_rels): every
     # k_attack with fixed and fresh noise (and fresh noise with eot_restarts starts) at an equal
-    # budget of eot_budget network gradient passes (steps x k_attack x restarts) per crop, best
+    # budget of eot_budget network gradient passes (steps x k_attack x restarts) per crop (and
+    # per loss of the attack: the chosen setting runs on each of attack.losses), best
     # iterate after 1/4, 1/2 and all of it and the last iterate; a reference attack of
     # 2 x eot_budget (fresh noise, k 4). Each setting is scored on fresh draws of g at
     # eot_eval_k (never the draws it optimized); the attack on g is the cheapest within
