@@ -58,10 +58,13 @@ def ssim(
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Per-image SSIM, eq A.18 with local Gaussian statistics -> (B,), channel mean."""
+    """Per-image SSIM, eq A.18 with local Gaussian statistics -> (B,), channel mean; computed
+    in `dtype` (float64 for the reported metric; the SSIM attack's loss runs in float32, 2x
+    faster on CPU, within 1e-5 of it)."""
     _check(x_hat, x)
-    a, b = x_hat.double(), x.double()
+    a, b = x_hat.to(dtype), x.to(dtype)
     c = a.shape[1]
     g = _gaussian_1d(sigma, 3.5, a.dtype, a.device)
     if a.shape[-1] < g.numel() or a.shape[-2] < g.numel():

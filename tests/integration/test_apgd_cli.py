@@ -36,7 +36,7 @@ def test_evaluate_with_apgd(cli, photo_dir: Path, tmp_path: Path) -> None:
     text = (out / "report" / "report.md").read_text()
     assert "APGD-L2, 8 steps, 1 start(s) on each of MSE and SSIM (an ensemble)" in text
     assert "SSIM from the member of the lowest SSIM (apgd-" in text
-    assert "Each attack of the ensemble alone" in text
+    assert "The MSE and the SSIM attack of the ensemble alone" in text
     assert "SSIM: MSE attack - SSIM attack" in text
 
 

@@ -131,3 +131,14 @@ def test_bad_shapes_raise(metric, shape_hat: tuple, shape: tuple) -> None:
 def test_ssim_needs_a_full_window() -> None:
     with pytest.raises(ValueError, match="11x11"):
         ssim(torch.zeros(1, 3, 10, 20), torch.zeros(1, 3, 10, 20))
+
+
+def test_ssim_in_float32_agrees_with_float64() -> None:
+    """The SSIM attack's loss computes SSIM in float32 (attacks.pgd.ssim_loss): within 1e-5 of
+    the reported float64 metric, on images near each other (where SSIM is steep) and apart."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(4, 3, 24, 29, generator=gen)
+    for noise in (0.01, 0.3):
+        x_hat = (x + noise * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+        assert torch.allclose(ssim(x_hat, x, dtype=torch.float32).double(),
+                              ssim(x_hat, x).double(), atol=1e-5)  # fmt: skip

@@ -77,7 +77,7 @@ def per_sample_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def ssim_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """1 - SSIM(out_i, x_i) per sample: (B, C, H, W) pixel space [0, 1] -> (B,). The attack on
     the metric the report shows (`metrics.ssim`, differentiable)."""
-    return 1.0 - ssim(out.float(), x.float())
+    return 1.0 - ssim(out, x, dtype=torch.float32)
 
 
 # The losses an attack can maximize: "mse" on the model's outputs (the PSNR attack), "ssim" on
