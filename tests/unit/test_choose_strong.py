@@ -66,8 +66,8 @@ def test_the_best_loss_found_is_per_crop_over_every_row_the_reference_included()
     a = _row(20, 1, 0.5, losses=[1.0, 0.0])
     b = _row(50, 1, 0.5, losses=[0.0, 1.0])
     ref = {**_row(1000, 5, 0.9, losses=[0.9, 0.9]), "reference": True}
-    assert best_found([a, b]) == {("m", 0.05): 1.0}
-    assert best_found([a, b, ref]) == {("m", 0.05): 1.0}
+    assert best_found([a, b]) == {("m", 0.05, "mse"): 1.0}
+    assert best_found([a, b, ref]) == {("m", 0.05, "mse"): 1.0}
     scores = setting_scores([a, b, ref])
     assert {s["steps"] for s in scores} == {20, 50}
     assert all(s["min_ratio"] == 0.5 for s in scores)
@@ -90,3 +90,24 @@ def test_an_apgd_row_is_chosen_as_apgd_and_the_cost_counts_every_loss() -> None:
     strong, score = choose_strong(rows, 0.01, base, max_cost=100)  # 2 x 51 passes > 100
     assert not score["converged"] and (strong.kind, strong.steps) == ("pgd", 20)
     assert score["cost"] == 40
+
+
+def test_a_setting_must_be_close_on_every_loss_the_evaluation_attacks_with() -> None:
+    """Issue 25: the SSIM columns come from the SSIM attack, so the study scores every setting
+    on 1 - SSIM too; APGD 50 is the cheapest within 1% on the MSE but falls short on SSIM, so
+    the longer PGD, close on both, is chosen, and its score is its smaller share."""
+    mse = [
+        {**_row(10, 1, 0.5), "thesis": True},
+        {**_row(50, 1, 0.995, steps_used=51), "attack": "apgd", "step_factor": 0.0},
+        _row(100, 1, 1.0),
+    ]
+    ssim = [
+        {**r, "objective": "ssim", "loss": loss}
+        for r, loss in ((mse[1], 0.9), (mse[2], 0.992), (_row(1000, 5, 1.0, reference=True), 1.0))
+    ]
+    assert set(best_found(mse + ssim)) == {("m", 0.05, "mse"), ("m", 0.05, "ssim")}
+    strong, score = choose_strong(mse, 0.01, MSE_ONLY)
+    assert (strong.kind, strong.steps) == ("apgd", 50)  # the MSE alone would pick APGD
+    strong, score = choose_strong(mse + ssim, 0.01, MSE_ONLY)
+    assert (strong.kind, strong.steps) == ("pgd", 100)
+    assert score["converged"] and score["min_ratio"] == 0.992

@@ -1,6 +1,9 @@
 """Attack convergence, shown: how strong is each candidate attack — PGD after t steps per step
 size, APGD-L2 of N steps, with 1 or R restarts — against the best loss any attack found, and
-the "strong" setting chosen from that.
+the "strong" setting chosen from that. Every candidate runs on each loss the evaluation
+attacks with (the MSE, and 1 - SSIM on pixel-space outputs: the row's `objective`), and a
+setting's strength is its smallest share over both: the SSIM columns come from the SSIM attack,
+so it has to be shown converged too.
 
 The best loss found is per crop the largest over every row, including a reference no setting
 is tuned on: long APGD and long PGD (`convergence_reference_steps` x
@@ -35,7 +38,7 @@ from smoothrecon.config import (
     AttackConfig,
     ExperimentConfig,
 )
-from smoothrecon.evaluation.inputs import SplitInputs
+from smoothrecon.evaluation.inputs import SplitInputs, to_pixels
 from smoothrecon.metrics import psnr, ssim
 from smoothrecon.models.normalization import Normalization
 from smoothrecon.util.seeds import make_generator
@@ -55,18 +58,28 @@ class _Study:
     eps_rel: float
     start: str
     seed: int
+    objective: str = "mse"  # the loss every attack of this study maximizes (`pgd.LOSSES`)
 
     @property
     def eps(self) -> float:
         return eps_from_rel(self.eps_rel, self.y.shape[1:])
 
+    def aimed(self) -> tuple[Forward, torch.Tensor]:
+        """(forward, target) the attacks maximize their loss on: the model's outputs against
+        the model-space target, or for SSIM pixel-space outputs against the pixel truth (as
+        the evaluation aims them, `evaluation.attacking.aimed`)."""
+        if self.objective != "ssim":
+            return self.forward, self.target
+        return (lambda z: to_pixels(self.forward(z), self.norm)), self.x
+
     def row(self, e: torch.Tensor, loss: torch.Tensor, **key: object) -> dict:
         with torch.no_grad():
             x_hat = self.norm.denormalize(self.forward(self.y + e)).clamp(0, 1)
-        per_crop = loss / self.y[0].numel()
+        per_crop = loss / self.y[0].numel() if self.objective == "mse" else loss
         return {
             "eps_rel": self.eps_rel,
             "attack": "pgd",
+            "objective": self.objective,
             **key,
             "loss": float(per_crop.mean()),
             "losses": per_crop.tolist(),
@@ -93,14 +106,17 @@ class _Study:
             keep=keep,
             patience=stop[0],
             rel_tol=stop[1],
+            loss=self.objective,
         )
         gen = make_generator(self.seed * 7919 + restart, self.y.device)
-        return pgd_l2_run(self.forward, self.y, self.target, self.eps, run, gen, snapshots)
+        forward, target = self.aimed()
+        return pgd_l2_run(forward, self.y, target, self.eps, run, gen, snapshots)
 
     def apgd(self, steps: int, restart: int) -> PGDResult:
         """One APGD run of `steps` from random start number `restart`."""
         gen = make_generator(self.seed * 7919 + 104729 + restart, self.y.device)
-        return APGD(steps=steps).run(self.forward, self.y, self.target, self.eps, gen)
+        forward, target = self.aimed()
+        return APGD(steps=steps, loss=self.objective).run(forward, self.y, target, self.eps, gen)
 
     def apgd_rows(self, steps: tuple[int, ...], restarts: int) -> list[dict]:
         """APGD of each length in `steps` with 1 and `restarts` starts (its schedule depends
@@ -192,14 +208,27 @@ def convergence_rows(
     cfg: ExperimentConfig,
     start: str = "ball",
     seed: int = 0,
+    objectives: tuple[str, ...] = ("mse",),
 ) -> list[dict]:
-    """One row per candidate (PGD: step_factor, steps, restarts in {1, R}, and early-stopped;
-    APGD: steps, restarts in {1, R}) with the per-crop and mean loss, PSNR and SSIM, the
-    thesis attack's row from the first random start, and the reference rows."""
+    """Per loss in `objectives`, one row per candidate (PGD: step_factor, steps, restarts in
+    {1, R}, and early-stopped; APGD: steps, restarts in {1, R}) with the per-crop and mean
+    loss, PSNR and SSIM, and the reference rows; the thesis attack's row (the MSE, first
+    random start) once."""
     n = min(cfg.convergence_images, data.y.shape[0])
-    study = _Study(forward, data.y[:n], data.target[:n], data.x[:n], norm, eps_rel, start, seed)
+    crops = (data.y[:n], data.target[:n], data.x[:n])
+    rows = []
+    for objective in objectives:
+        study = _Study(forward, *crops, norm, eps_rel, start, seed, objective)
+        if objective == "mse":
+            rows.append(study.thesis_row())
+        rows += _candidate_rows(study, cfg)
+    return rows
+
+
+def _candidate_rows(study: _Study, cfg: ExperimentConfig) -> list[dict]:
+    """Every candidate's and the reference's rows of one study (one loss)."""
     steps = tuple(sorted(set(cfg.convergence_steps)))
-    rows = [study.thesis_row()]
+    rows = []
     stop = (cfg.convergence_patience, cfg.convergence_rel_tol)
     for factor in cfg.convergence_step_factors:
         rows += study.factor_rows(factor, steps, cfg.convergence_restarts)
@@ -225,13 +254,19 @@ def _group(row: dict) -> tuple[str, int, int, float, int]:
     )
 
 
+def study_key(row: dict) -> tuple[str, float, str]:
+    """What a row's loss is comparable within: (model, eps_rel, objective); rows written
+    before the SSIM loss joined the study are MSE rows."""
+    return row["model"], row["eps_rel"], row.get("objective", "mse")
+
+
 def best_found(rows: list[dict]) -> dict[tuple, float]:
-    """Per (model, eps_rel): the mean over crops of the largest loss any row reached on that
-    crop (rows without per-crop losses count by their mean)."""
+    """Per `study_key`: the mean over crops of the largest loss any row reached on that crop
+    (rows without per-crop losses count by their mean)."""
     per_crop: dict[tuple, list[float]] = {}
     means: dict[tuple, float] = {}
     for r in rows:
-        key = (r["model"], r["eps_rel"])
+        key = study_key(r)
         means[key] = max(means.get(key, 0.0), r["loss"])
         if "losses" in r:
             old = per_crop.get(key, r["losses"])
@@ -246,17 +281,17 @@ def setting_scores(rows: list[dict]) -> list[dict]:
     """Per candidate setting (thesis and reference rows are none): its attack and cost (steps x
     restarts, APGD's start pass included, or for an early-stopped one the mean gradient steps
     it spent per crop) and max_cost, the smallest and mean share of the best loss found
-    (`best_found`, over models and eps_rel) it reaches, and whether it is never below the
-    thesis attack's loss from the same start."""
+    (`best_found`, over models, eps_rel and losses) it reaches, and whether it is never below
+    the thesis attack's loss from the same start (on the MSE)."""
     best = best_found(rows)
-    floor = {(r["model"], r["eps_rel"]): r["loss"] for r in rows if r.get("thesis")}
+    floor = {study_key(r): r["loss"] for r in rows if r.get("thesis")}
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if not r.get("thesis") and not r.get("reference"):
             groups.setdefault(_group(r), []).append(r)
     scores = []
     for (attack, steps, restarts, factor, patience), mine in sorted(groups.items()):
-        ratios = [r["loss"] / max(best[(r["model"], r["eps_rel"])], 1e-30) for r in mine]
+        ratios = [r["loss"] / max(best[study_key(r)], 1e-30) for r in mine]
         used = [r.get("steps_used", steps * restarts) for r in mine]
         scores.append(
             {
@@ -270,9 +305,7 @@ def setting_scores(rows: list[dict]) -> list[dict]:
                 "max_cost": max(used) if attack == "apgd" else steps * restarts,
                 "min_ratio": min(ratios),
                 "mean_ratio": sum(ratios) / len(ratios),
-                "above_thesis": all(
-                    r["loss"] >= floor.get((r["model"], r["eps_rel"]), 0.0) for r in mine
-                ),
+                "above_thesis": all(r["loss"] >= floor.get(study_key(r), 0.0) for r in mine),
             }
         )
     return scores
@@ -285,7 +318,7 @@ def reference_scores(rows: list[dict]) -> list[dict]:
     out: dict[str, list[float]] = {}
     for r in rows:
         if r.get("reference"):
-            out.setdefault(r["attack"], []).append(r["loss"] / best[(r["model"], r["eps_rel"])])
+            out.setdefault(r["attack"], []).append(r["loss"] / max(best[study_key(r)], 1e-30))
     return [
         {"attack": a, "min_ratio": min(v), "mean_ratio": sum(v) / len(v)} for a, v in out.items()
     ]

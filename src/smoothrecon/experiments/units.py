@@ -224,7 +224,8 @@ def _write_study(
 
 
 def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
-    """PGD loss / PSNR vs steps for one model at one eps_rel (validation crops)."""
+    """Every candidate attack's loss / PSNR for one model at one eps_rel, on each loss the
+    evaluation attacks with (validation crops)."""
     model = _load(unit.cfg, unit.model_folder, runtime)
     split = "val" if len(data.val) else "test"
     t0 = time.perf_counter()
@@ -237,6 +238,7 @@ def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) ->
         unit.cfg.experiment,
         unit.cfg.attack.random_start,
         unit.cfg.evaluation.seed,
+        unit.cfg.attack.losses,
     )
     return _write_study(unit, rows, split, t0)
 

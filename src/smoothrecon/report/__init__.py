@@ -199,12 +199,16 @@ def attack_text(run: Run) -> str:
             if score["converged"]
             else f"NOT within {score['within']:.0%} of it: the closest setting {where}"
         )
+        found = (
+            "any attack found (per crop, a long reference included)"
+            if any(r.get("reference") for r in run.convergence)
+            else "the study's PGD settings found (a run before the study had a reference)"
+        )
         parts.append(
             f"'strong' was chosen from the convergence study: its MSE attack reaches at least "
-            f"{score['min_ratio']:.1%} (mean {score['mean_ratio']:.1%}) of the best loss any "
-            f"attack found (per crop, a long reference included) for every model family and "
-            f"eps_rel, {verdict}, at {score['cost']:.0f} gradient passes per crop (all its "
-            f"losses) on the study's crops."
+            f"{score['min_ratio']:.1%} (mean {score['mean_ratio']:.1%}) of the best loss "
+            f"{found} for every model family and eps_rel, {verdict}, at {score['cost']:.0f} "
+            "gradient passes per crop (all its losses) on the study's crops."
         )
     parts.append(columns_text(run))
     if any(r["attack"] == ON_G for r in run.records):

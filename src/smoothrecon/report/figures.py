@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from smoothrecon.evaluation.records import NO_ATTACK, ON_F, ON_G, Record, value
-from smoothrecon.experiments.convergence import best_found
+from smoothrecon.experiments.convergence import best_found, study_key
 from smoothrecon.report.records import Run, chosen_sigma, headline, pick
 from smoothrecon.util.io import atomic_write
 
@@ -182,10 +182,11 @@ def image_grid(run: Run, models: list[str], eps_rel: float, out: Path) -> Path |
     return _save(fig, out)
 
 
-def _stopped_points(ax, rows: list[dict], model: str, e: float, best: float, color) -> None:
-    """Early-stopped runs as stars at the mean gradient steps they spent."""
+def _stopped_points(ax, rows: list[dict], panel: tuple, best: float, color) -> None:
+    """Early-stopped runs of `panel` ((model, eps_rel, objective)) as stars at the mean
+    gradient steps they spent."""
     for r in rows:
-        if r.get("patience") and (r["model"], r["eps_rel"]) == (model, e):
+        if r.get("patience") and study_key(r) == panel:
             ax.plot(
                 r["steps_used"],
                 r["loss"] / max(best, 1e-30),
@@ -193,63 +194,65 @@ def _stopped_points(ax, rows: list[dict], model: str, e: float, best: float, col
                 markersize=8,
                 color=color,
                 linestyle="none",
-                label=f"{model}, {r['step_factor']:g} eps, {r['restarts']} start(s), early stop",
+                label=f"{panel[0]}, {r['step_factor']:g} eps, {r['restarts']} start(s), early stop",
             )
 
 
 def convergence_figure(run: Run, out: Path) -> Path | None:
     """Attack loss as a share of the best any attack found per crop (`best_found`), vs
-    gradient steps (log scale), per eps_rel: one colour per model family, solid PGD eps/4,
-    dashed PGD eps/2, dash-dotted APGD; dots 1 start vs squares R; stars early-stopped runs at
-    the mean steps they spent; crosses the long reference attacks."""
+    gradient steps (log scale), one panel per eps_rel and loss (MSE, 1 - SSIM): one colour per
+    model family, solid PGD eps/4, dashed PGD eps/2, dash-dotted APGD; dots 1 start vs squares
+    R; stars early-stopped runs at the mean steps they spent; crosses the long reference
+    attacks."""
     rows = [r for r in run.convergence if not r.get("thesis")]
     if not rows:
         return None
-    eps_rels = sorted({r["eps_rel"] for r in rows})
+    panels = sorted({(r["eps_rel"], r.get("objective", "mse")) for r in rows})
     models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(eps_rels), figsize=(6 * len(eps_rels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     best = best_found(run.convergence)
-    curves = sorted({(r.get("attack", "pgd"), r["step_factor"]) for r in rows})
-    for ax, e in zip(axes[0], eps_rels, strict=True):
+    for ax, (e, objective) in zip(axes[0], panels, strict=True):
         for i, model in enumerate(models):
-            color = colors[i % len(colors)]
-            for attack, factor in curves:
-                for restarts in sorted({r["restarts"] for r in rows}):
-                    pts = sorted(
-                        (r["steps"], r["loss"] / max(best[(model, e)], 1e-30))
-                        for r in rows
-                        if (r["model"], r["eps_rel"], r.get("attack", "pgd"), r["step_factor"])
-                        == (model, e, attack, factor)
-                        and r["restarts"] == restarts
-                        and not r.get("patience")
-                        and not r.get("reference")
-                    )
-                    if not pts:
-                        continue
-                    style = "-." if attack == "apgd" else ("-" if factor <= 0.25 else "--")
-                    what = "APGD" if attack == "apgd" else f"PGD {factor:g} eps"
-                    ax.plot(
-                        *zip(*pts, strict=True),
-                        color=color,
-                        linestyle=style,
-                        marker="o" if restarts == 1 else "s",
-                        markersize=3,
-                        label=f"{model}, {what}, {restarts} start(s)",
-                    )
-            _stopped_points(ax, rows, model, e, best[(model, e)], color)
-            for r in rows:
-                if r.get("reference") and (r["model"], r["eps_rel"]) == (model, e):
-                    share = r["loss"] / max(best[(model, e)], 1e-30)
-                    what = f"{model}, reference {r['attack'].upper()} x{r['restarts']}"
-                    ax.plot(r["steps"], share, "x", color=color, label=what)
+            key = (model, e, objective)
+            if key in best:
+                _model_curves(ax, [r for r in rows if study_key(r) == key], best[key],
+                              colors[i % len(colors)])  # fmt: skip
         ax.axhline(0.99, color="grey", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
         ax.set_xlabel("gradient steps (per start)")
         ax.set_ylabel("attack loss / best loss found (per crop)")
-        ax.set_title(f"eps_rel {e:g}")
+        ax.set_title(f"eps_rel {e:g}, loss {'MSE' if objective == 'mse' else '1 - SSIM'}")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("Attack convergence (validation crops; dotted line: 99% of the best loss)")
     return _save(fig, out)
+
+
+def _model_curves(ax, rows: list[dict], best: float, color) -> None:
+    """One model's rows of one panel: the candidates' curves, early-stopped stars and the
+    reference crosses, as shares of `best`."""
+    model = rows[0]["model"]
+    curves = sorted({(r.get("attack", "pgd"), r["step_factor"], r["restarts"]) for r in rows})
+    for attack, factor, restarts in curves:
+        pts = sorted(
+            (r["steps"], r["loss"] / max(best, 1e-30))
+            for r in rows
+            if (r.get("attack", "pgd"), r["step_factor"], r["restarts"])
+            == (attack, factor, restarts)
+            and not r.get("patience")
+            and not r.get("reference")
+        )
+        if not pts:
+            continue
+        style = "-." if attack == "apgd" else ("-" if factor <= 0.25 else "--")
+        what = "APGD" if attack == "apgd" else f"PGD {factor:g} eps"
+        ax.plot(*zip(*pts, strict=True), color=color, linestyle=style,
+                marker="o" if restarts == 1 else "s", markersize=3,
+                label=f"{model}, {what}, {restarts} start(s)")  # fmt: skip
+    _stopped_points(ax, rows, study_key(rows[0]), best, color)
+    for r in rows:
+        if r.get("reference"):
+            what = f"{model}, reference {r['attack'].upper()} x{r['restarts']}"
+            ax.plot(r["steps"], r["loss"] / max(best, 1e-30), "x", color=color, label=what)

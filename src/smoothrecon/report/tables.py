@@ -367,6 +367,7 @@ def _study_key(r: dict) -> tuple:
     return (
         r["model"],
         r["eps_rel"],
+        r.get("objective", "mse"),
         bool(r.get("thesis")),
         r.get("attack", "pgd"),
         r["step_factor"],
@@ -407,7 +408,8 @@ def strength_table(run: Run) -> Table:
         "table_attack_strength",
         "Attack strength across families (validation crops): each setting's mean loss as a "
         "share of the best loss any attack found per crop (long APGD and PGD references "
-        "included), smallest and mean over model families and eps_rel",
+        "included), smallest and mean over model families, eps_rel and the losses studied "
+        "(the MSE, and 1 - SSIM where the evaluation attacks SSIM too)",
         header,
         rows,
     )
@@ -476,17 +478,18 @@ def convergence_table(run: Run) -> Table:
     early-stopped runs in their own rows, with the mean steps they spent."""
     rows_in = [r for r in run.convergence if not r.get("reference")]
     steps = sorted({r["steps"] for r in rows_in})
-    header = ["model", "eps_rel", "step", "restarts"] + [f"loss/PSNR @ {t}" for t in steps]
+    header = ["model", "eps_rel", "loss", "step", "restarts"]
+    header += [f"loss/PSNR @ {t}" for t in steps]
     rows = []
     for key in sorted({_study_key(r) for r in rows_in}):
-        model, eps, thesis, attack, factor, restarts, patience, _ = key
+        model, eps, objective, thesis, attack, factor, restarts, patience, _ = key
         index = {r["steps"]: r for r in rows_in if _study_key(r) == key}
         starts = "thesis attack (last iterate)" if thesis else str(restarts)
         if patience:
             used = next(iter(index.values()))["steps_used"]
             starts += f", early stop (patience {patience}): {used:.0f} steps/crop"
         step = "APGD" if attack == "apgd" else f"{factor:g} eps"
-        cells = [model, f"{eps:g}", step, starts]
+        cells = [model, f"{eps:g}", "MSE" if objective == "mse" else "1 - SSIM", step, starts]
         for t in steps:
             r = index.get(t)
             cells.append(f"{r['loss']:.4g} / {r['psnr']:.2f}" if r else "-")
@@ -506,8 +509,8 @@ def convergence_table(run: Run) -> Table:
     return Table(
         "table_attack_convergence",
         "Attack convergence on validation crops: mean "
-        "attack loss (per-pixel MSE, normalized space) / PSNR (dB) of the best iterate "
-        f"after t steps{note}",
+        "attack loss (per-pixel MSE in the normalized space, or 1 - SSIM) / PSNR (dB) of the "
+        f"best iterate after t steps{note}",
         header,
         rows,
     )
