@@ -14,7 +14,7 @@ from torch import nn
 
 from smoothrecon.attacks.protocol import check_attack
 from smoothrecon.attacks.setting import AttackSetting, setting_from_config
-from smoothrecon.certification.bounds import CertificateRecord
+from smoothrecon.certification.certify import CertificateRecord
 from smoothrecon.certification.run import CertifyRunSettings, certify_model
 from smoothrecon.config import Config, load_config
 from smoothrecon.defenses.base import check_defense
@@ -154,6 +154,7 @@ def certify(
     split: str = "test",
     label: str = "model",
     progress: bool = False,
+    percentile: float = 0.5,
 ) -> list[CertificateRecord]:
     """Certified PSNR lower bounds beside the PSNR the EOT attack on G reaches.
 
@@ -162,7 +163,8 @@ def certify(
     the network input (B, 3, H, W) to a reconstruction of the same shape, on pixel-space
     images (`normalization=None`) or on Normalization(mean, std) ones, with `operator`
     (default SuperResolution(2)). sigma_g, eps = sqrt(d) eps_rel: the model-input space. One
-    record per (method, crop, eps_rel), see this module's docstring; `out`: the folder of
+    record per (method, crop, eps_rel), see this module's docstring; `method`: pixel, center,
+    median (at `percentile`), loss, both or all (docs/certify.md); `out`: the folder of
     certificates.jsonl (None: a temporary one).
     """
     if isinstance(model, str | Path):
@@ -185,6 +187,8 @@ def certify(
         factor = getattr(operator, "factor", 1)
         info = ModelInfo(label, factor, "own", mode="own", smoothed=True, input_space=space)
         own = EvalModel(model, info, normalization or PIXEL_SPACE, module_key(model))
-    s = CertifyRunSettings.from_config(cfg, sigma_g, eps_rels, n, alpha, method, progress)
+    s = CertifyRunSettings.from_config(
+        cfg, sigma_g, eps_rels, n, alpha, method, progress, percentile=percentile
+    )
     with tempfile.TemporaryDirectory() as tmp:
         return certify_model(own, cfg, split, s, out or tmp, operator, verbose=progress)

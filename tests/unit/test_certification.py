@@ -10,19 +10,18 @@ import torch
 from scipy.stats import norm as normal
 
 from smoothrecon.certification.bounds import (
-    CertifySettings,
     bernstein_halfwidth,
     center_abstains,
     center_min_samples,
     center_quantile,
     center_radius,
-    certify,
     hoeffding_halfwidth,
     lipschitz_interval,
     mean_interval,
     select_center,
     worst_case_mse,
 )
+from smoothrecon.certification.certify import CertifySettings, certify
 from smoothrecon.models.normalization import Normalization
 
 IDENTITY = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))

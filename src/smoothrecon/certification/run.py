@@ -2,18 +2,20 @@
 
 For every crop of a split and every eps_rel (eps = sqrt(d) eps_rel and the noise std sigma_g
 both in the model-input, normalized, space; everything else in pixel space [0, 1]):
-  psnr_certified  `certify.certify` at y: no ||e|| <= eps brings G(y + e) (pixel method) or the
-                  center-smoothed z(y + e) (center method) below it, with probability
-                  >= 1 - alpha over the Monte-Carlo samples;
+  psnr_certified  `certify.certify` at y: no ||e|| <= eps brings the method's estimate below
+                  it (G(y + e) for pixel and loss, the center-smoothed z(y + e) for center,
+                  the p-percentile output for median), with probability >= 1 - alpha over
+                  the Monte-Carlo samples;
   psnr_attacked   the EOT attack on G at the same eps: the config's attack (attack.*, every
                   field: steps, step size, starts, iterate kept, k_attack draws per step, fixed
                   or fresh noise; in a sweep the attack on g its EOT study chose), its loss on
-                  G's pixel-space output, then G(y + e) from n fresh draws (center: z(y + e),
-                  the center-smoothed output there);
-  psnr_clean      G(y) from the certificate's own n draws (center: z(y)).
+                  G's pixel-space output, then the method's estimate at y + e from n fresh
+                  draws; for the median method also the attack through the percentile of the
+                  draws, per crop the one leaving the lower PSNR (`attack_surrogate`);
+  psnr_clean      the estimate at y from the certificate's own n draws.
 A certificate is a lower bound and an attack an upper bound, so psnr_certified <= psnr_attacked
 on every record (`certified_le_attacked`). psnr_attacked is itself a Monte-Carlo estimate:
-`psnr_attacked_upper` is the best PSNR of any image inside G(y + e)'s joint confidence interval
+`psnr_attacked_upper` is the best PSNR of any image inside the estimate's joint confidence interval
 (probability >= 1 - alpha), so only psnr_certified > psnr_attacked_upper is a violation beyond
 Monte-Carlo noise (a bug in the bound or in the estimate).
 
@@ -37,17 +39,20 @@ import torch
 from smoothrecon.attacks.pgd import eps_from_rel
 from smoothrecon.attacks.protocol import describe_attack, solver_of
 from smoothrecon.attacks.setting import AttackSetting, setting_from_config
-from smoothrecon.certification.bounds import (
-    Bound,
-    Certificate,
+from smoothrecon.certification.bounds import Bound, identity_worst_mse, psnr_from_mse
+from smoothrecon.certification.certify import (
+    METHODS,
+    AnyCertificate,
+    CenterCertificate,
     CertificateRecord,
     CertifySettings,
+    MedianCertificate,
     Method,
+    PixelCertificate,
     certify,
-    identity_worst_mse,
-    psnr_from_mse,
 )
 from smoothrecon.config import AttackConfig, Config, dump_config
+from smoothrecon.defenses.median import PercentileEstimator
 from smoothrecon.defenses.smoothing import SmoothedEstimator
 from smoothrecon.errors import UserError
 from smoothrecon.evaluation.inputs import SplitInputs, split_inputs
@@ -69,11 +74,8 @@ from smoothrecon.util.seeds import derived_seed, make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 RECORDS = "certificates.jsonl"
-METHODS: dict[str, tuple[str, ...]] = {
-    "pixel": ("pixel",),
-    "center": ("center",),
-    "both": ("pixel", "center"),
-}
+# the estimate each method's attacked PSNR is measured on: the loss certificate bounds G
+ATTACKED_AS = {"pixel": "pixel", "center": "center", "median": "median", "loss": "pixel"}
 
 
 def _check(ok: bool, message: str) -> None:
@@ -87,8 +89,10 @@ class CertifyRunSettings:
 
     sigma_g: noise std of G in the model-input space; eps_rels: eps = sqrt(d) eps_rel there.
     n: samples of the certificate (center smoothing: per set, n_select = n) and of the attacked
-    estimate; alpha: failure probability per image and method; method: pixel, center or both;
-    attack: the PGD on G (k_attack draws); batch_size: crops per certificate and attack.
+    estimate; alpha: failure probability per image, method and eps_rel; method: a key of
+    `certify.METHODS` (pixel, center, median, loss, both, all); percentile: the median
+    method's level; attack: the attack on G (k_attack draws; the median method also attacks
+    through the percentile itself, per crop the worse); batch_size: crops per certificate.
     """
 
     sigma_g: float
@@ -96,6 +100,7 @@ class CertifyRunSettings:
     n: int = 2000
     alpha: float = 0.001
     method: Method = "pixel"
+    percentile: float = 0.5
     attack: AttackSetting = field(default_factory=lambda: setting_from_config(AttackConfig()))
     bound: Bound = "both"
     seed: int = 1234
@@ -116,7 +121,8 @@ class CertifyRunSettings:
         )
         _check(int(s.n) == s.n and s.n >= 2, f"n = {s.n} must be an integer >= 2")
         _check(0 < s.alpha < 1, f"alpha = {s.alpha} must lie in (0, 1)")
-        _check(s.method in METHODS, f"method '{s.method}' is not one of pixel, center, both")
+        _check(s.method in METHODS, f"method '{s.method}' is not one of {', '.join(METHODS)}")
+        _check(0 < s.percentile < 1, f"percentile = {s.percentile} must lie in (0, 1)")
         _check(s.batch_size >= 1, f"batch_size = {s.batch_size} must be >= 1")
         try:
             self.certify_settings((0.0,), s.method)
@@ -133,6 +139,7 @@ class CertifyRunSettings:
         method: str = "pixel",
         progress: bool = True,
         attack: AttackSetting | None = None,
+        percentile: float = 0.5,
     ) -> CertifyRunSettings:
         """The config's seed, chunk size and attack (default: the config's), aimed at the MSE
         alone (`AttackSetting.on_mse`): a certificate bounds the MSE, and an SSIM member of an
@@ -143,6 +150,7 @@ class CertifyRunSettings:
             n=n,
             alpha=alpha,
             method=method,  # type: ignore[arg-type]
+            percentile=percentile,
             attack=(attack or setting_from_config(cfg.attack)).on_mse(),
             seed=cfg.evaluation.seed,
             chunk_size=cfg.smoothing.chunk_size,
@@ -158,6 +166,7 @@ class CertifyRunSettings:
             method=method,  # type: ignore[arg-type]
             bound=self.bound,
             n_select=self.n,
+            percentile=self.percentile,
             chunk_size=self.chunk_size,
         )
 
@@ -166,6 +175,8 @@ class CertifyRunSettings:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in ("eps_rels", "method", "progress", "chunk_size"):
             d.pop(name)
+        if d["percentile"] == 0.5:  # the default leaves earlier keys valid
+            d.pop("percentile")
         d["attack"] = self.attack.describe()
         return d
 
@@ -178,15 +189,18 @@ def bounded_smoothed(
     seed: int,
     chunk: int = 0,
     noise: str = "fixed",
+    percentile: float | None = None,
 ) -> Forward:
     """G_hat with k draws, held fixed across calls or fresh each call (`noise`, as the attack
     on g says): y (normalized) -> (B, C, H, W) pixel space, mean_j clamp(denormalize(f(y +
-    sigma z_j)), 0, 1) (each sample clamped, as G)."""
+    sigma z_j)), 0, 1) (each sample clamped, as G); with `percentile`, their p-percentile."""
 
     def p(z: torch.Tensor) -> torch.Tensor:
         return norm.denormalize(f(z)).clamp(0, 1)
 
-    return SmoothedEstimator(p, sigma, k, chunk).with_noise(noise, seed)
+    if percentile is None:
+        return SmoothedEstimator(p, sigma, k, chunk).with_noise(noise, seed)
+    return PercentileEstimator(p, sigma, k, percentile, chunk).with_noise(noise, seed)
 
 
 def attack_g(
@@ -197,24 +211,26 @@ def attack_g(
     eps: float,
     s: CertifyRunSettings,
     seed: int,
+    surrogate: str = "mean",
 ) -> torch.Tensor:
     """The EOT attack on G at eps: e (B, C, H, W) in the model-input space, ||e_i|| <= eps,
-    maximizing ||G_hat(y + e) - x||^2 with x in pixel space."""
+    maximizing ||G_hat(y + e) - x||^2 with x in pixel space; surrogate "percentile" attacks
+    the p-percentile of the k_attack draws instead of their mean."""
     if eps == 0:
         return torch.zeros_like(y)
     a = s.attack
     eot_seed = derived_seed(seed, "eot")
     k, noise = a.eot.k_attack, a.eot.noise
-    forward = bounded_smoothed(f, norm, s.sigma_g, k, eot_seed, s.chunk_size, noise)
+    p = s.percentile if surrogate == "percentile" else None
+    forward = bounded_smoothed(f, norm, s.sigma_g, k, eot_seed, s.chunk_size, noise, p)
     gen = make_generator(derived_seed(seed, "start"), y.device)
     return solver_of(a.attack)(forward, y, x, eps, gen, None).e.detach()
 
 
-def _mse_lower(cert: Certificate, x: torch.Tensor) -> torch.Tensor:
-    """(B,) smallest MSE against x of any image inside G's joint interval [lo, hi] (eps = 0)."""
-    assert cert.pixel is not None
+def _mse_lower(lo: torch.Tensor, hi: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) smallest MSE against x of any image inside the joint interval [lo, hi]."""
     x64 = x.double()
-    gap = (cert.pixel.lo - x64).clamp_min(0) + (x64 - cert.pixel.hi).clamp_min(0)
+    gap = (lo - x64).clamp_min(0) + (x64 - hi).clamp_min(0)
     return gap.pow(2).flatten(1).mean(1)
 
 
@@ -229,63 +245,70 @@ class _Batch:
 
 
 def _attacked(
-    f: Forward, norm: Normalization, b: _Batch, e: torch.Tensor, method: str, s, seed: int
+    f: Forward, norm: Normalization, b: _Batch, e: torch.Tensor, methods: Sequence[str], s, seed
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Per method, (B,) mse / psnr / upper / abstained of the smoothed output at y + e."""
+    """Per method, (B,) mse / psnr / upper / abstained of its smoothed output at y + e (the
+    loss method's: G, as the pixel method's); upper: the best PSNR inside the estimate's
+    Monte-Carlo confidence interval (center: the estimate itself)."""
     gen = make_generator(derived_seed(seed, "attacked"), b.y.device)
-    at = certify(f, b.y + e, b.x, norm, s.certify_settings((0.0,), method), gen)
+    measured = sorted({ATTACKED_AS[m] for m in methods})
+    at = certify(f, b.y + e, b.x, norm, s.certify_settings((0.0,), "+".join(measured)), gen)
     out = {}
-    if at.pixel is not None:
-        mse = (at.pixel.mean - b.x.double()).pow(2).flatten(1).mean(1)
-        no = torch.zeros_like(mse, dtype=torch.bool)
-        out["pixel"] = {
-            "mse": mse,
-            "psnr": at.pixel.psnr_mc,
-            "upper": psnr_from_mse(_mse_lower(at, b.x)),
-            "abstained": no,
-        }
-    if at.center is not None:
-        c = at.center
-        mse = (c.center.double() - b.x.double()).pow(2).flatten(1).mean(1)
-        out["center"] = {
-            "mse": mse,
-            "psnr": c.psnr_center,
-            "upper": c.psnr_center,
-            "abstained": c.abstained,
-        }
-    return out
+    for method, c in at.by_method().items():
+        mse = (c.estimate.double() - b.x.double()).pow(2).flatten(1).mean(1)
+        if isinstance(c, CenterCertificate):
+            upper, abstained = c.psnr_center, c.abstained
+        else:
+            assert isinstance(c, PixelCertificate | MedianCertificate)
+            upper = psnr_from_mse(_mse_lower(c.lo, c.hi, b.x))
+            abstained = torch.zeros_like(mse, dtype=torch.bool)
+        out[method] = {"mse": mse, "psnr": c.psnr_clean, "upper": upper, "abstained": abstained}
+    return {m: out[ATTACKED_AS[m]] for m in methods}
 
 
-def _method_arg(methods: Sequence[str]) -> str:
-    return "both" if len(set(methods)) == 2 else methods[0]
+def _worse(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per crop the attacked fields of the lower PSNR of two attacks, and (B,) bool: b won."""
+    b_won = b["psnr"] < a["psnr"]
+    pick = {k: torch.where(b_won, b[k], a[k]) for k in a}
+    return pick, b_won
 
 
-def _clean(cert: Certificate, method: str, x: torch.Tensor, i: int, j: int) -> dict[str, Any]:
+def _clean(c: AnyCertificate, x: torch.Tensor, i: int, j: int) -> dict[str, Any]:
     """Record fields of the certificate at y for image i and radius j."""
-    d = math.prod(x.shape[1:])
-    if method == "pixel":
-        p = cert.pixel
-        assert p is not None
-        mse_clean = float((p.mean[i] - x[i].double()).pow(2).mean())
-        return {
-            "mse_certified": float(p.mse_upper[i, j]),
-            "psnr_certified": float(p.psnr_lower[i, j]),
-            "mse_clean": mse_clean,
-            "psnr_clean": float(p.psnr_mc[i]),
-            "abstained": False,
-            "radius_out": math.nan,
-        }
-    c = cert.center
-    assert c is not None
-    err = float((c.center[i].double() - x[i].double()).norm())
+    mse_clean = float((c.estimate[i].double() - x[i].double()).pow(2).mean())
+    center = c if isinstance(c, CenterCertificate) else None
     return {
         "mse_certified": float(c.mse_upper[i, j]),
         "psnr_certified": float(c.psnr_lower[i, j]),
-        "mse_clean": err**2 / d,
-        "psnr_clean": float(c.psnr_center[i]),
-        "abstained": bool(c.abstained[i]),
-        "radius_out": float(c.radius[i, j]),
+        "mse_clean": mse_clean,
+        "psnr_clean": float(c.psnr_clean[i]),
+        "abstained": bool(center.abstained[i]) if center else False,
+        "radius_out": float(center.radius[i, j]) if center else math.nan,
     }
+
+
+def _attack_all(
+    f: Forward, norm: Normalization, b: _Batch, methods: list[str], eps: float, s, seed: int
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """The attacked fields per method at eps and each method's perturbations (B, C, H, W):
+    the EOT attack through the mean; for the median method also through the percentile, per
+    crop the one that leaves the lower PSNR (its field "surrogate_percentile" says which)."""
+    with torch.enable_grad():
+        e = attack_g(f, norm, b.y, b.x, eps, s, seed)
+    with torch.no_grad():
+        att = _attacked(f, norm, b, e, methods, s, seed)
+    es = {m: e for m in methods}
+    if "median" in methods:
+        with torch.enable_grad():
+            e_p = attack_g(f, norm, b.y, b.x, eps, s, seed, surrogate="percentile")
+        with torch.no_grad():
+            other = _attacked(f, norm, b, e_p, ["median"], s, seed)["median"]
+        att["median"], won = _worse(att["median"], other)
+        att["median"]["surrogate_percentile"] = won
+        es["median"] = torch.where(won[:, None, None, None], e_p, e)
+    return att, es
 
 
 def certify_batch(
@@ -304,7 +327,8 @@ def certify_batch(
     methods = sorted({m for ms in pending.values() for m in ms})
     start = time.perf_counter()
     gen = make_generator(derived_seed(seed, "certify"), b.y.device)
-    cert = certify(f, b.y, b.x, norm, s.certify_settings(eps, _method_arg(methods)), gen)
+    cert = certify(f, b.y, b.x, norm, s.certify_settings(eps, "+".join(methods)), gen)
+    by_method = cert.by_method()
     seconds_certify = (time.perf_counter() - start) / len(b.images)
     gray = psnr_from_mse((b.x.double() - 0.5).pow(2).flatten(1).mean(1))
     r = norm.denormalize(b.y) - b.x  # the back-projection's own error (bilinear for SR)
@@ -312,14 +336,10 @@ def certify_batch(
     for j, eps_rel in enumerate(eps_rels):
         baseline = psnr_from_mse(identity_worst_mse(r, norm.std, eps[j]))
         start = time.perf_counter()
-        with torch.enable_grad():
-            e = attack_g(f, norm, b.y, b.x, eps[j], s, derived_seed(seed, eps_rel))
-        with torch.no_grad():
-            att = _attacked(
-                f, norm, b, e, _method_arg(pending[eps_rel]), s, derived_seed(seed, eps_rel)
-            )
+        att, es = _attack_all(f, norm, b, pending[eps_rel], eps[j], s, derived_seed(seed, eps_rel))
         seconds_attack = (time.perf_counter() - start) / len(b.images)
         for method in pending[eps_rel]:
+            a = att[method]
             for i, image in enumerate(b.images):
                 row = {
                     **base,
@@ -328,17 +348,21 @@ def certify_batch(
                     "eps_rel": eps_rel,
                     "eps": eps[j],
                     "method": method,
-                    **_clean(cert, method, b.x, i, j),
-                    "mse_attacked": float(att[method]["mse"][i]),
-                    "psnr_attacked": float(att[method]["psnr"][i]),
-                    "psnr_attacked_upper": float(att[method]["upper"][i]),
-                    "abstained_attacked": bool(att[method]["abstained"][i]),
+                    **_clean(by_method[method], b.x, i, j),
+                    "mse_attacked": float(a["mse"][i]),
+                    "psnr_attacked": float(a["psnr"][i]),
+                    "psnr_attacked_upper": float(a["upper"][i]),
+                    "abstained_attacked": bool(a["abstained"][i]),
                     "psnr_gray": float(gray[i]),
                     "psnr_backprojection_worst": float(baseline[i]),
-                    "e_norm": float(e[i].norm()),
+                    "e_norm": float(es[method][i].norm()),
                     "seconds_certify": seconds_certify,
                     "seconds_attack": seconds_attack,
                 }
+                if method == "median":
+                    row["percentile"] = s.percentile
+                    won = bool(a["surrogate_percentile"][i])
+                    row["attack_surrogate"] = "percentile" if won else "mean"
                 rows.append(_checked(row))
     return rows
 

@@ -260,9 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--method",
-        choices=["pixel", "center", "both"],
+        choices=["pixel", "center", "median", "loss", "both", "all"],
         default="pixel",
-        help="pixel (default: per-pixel bounds on G), center (center smoothing) or both",
+        help="pixel (default: per-pixel bounds on G), center (center smoothing), median "
+        "(percentile smoothing), loss (the smoothed MSE, a bound on G), both (pixel and "
+        "center) or all (docs/certify.md)",
+    )
+    p.add_argument(
+        "--percentile",
+        type=_number("(0, 1)"),
+        default=0.5,
+        help="the median method's percentile p (0.5: the median)",
     )
     p.add_argument("--split", choices=["val", "test", "all"], default="test")
     p.add_argument("--out", required=True, help="folder of certificates.jsonl (resumes)")

@@ -18,7 +18,7 @@ Monte-Carlo share of its error (`mc_share`) is at most a tolerance, between k_mi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,26 +85,17 @@ def predict_many(
     y: (B, C, H, W) model inputs (normalized space). Returns {sigma: SmoothedOutput}; sigma = 0
     gives f(y) itself. Differentiable with respect to y.
     """
-    _check_many(sigmas, k, antithetic)
-    b, shape = y.shape[0], tuple(y.shape[1:])
+    check_many(sigmas, k, antithetic)
+    b = y.shape[0]
     out: dict[float, SmoothedOutput] = {}
     if 0.0 in sigmas:
         f0 = f(y)
         out[0.0] = SmoothedOutput(f0, torch.zeros_like(f0) if with_se else None)
     noisy = [float(s) for s in sigmas if s > 0]
-    if not noisy:
-        return out
-    chunk = chunk_size or auto_chunk(shape, y.device)
-    chunk = max(2, chunk - chunk % 2) if antithetic else max(1, chunk)
     moments = {s: _Moments(b, antithetic, y.device, with_se) for s in noisy}
-    total = b * k
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
-        images = torch.arange(start, stop, device=y.device) // k
-        z = _noise(stop - start, shape, antithetic, y, generator)
-        base = y.index_select(0, images)
+    for images, preds in noisy_chunks(f, y, noisy, k, generator, chunk_size, antithetic):
         for s in noisy:
-            moments[s].add(f(base + s * z), images)
+            moments[s].add(preds[s], images)
     every = torch.arange(b, device=y.device)
     for s in noisy:
         mean = moments[s].mean(every)
@@ -112,7 +103,33 @@ def predict_many(
     return out
 
 
-def _check_many(sigmas: Sequence[float], k: int, antithetic: bool) -> None:
+def noisy_chunks(
+    f: Forward,
+    y: torch.Tensor,
+    sigmas: Sequence[float],
+    k: int,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 0,
+    antithetic: bool = False,
+) -> Iterator[tuple[torch.Tensor, dict[float, torch.Tensor]]]:
+    """The B k noisy forwards of every smoothed estimator, in flattened chunks (image-major):
+    (image index (N,), {sigma: f(y_i + sigma z) (N, ...)}), one standard-normal draw z per row
+    shared by every sigma (common random numbers; antithetic pairs optionally). sigmas > 0."""
+    if not sigmas:
+        return
+    b, shape = y.shape[0], tuple(y.shape[1:])
+    chunk = chunk_size or auto_chunk(shape, y.device)
+    chunk = max(2, chunk - chunk % 2) if antithetic else max(1, chunk)
+    total = b * k
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+        images = torch.arange(start, stop, device=y.device) // k
+        z = _noise(stop - start, shape, antithetic, y, generator)
+        base = y.index_select(0, images)
+        yield images, {s: f(base + s * z) for s in sigmas}
+
+
+def check_many(sigmas: Sequence[float], k: int, antithetic: bool) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if any(s < 0 for s in sigmas):
