@@ -109,6 +109,33 @@ def test_center_rows_and_resume(tmp_path: Path, model: Path, cli) -> None:
     assert all("sigma_g 0.3" in line for line in blocks[-1].content)
 
 
+def test_median_and_loss_rows_hold_against_the_attack(tmp_path: Path, model: Path, cli) -> None:
+    """Issue 26: `--method median` and `--method loss`; the median is attacked through the mean
+    and through the percentile of the draws, per crop the worse, and no record goes below its
+    certificate."""
+    sets = ("--set", "data.max_eval_crops=2", "--set", "attack.k_attack=3")
+    common = ("--n", "400", "--alpha", "0.05", *sets)
+    for method in ("median", "loss"):
+        _, rows = _certify(cli, model, tmp_path / method, "--eps-rel", "0,0.002", "--method",
+                           method, *common)  # fmt: skip
+        assert sorted((r["method"], r["eps_rel"]) for r in rows) == [
+            (method, 0.0), (method, 0.0), (method, 0.002), (method, 0.002)
+        ]  # fmt: skip
+        for r in rows:
+            assert r["certified_le_attacked"] and not r["violation"]
+            assert r["psnr_attacked"] <= r["psnr_attacked_upper"] + 1e-9
+            assert r["e_norm"] <= r["eps"] * (1 + 1e-5)
+            if method == "median":
+                assert r["percentile"] == 0.5 and r["attack_surrogate"] in ("mean", "percentile")
+    pixel = _certify(cli, model, tmp_path / "pixel", "--eps-rel", "0.002", *common)[1]
+    loss = [r for r in read_jsonl(tmp_path / "loss" / "certificates.jsonl") if r["eps_rel"]]
+    # the loss certificate bounds the same estimate G as the pixel method: the same clean PSNR
+    for a, b in zip(
+        sorted(pixel, key=lambda r: r["image"]), sorted(loss, key=lambda r: r["image"]), strict=True
+    ):
+        assert abs(a["psnr_clean"] - b["psnr_clean"]) < 1e-9
+
+
 def _refused(argv: list[str], capsys) -> str:
     """The one error line of a refused command (argparse may print its usage above it)."""
     try:

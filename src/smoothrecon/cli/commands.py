@@ -436,7 +436,8 @@ def cmd_certify(args: argparse.Namespace, build: ConfigBuilder) -> int:
     from smoothrecon.experiments.convergence import thesis_attack
 
     values = (args.sigma_g, args.eps_rel, args.n, args.alpha, args.method)
-    CertifyRunSettings(*values, percentile=args.percentile)  # bad values: one error line before anything is loaded
+    # bad values: one error line before anything is loaded
+    CertifyRunSettings(*values, percentile=args.percentile)
     model, cfg = _model_and_config(args, build)
     if model.info.mode not in ("gaussian", "own") and model.info.defense_kind != "denoised":
         print(
