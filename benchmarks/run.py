@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.certify_speed import bench_certify
 from benchmarks.common import (
     bench_config,
     bench_data,
@@ -442,6 +443,7 @@ BENCHMARKS: dict[str, Callable[[Config, DataBundle], Row | list[Row]]] = {
     "strong_attack": bench_strong_attack,
     "default_attack": bench_default_attack,
     "fold": bench_fold,
+    "certify": bench_certify,
 }
 
 
