@@ -309,12 +309,20 @@ class ExperimentConfig:
     # Denoised smoothing: per sigma, a Gaussian denoiser D of the network input is
     # trained, and the standard model behind it (f o D) is evaluated like an RS model.
     denoiser_sigmas: tuple[float, ...] = ()
-    # Certificates in the sweep: every Gaussian-trained (RS) model's G at sigma_g =
-    # its sigma_f, pixel method, on `certify_crops` test crops spread over the test photos
+    # Median smoothing (defenses.median): the Gaussian-trained (RS) models of these sigma_f are
+    # also evaluated behind percentile smoothing at p = 0.5 (labelled "+med"), on the same
+    # sigma_g grid with sigma_g* chosen on validation, attacked through the mean and the median
+    # of the draws (empty: none).
+    median_sigma_fs: tuple[float, ...] = ()
+    # Certificates in the sweep: every Gaussian-trained (RS) model at sigma_g = its
+    # sigma_f, by `certify_methods`, on `certify_crops` test crops spread over the test photos
     # (0: all), with `certify_n` samples, at these eps_rel (empty: no certificates).
     certify_eps_rels: tuple[float, ...] = ()
     certify_crops: int = 24
     certify_n: int = 1000
+    # ... by these methods (certification.certify.METHODS: pixel, median, loss; center needs
+    # certify_n >= 1659 at alpha 0.001), from one stream of certify_n samples per crop.
+    certify_methods: tuple[str, ...] = ("pixel",)
     # The EOT study: the attack on g, checked for convergence like the attack on f.
     # On one Gaussian-trained model per family, at eot_sigmas (empty: its sigma_f and the
     # largest sigma_g of the grid) and eot_eps_rels (empty: convergence_eps_rels): every
@@ -758,6 +766,17 @@ def _validate_experiment(cfg: Config) -> None:
         all(0 <= v <= 1 for v in e.certify_eps_rels) and e.certify_crops >= 0 and e.certify_n >= 2,
         f"experiment.certify_eps_rels = {e.certify_eps_rels} must lie in [0, 1], certify_crops "
         f"= {e.certify_crops} >= 0 and certify_n = {e.certify_n} >= 2",
+    )
+    _check(
+        bool(e.certify_methods)
+        and all(m in ("pixel", "center", "median", "loss") for m in e.certify_methods),
+        f"experiment.certify_methods = {list(e.certify_methods)} must name methods among "
+        "pixel, center, median, loss",
+    )
+    _check(
+        all(s in e.sigma_fs for s in e.median_sigma_fs),
+        f"experiment.median_sigma_fs = {list(e.median_sigma_fs)} must be among sigma_fs "
+        f"{list(e.sigma_fs)} (the RS models behind median smoothing)",
     )
     _check(0 <= e.strong_within < 1, f"experiment.strong_within = {e.strong_within} not in [0, 1)")
     _check(e.strong_max_cost >= 0, f"experiment.strong_max_cost = {e.strong_max_cost} must be >= 0")

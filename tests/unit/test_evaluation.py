@@ -171,3 +171,47 @@ def test_image_grids_show_the_most_textured_crops_in_index_order() -> None:
     assert most_textured(x, 2).tolist() == [3, 4]  # an edge outweighs faint noise
     assert most_textured(x, 3).tolist() == [1, 3, 4]
     assert most_textured(x, 10).tolist() == list(range(6))
+
+
+def test_median_smoothing_of_a_linear_model_is_exact_and_is_attacked_two_ways() -> None:
+    """Issue 26: with antithetic pairs the draws are symmetric about y, so their median is y
+    itself: the median-smoothed linear map scores like sigma_g = 0 at every sigma_g. The attack
+    on g runs through the mean and through the median of the draws; the record names both and
+    keeps per crop the worse."""
+    import dataclasses
+
+    from smoothrecon.defenses.median import MedianSmoothing
+    from smoothrecon.evaluation.defended import defended
+    from smoothrecon.operators import SuperResolution
+
+    linear = nn.Conv2d(3, 3, 3, padding=1).eval()
+    model = defended(_model(linear), MedianSmoothing(), SuperResolution(2))
+    assert model.percentile == 0.5 and model.info.model == "m+med"
+    inputs = {"val": _split(1, False), "test": _split(2, False)}
+    settings = EvalSettings(
+        (0.0, 0.02),
+        (0.0, 0.3, 1.0),
+        4,
+        {"pgd": setting_from_config(AttackConfig(steps=2))},
+        rs_pgd=True,
+        batch_size=6,
+        antithetic=True,
+    )
+    clean = evaluate_unit(model, inputs, 0.0, settings, RUNTIME).records
+    for split in ("val", "test"):
+        rows = {r["sigma_g"]: r for r in clean if r["split"] == split}
+        for s in (0.3, 1.0):
+            assert abs(rows[s]["psnr"] - rows[0.0]["psnr"]) < 1e-3, (split, s)
+    # the mean of the same draws is not the median: another model's numbers at sigma_g 1
+    shrink = dataclasses.replace(model, module=Shrink())
+    attacked = evaluate_unit(shrink, inputs, 0.02, settings, RUNTIME).records
+    on_g = [r for r in attacked if r["attack"] == "pgd_g"]
+    worst = [r for r in attacked if r["attack"] == "worst"]
+    assert on_g and worst
+    members = set(on_g[0]["by_member"])
+    names = {f"{g}:apgd-{loss}" for g in ("mean", "percentile") for loss in ("mse", "ssim")}
+    assert members == names, members  # the default ensemble through each of the two
+    for m in names:
+        own = on_g[0]["by_member"][m]["psnr"]
+        assert on_g[0]["psnr"] <= sum(own) / len(own) + 1e-9  # per crop the worse of the two
+    assert worst[0]["psnr"] <= on_g[0]["psnr"] + 1e-9

@@ -26,10 +26,12 @@ from smoothrecon.config import AttackConfig, load_config
 from smoothrecon.defenses import (
     DEFENSES,
     DenoisedSmoothing,
+    MedianSmoothing,
     Projection,
     defense_from_config,
     defense_to_config,
 )
+from smoothrecon.defenses.base import describe_defense, smoothing_percentile
 from smoothrecon.models import build_model
 from smoothrecon.models.checkpoint import checkpoint_meta, save_model
 from smoothrecon.models.normalization import Normalization
@@ -155,7 +157,17 @@ def _denoiser_checkpoint(folder: Path) -> Path:
 
 
 def test_every_defence_kind_is_covered() -> None:
-    assert set(DEFENSES) == {"denoised", "projection"}
+    assert set(DEFENSES) == {"denoised", "median", "projection"}
+
+
+def test_median_smoothing_round_trips_and_describes_itself() -> None:
+    median = MedianSmoothing(0.3)
+    assert defense_from_config(defense_to_config(median)) == median
+    assert defense_to_config(MedianSmoothing()) == {"kind": "median", "percentile": 0.5}
+    assert describe_defense(median) == {"kind": "median", "name": "p0.3", "percentile": 0.3}
+    assert smoothing_percentile(median) == 0.3 and MedianSmoothing().name == "med"
+    with pytest.raises(ValueError, match="percentile"):
+        defense_from_config({"kind": "median", "percentile": 1.5})
 
 
 def test_defences_round_trip(tmp_path: Path) -> None:
@@ -170,7 +182,7 @@ def test_defences_round_trip(tmp_path: Path) -> None:
 
 def test_bad_defence_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown defence kind"):
-        defense_from_config({"kind": "median"})
+        defense_from_config({"kind": "mean"})
     with pytest.raises(ValueError, match="bad parameters"):
         defense_from_config({"kind": "projection", "tolerance": 1.0})
 

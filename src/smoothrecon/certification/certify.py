@@ -65,6 +65,14 @@ METHODS: dict[str, tuple[str, ...]] = {
     "both": ("pixel", "center"),
     "all": ("pixel", "center", "median", "loss"),
 }
+
+
+def methods_of(method: str) -> tuple[str, ...]:
+    """The methods a method argument certifies: METHODS[method], or the parts of
+    "pixel+median" and the like."""
+    return METHODS.get(method) or tuple(str(method).split("+"))
+
+
 # One certificate row (one method, crop and eps_rel): the certificates' record type
 CertificateRecord = dict[str, Any]
 
@@ -146,7 +154,7 @@ class CertifySettings:
     @property
     def methods(self) -> tuple[str, ...]:
         """The methods certified: METHODS[method], or the parts of "pixel+median" etc."""
-        return METHODS.get(self.method) or tuple(str(self.method).split("+"))
+        return methods_of(self.method)
 
 
 @dataclass

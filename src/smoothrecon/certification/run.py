@@ -50,6 +50,7 @@ from smoothrecon.certification.certify import (
     Method,
     PixelCertificate,
     certify,
+    methods_of,
 )
 from smoothrecon.config import AttackConfig, Config, dump_config
 from smoothrecon.defenses.median import PercentileEstimator
@@ -121,7 +122,10 @@ class CertifyRunSettings:
         )
         _check(int(s.n) == s.n and s.n >= 2, f"n = {s.n} must be an integer >= 2")
         _check(0 < s.alpha < 1, f"alpha = {s.alpha} must lie in (0, 1)")
-        _check(s.method in METHODS, f"method '{s.method}' is not one of {', '.join(METHODS)}")
+        _check(
+            all(m in METHODS["all"] for m in methods_of(s.method)),
+            f"method '{s.method}' is not one of {', '.join(METHODS)} (or methods joined by +)",
+        )
         _check(0 < s.percentile < 1, f"percentile = {s.percentile} must lie in (0, 1)")
         _check(s.batch_size >= 1, f"batch_size = {s.batch_size} must be >= 1")
         try:
@@ -156,6 +160,11 @@ class CertifyRunSettings:
             chunk_size=cfg.smoothing.chunk_size,
             progress=progress,
         )
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods certified: METHODS[method], or the parts of "pixel+median" etc."""
+        return methods_of(self.method)
 
     def certify_settings(self, eps: tuple[float, ...], method: str) -> CertifySettings:
         return CertifySettings(
@@ -399,7 +408,7 @@ def _pending(
 ) -> dict[float, list[str]]:
     out: dict[float, list[str]] = {}
     for eps_rel in s.eps_rels:
-        todo = [m for m in METHODS[s.method] if any((i, eps_rel, m) not in done for i in b.images)]
+        todo = [m for m in s.methods if any((i, eps_rel, m) not in done for i in b.images)]
         if todo:
             out[eps_rel] = todo
     return out
@@ -564,7 +573,7 @@ def certify_model(
         atomic_write_json(out / "certify.json", settings | {"eps_rels": list(s.eps_rels)})
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         rows = certify_split(model, inputs, crops.photo_names, split, s, out, runtime, key)
-    mine = [r for r in rows if r["eps_rel"] in s.eps_rels and r["method"] in METHODS[s.method]]
+    mine = [r for r in rows if r["eps_rel"] in s.eps_rels and r["method"] in s.methods]
     if verbose:
         for line in [*summary_lines(mine), invariant_line(mine)]:
             print(line)

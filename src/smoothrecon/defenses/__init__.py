@@ -1,22 +1,27 @@
-"""Defences that wrap a model into an estimator (`base.Defense`): denoised smoothing and the
-range projection as registered defences, and mean smoothing, the sigma_g grid every smoothed
-model is evaluated on (`smoothing`)."""
+"""Defences that wrap a model into an estimator (`base.Defense`): denoised smoothing, median
+(percentile) smoothing and the range projection as registered defences, and mean smoothing,
+the sigma_g grid every smoothed model is evaluated on (`smoothing`)."""
 
 import dataclasses
 from typing import Any
 
 from smoothrecon.defenses.base import Defense, DefenseContext
 from smoothrecon.defenses.denoised import DenoisedSmoothing
+from smoothrecon.defenses.median import MedianSmoothing
 from smoothrecon.defenses.projection import Projection
 
 # The built-in defences by kind (a user's defence needs no entry: any object of the protocol).
-DEFENSES: dict[str, type] = {"denoised": DenoisedSmoothing, "projection": Projection}
+DEFENSES: dict[str, type] = {
+    "denoised": DenoisedSmoothing,
+    "median": MedianSmoothing,
+    "projection": Projection,
+}
 
 
 def defense_to_config(defense: Defense) -> dict[str, Any]:
     """The config form of a built-in defence: {"kind": ..., its parameters}; a denoiser is
     named by its checkpoint (`source`). A user's defence has none: ValueError."""
-    if isinstance(defense, Projection):
+    if isinstance(defense, Projection | MedianSmoothing):
         return {"kind": defense.kind, **dataclasses.asdict(defense)}
     if isinstance(defense, DenoisedSmoothing):
         if not defense.source:
@@ -37,9 +42,9 @@ def defense_from_config(config: dict[str, Any]) -> Defense:
             raise ValueError(f"a denoised defence takes its checkpoint `source` only, got {params}")
         return DenoisedSmoothing.load(params["source"])
     try:
-        return Projection(**params)
+        return DEFENSES[kind](**params)
     except TypeError as exc:
-        raise ValueError(f"bad parameters for the projection defence: {exc}") from None
+        raise ValueError(f"bad parameters for the {kind} defence: {exc}") from None
 
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "Defense",
     "DefenseContext",
     "DenoisedSmoothing",
+    "MedianSmoothing",
     "Projection",
     "defense_from_config",
     "defense_to_config",

@@ -6,8 +6,10 @@ with a `name` (records label the defended model "<f>+<name>"). The context gives
 defence may need besides f: the operator and the normalization of f's input space. A defence
 with `smoothed = True` is evaluated like a model trained for smoothing: the sigma_g grid (mean
 smoothing, `defenses.smoothing`) on top, sigma_g* chosen on validation, and the attack on g
-with EOT (denoised smoothing is one). Every defence is attacked white-box through its module;
-a defence whose gradients are masked is caught by the attack check (`evaluation.check`).
+with EOT (denoised smoothing is one); one that also has a `percentile` aggregates the draws by
+that percentile instead of the mean (median smoothing, `defenses.median`). Every defence is
+attacked white-box through its module; a defence whose gradients are masked is caught by the
+attack check (`evaluation.check`).
 
 The built-ins are registered in `DEFENSES`; `describe_defense` is what run folders record and
 unit keys hash.
@@ -59,6 +61,13 @@ def check_defense(defense: object) -> Defense:
 def is_smoothed(defense: Defense) -> bool:
     """Whether the sigma_g grid is evaluated on top of the defended model."""
     return bool(getattr(defense, "smoothed", False))
+
+
+def smoothing_percentile(defense: Defense) -> float | None:
+    """The percentile a smoothed defence aggregates its draws by (`percentile`: median
+    smoothing), None for the mean."""
+    p = getattr(defense, "percentile", None)
+    return float(p) if is_smoothed(defense) and p is not None else None
 
 
 def defense_kind(defense: Defense) -> str:

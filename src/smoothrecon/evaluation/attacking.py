@@ -274,3 +274,32 @@ def _shares(picks: dict[str, torch.Tensor], names: list[str]) -> dict[str, dict[
         m: {n: float((idx == i).double().mean()) for i, n in enumerate(names)}
         for m, idx in picks.items()
     }
+
+
+def worst_through(results: dict[str, Scored], check_at: float) -> Scored:
+    """Per crop and metric the worst of one attack setting run through several forwards of the
+    same defence (its surrogates: for median smoothing the mean and the percentile of the
+    draws), each scored alike by `attack_scored`: the metrics (`check.worst_per_metric`), the
+    perturbation of the largest MSE, the first's random reference, judged again. Members are
+    named "<forward>:<member>" (or "<forward>" for a single attack); `worst_of` and `by_member`
+    count them all."""
+    scs = list(results.values())
+    best, picks = _combine([s.per_sigma for s in scs], check_at)
+    grad_bad = torch.stack([s.attacked.grad_bad for s in scs]).all(0)
+    first = scs[0]
+    check = dataclasses.replace(
+        judge(best[check_at], first.random, grad_bad),
+        gradient_free=any(s.check is not None and s.check.gradient_free for s in scs),
+    )
+    attacked = _picked([s.attacked for s in scs], picks["mse"], grad_bad)
+    own: dict[str, dict[str, list[float]]] = {}
+    for name, s in results.items():
+        members = s.by_member or {"": {k: s.per_image[k] for k in ("psnr", "ssim")}}
+        own |= {f"{name}:{m}" if m else name: v for m, v in members.items()}
+    as_mse = [
+        {"mse": [10 ** (-p / 10) for p in v["psnr"]], "ssim": v["ssim"]} for v in own.values()
+    ]
+    _, member_picks = worst_per_metric(as_mse)
+    return Scored(
+        attacked, check, best, best[check_at], first.random, _shares(member_picks, list(own)), own
+    )

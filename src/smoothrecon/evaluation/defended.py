@@ -12,6 +12,7 @@ from smoothrecon.defenses.base import (
     defense_kind,
     describe_defense,
     is_smoothed,
+    smoothing_percentile,
 )
 from smoothrecon.evaluation.unit import EvalModel
 from smoothrecon.operators import Operator
@@ -20,8 +21,9 @@ from smoothrecon.util.io import short_hash
 
 def defended(model: EvalModel, defense: Defense, operator: Operator) -> EvalModel:
     """f behind `defense`: labelled "<f>+<name>", reported smoothed when f is or when the
-    defence puts the sigma_g grid on top (`is_smoothed`), keyed by f's key and the defence's
-    whole description. f's input normalization must be known (not a baseline's None)."""
+    defence puts the sigma_g grid on top (`is_smoothed`, aggregated by the defence's
+    percentile where it has one), keyed by f's key and the defence's whole description. f's
+    input normalization must be known (not a baseline's None)."""
     check_defense(defense)
     if model.norm is None:
         raise ValueError(
@@ -42,4 +44,4 @@ def defended(model: EvalModel, defense: Defense, operator: Operator) -> EvalMode
     )
     module = defense.defend(model.module, DefenseContext(operator, model.norm))
     key = f"{model.key}+{short_hash(describe_defense(defense), 16)}"
-    return EvalModel(module, info, model.norm, key)
+    return EvalModel(module, info, model.norm, key, smoothing_percentile(defense))

@@ -32,9 +32,11 @@ import torch
 from smoothrecon.attacks.setting import AttackSetting
 from smoothrecon.attacks.threat import ThreatModel
 from smoothrecon.config import Config
+from smoothrecon.defenses.median import PercentileEstimator, predict_percentile_many
 from smoothrecon.defenses.smoothing import (
     AdaptiveK,
     SmoothedEstimator,
+    SmoothedOutput,
     mc_share,
     mc_share_fn,
     predict_adaptive,
@@ -47,6 +49,7 @@ from smoothrecon.evaluation.attacking import (
     Scored,
     Scoring,
     attack_scored,
+    worst_through,
 )
 from smoothrecon.evaluation.check import judge, record_fields, worst_per_metric
 from smoothrecon.evaluation.inputs import (
@@ -195,6 +198,8 @@ class EvalModel:
     info: ModelInfo
     norm: Normalization | None
     key: str  # identifies the weights (and code) in unit file keys
+    # smoothed outputs aggregate the draws by this percentile (median smoothing), None: mean
+    percentile: float | None = None
 
     @property
     def space(self) -> Normalization:
@@ -205,12 +210,25 @@ class EvalModel:
 @dataclass(frozen=True)
 class Sampling:
     """How g_hat is estimated: k draws (common random numbers across sigmas, optionally
-    antithetic), or adaptively (k_min, k_max, tolerance) when `adaptive` is set."""
+    antithetic), or adaptively (k_min, k_max, tolerance) when `adaptive` is set; with
+    `percentile` the draws' p-percentile instead of their mean, always from k draws."""
 
     k: int
     chunk_size: int = 0
     antithetic: bool = False
     adaptive: AdaptiveK | None = None
+    percentile: float | None = None
+
+    def estimate(
+        self, f: Forward, y: torch.Tensor, sigmas: Sequence[float], gen: torch.Generator
+    ) -> dict[float, SmoothedOutput]:
+        """The estimate at y (B, C, H, W) normalized for every sigma, with k draws (no
+        adaptive k): the mean, or the percentile."""
+        if self.percentile is None:
+            args = (gen, self.chunk_size, self.antithetic)
+            return predict_many(f, y, sigmas, self.k, *args, with_se=True)
+        p, args = self.percentile, (gen, self.chunk_size, self.antithetic)
+        return predict_percentile_many(f, y, sigmas, self.k, p, *args)
 
 
 def _predict(
@@ -224,10 +242,8 @@ def _predict(
 ) -> dict[float, tuple[torch.Tensor, torch.Tensor, list[float]]]:
     """{sigma: (g_hat, se, k per image)} for y (B, C, H, W) normalized, targets x in pixels."""
     with torch.no_grad():
-        if how.adaptive is None:
-            preds = predict_many(
-                forward, y, sigmas, how.k, gen, how.chunk_size, how.antithetic, with_se=True
-            )
+        if how.adaptive is None or how.percentile is not None:
+            preds = how.estimate(forward, y, sigmas, gen)
             return {
                 s: (p.mean, _se(p.se), [float(how.k if s > 0 else 1)] * y.shape[0])
                 for s, p in preds.items()
@@ -330,8 +346,8 @@ class _Unit:
         return ThreatModel.build(space, self.operator, self.model.space, self.model.space)
 
     def sampling(self) -> Sampling:
-        s = self.s
-        return Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive)
+        s, p = self.s, self.model.percentile
+        return Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive, p)
 
     def smoothed(
         self, data: SplitInputs, e: torch.Tensor, sigmas: Sequence[float], split: str
@@ -396,13 +412,27 @@ class _Unit:
     def attack_g(self, data: SplitInputs, split: str, setting: str, on_f: Scored) -> None:
         """RS-PGD: the attack on g of `setting` (`EvalSettings.attack_on_g`) at sigma_g*
         (the one sigma of on_f.per_sigma) with k_attack draws (EOT), checked like the attack
-        on f; then per crop and metric the worse of the two attacks."""
+        on f; then per crop and metric the worse of the two attacks. A percentile-smoothed
+        model is attacked through the mean of the draws and through their percentile, per crop
+        and metric the worse (`attacking.worst_through`)."""
         (sigma,) = on_f.per_sigma
         cfg, seed = self.s.attack_on_g(setting), self.s.seed
-        g = SmoothedEstimator(self.f, sigma, cfg.eot.k_attack, self.s.chunk_size)
-        forward = g.with_noise(cfg.eot.noise, derived_seed(seed, split, setting, "eot"))
+        k, chunk, p = cfg.eot.k_attack, self.s.chunk_size, self.model.percentile
+        estimators = {"mean": SmoothedEstimator(self.f, sigma, k, chunk)}
+        if p is not None:
+            estimators["percentile"] = PercentileEstimator(self.f, sigma, k, p, chunk)
         how = self.checking(cfg, derived_seed(seed, split, setting, "rs"), setting)
-        res = attack_scored(forward, data, how, self.scoring(data, split, [sigma], sigma))
+        scoring = self.scoring(data, split, [sigma], sigma)
+        results = {
+            name: attack_scored(
+                g.with_noise(cfg.eot.noise, derived_seed(seed, split, setting, "eot")),
+                data,
+                how,
+                scoring,
+            )
+            for name, g in estimators.items()
+        }
+        res = results["mean"] if p is None else worst_through(results, sigma)
         self.score(self.condition(data, split, ON_G, setting), res, sigma)
         both, _ = worst_per_metric([on_f.per_sigma[sigma], res.per_image])
         worst_per = {m: both[m] for m in METRICS}
@@ -492,7 +522,8 @@ def _samples(
     with torch.no_grad():
         y_adv = data.y[sl] + e[sl]
         gen = make_generator(derived_seed(unit.s.seed, "samples"), data.y.device)
-        out = predict_many(unit.f, y_adv, [sigma], unit.s.fixed_k, gen)[sigma].mean
+        how = dataclasses.replace(unit.sampling(), chunk_size=0, antithetic=False)
+        out = how.estimate(unit.f, y_adv, [sigma], gen)[sigma].mean
     return {
         "input": to_pixels(data.y[sl], norm).cpu(),
         "perturbed": to_pixels(y_adv, norm).cpu(),

@@ -17,8 +17,9 @@ from smoothrecon.models.info import ModelInfo
 
 # The defences of the sweep (`defenses`): "denoised" puts the denoiser of sigma =
 # defense_value in front of the standard model (denoised smoothing), "projection" the range
-# projection P (f o P, the consistency baseline).
-SWEEP_DEFENSES = ("denoised", "projection")
+# projection P (f o P, the consistency baseline), "median" aggregates an RS model's draws by
+# their median (percentile smoothing) instead of their mean.
+SWEEP_DEFENSES = ("denoised", "projection", "median")
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,15 @@ class ModelSpec:
     value: float = 0.0  # sigma_f (gaussian, denoiser) or eps_rel (adversarial)
     problem: str = ""  # the inverse problem in labels: "" for "x<factor>" (super-resolution)
     space: str = "input"  # adversarial training's attack space: "input" or "measurement"
-    defense: str = ""  # "" or a kind of SWEEP_DEFENSES in front of the (standard) network
+    defense: str = ""  # "" or a kind of SWEEP_DEFENSES around the network
     defense_value: float = 0.0  # the denoiser's sigma of "denoised"
 
     @property
     def defense_name(self) -> str:
-        """The defence's name, as `DenoisedSmoothing` / `Projection` call themselves."""
-        if not self.defense:
-            return ""
-        return f"den{self.defense_value:g}" if self.defense == "denoised" else "proj"
+        """The defence's name, as `DenoisedSmoothing` / `Projection` / `MedianSmoothing` call
+        themselves."""
+        names = {"denoised": f"den{self.defense_value:g}", "projection": "proj", "median": "med"}
+        return names.get(self.defense, "")
 
     @property
     def label(self) -> str:
@@ -145,6 +146,10 @@ def thesis_grid(cfg: Config) -> list[ModelSpec]:
                 )
             specs += [
                 ModelSpec(factor, "unet", variant, "gaussian", s, problem=p) for s in e.sigma_fs
+            ]
+            specs += [  # median smoothing of RS models
+                ModelSpec(factor, "unet", variant, "gaussian", s, problem=p, defense="median")
+                for s in e.median_sigma_fs
             ]
             specs += [
                 ModelSpec(factor, "unet", variant, "adversarial", a, p, space)

@@ -204,8 +204,8 @@ def plan_evaluation(
         model_key = ncfg.hash("model", "train")
         folder = _model_folder(net, ncfg, out)
         den_folder = None
-        if spec.defense == "projection":
-            model_key += "+proj"
+        if spec.defense in ("projection", "median"):
+            model_key += f"+{spec.defense_name}"
         if den is not None:
             dcfg = den.config(cfg)
             model_key += "+" + dcfg.hash("model", "train")
@@ -227,11 +227,12 @@ def plan_certification(cfg: Config, out: Path, attack: AttackSetting) -> list[Ce
         return []
     units = []
     for spec in thesis_grid(cfg):
-        if spec.mode != "gaussian":
+        if spec.mode != "gaussian" or spec.defense:
             continue
         mcfg = spec.config(cfg)
+        methods = "+".join(e.certify_methods)
         s = CertifyRunSettings.from_config(
-            mcfg, spec.value, e.certify_eps_rels, e.certify_n, progress=False, attack=attack
+            mcfg, spec.value, e.certify_eps_rels, e.certify_n, 0.001, methods, False, attack
         )
         key = short_hash(
             {

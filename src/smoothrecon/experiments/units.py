@@ -27,7 +27,7 @@ from smoothrecon.certification.run import CertifyRunSettings, certify_split, run
 from smoothrecon.config import Config, DataConfig
 from smoothrecon.data import DataBundle
 from smoothrecon.defenses import DefenseContext, DenoisedSmoothing, defense_from_config
-from smoothrecon.defenses.base import Defense
+from smoothrecon.defenses.base import Defense, smoothing_percentile
 from smoothrecon.evaluation.inputs import SplitInputs, split_inputs
 from smoothrecon.evaluation.unit import EvalModel, EvalSettings, evaluate_unit
 from smoothrecon.experiments.convergence import convergence_rows
@@ -261,8 +261,8 @@ def run_eot_unit(unit: EOTUnit, data: DataBundle, runtime: Runtime) -> dict[str,
 def _defense(unit: EvalUnit, runtime: Runtime) -> Defense | None:
     """The defence of a sweep model (`grid.SWEEP_DEFENSES`), its denoiser loaded."""
     spec = unit.spec
-    if spec.defense == "projection":
-        return defense_from_config({"kind": "projection"})
+    if spec.defense in ("projection", "median"):
+        return defense_from_config({"kind": spec.defense})
     if spec.defense == "denoised":
         assert unit.denoiser_folder is not None
         denoiser = _load(unit.cfg, unit.denoiser_folder, runtime)
@@ -278,7 +278,8 @@ def run_eval_unit(unit: EvalUnit, data: DataBundle, runtime: Runtime) -> dict[st
     defense = _defense(unit, runtime)
     if defense is not None:
         module = defense.defend(module, DefenseContext(op, data.normalization))
-    model = EvalModel(module, unit.spec.info(), data.normalization, key="")
+    p = smoothing_percentile(defense) if defense is not None else None
+    model = EvalModel(module, unit.spec.info(), data.normalization, key="", percentile=p)
     inputs = {s: _inputs(cfg, data, runtime, s) for s in ("val", "test")}
     return run_evaluation(model, inputs, unit.eps_rel, unit.settings, runtime, unit.path, op)
 

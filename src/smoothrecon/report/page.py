@@ -141,7 +141,8 @@ def _attacked_findings(run: Run, factor: int, variant: str, setting: str) -> lis
 def _defence_findings(run: Run, models: list[dict], setting: str, tag: str) -> list[str]:
     """Issue 17, under one attack setting at the largest eps_rel (PSNR): does the range
     projection (f o P) make the standard model more robust, and does adversarial training
-    against the attacked space beat the same eps_rel trained against the other space?"""
+    against the attacked space beat the same eps_rel trained against the other space? Issue
+    26: does median smoothing of an RS model beat its mean smoothing (PSNR and SSIM)?"""
     hi, space = max(run.eps_rels), run.space(setting)
 
     def rec(m: dict | None) -> dict | None:
@@ -157,6 +158,20 @@ def _defence_findings(run: Run, models: list[dict], setting: str, tag: str) -> l
             f"eps_rel {hi:g} (PSNR; not in the thesis): "
             + _verdict(rec(first("+projection")), rec(first("standard")), "psnr")
         )
+    for m in (m for m in models if m["role"] == "+median"):
+        rs = next((o for o in models if o["role"] == "gaussian" and o["value"] == m["value"]), None)
+        if rs is None:
+            continue
+        for metric in ("psnr", "ssim"):
+            out.append(
+                f"{tag} — median smoothing of {rs['model']} beats its mean smoothing at eps_rel "
+                f"{hi:g} ({metric.upper()}, each at its own sigma_g*; not in the thesis): "
+                + _verdict(
+                    _top(run, [m], hi, setting, metric),
+                    _top(run, [rs], hi, setting, metric),
+                    metric,
+                )
+            )
     ats = [m for m in models if m["role"] == "adversarial"]
     for m in (m for m in ats if m["train_space"] == space):
         for o in (o for o in ats if o["value"] == m["value"] and o["train_space"] != space):

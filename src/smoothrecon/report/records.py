@@ -24,10 +24,11 @@ ROLE_ORDER = {
     "none": 0,
     "own": 1,
     "gaussian": 2,
-    "+denoised": 3,
-    "standard": 4,
-    "+projection": 5,
-    "adversarial": 6,
+    "+median": 3,
+    "+denoised": 4,
+    "standard": 5,
+    "+projection": 6,
+    "adversarial": 7,
 }
 
 
@@ -99,7 +100,8 @@ class Run:
     def models(self, factor: int) -> list[dict[str, Any]]:
         """One dict per model of `factor` (label, kind, variant, mode, value, smoothed,
         train_space, defense, defense_kind and role: the mode, or "+<defense kind>" for a
-        model behind a defence), in table order: baselines, then per variant RS, f o D,
+        model behind a defence), in table order: baselines, then per variant RS, RS behind
+        median smoothing, f o D,
         standard, f o P, adversarial (input-trained first); own models first."""
         keys = ("model", "kind", "variant", "mode", "value", "smoothed")
         seen: list[dict[str, Any]] = []

@@ -111,7 +111,11 @@ def _trained_as(m: dict, mode: str, value: float) -> str:
     kind = m.get("defense_kind", "")
     if not kind:
         return what
-    text = {"denoised": f"denoiser ({m['defense']})", "projection": "range projection (f o P)"}
+    text = {
+        "denoised": f"denoiser ({m['defense']})",
+        "projection": "range projection (f o P)",
+        "median": "median smoothing",
+    }
     return f"{what} + {text.get(kind, m['defense'])}"
 
 
