@@ -80,3 +80,31 @@ def test_threat_model_rows_of_the_grid() -> None:
     # the default grid is unchanged by the new fields
     base = {u.spec.label for u in plan_evaluation(load_config("smoke"), out, ATTACKS)}
     assert set(evals) - base == {"x2/thesis/at0.02-meas", "x2/thesis/std+proj"}
+
+
+def test_median_smoothing_rows_of_the_grid() -> None:
+    """Issue 26: an RS model behind median smoothing is evaluated from the RS model's own
+    weights, on the same sigma_g grid with RS-PGD, in its own unit; it is neither trained nor
+    certified as a model of its own (the RS model's certificate has the median method)."""
+    from smoothrecon.experiments.runner import plan_certification
+
+    cfg = load_config(
+        "smoke",
+        overrides=[
+            "experiment.median_sigma_fs=[0.1]",
+            "experiment.certify_eps_rels=[0.001]",
+            "experiment.certify_methods=[pixel,median,loss]",
+        ],
+    )
+    out = Path("/run")
+    trains = {u.spec.label: u for u in plan_training(cfg, out)}
+    assert "x2/thesis/rs0.1+med" not in trains
+    evals = {u.spec.label: u for u in plan_evaluation(cfg, out, ATTACKS)}
+    med, rs = evals["x2/thesis/rs0.1+med"], evals["x2/thesis/rs0.1"]
+    assert med.model_folder == rs.model_folder == trains["x2/thesis/rs0.1"].folder
+    assert med.settings == rs.settings and med.path.parent != rs.path.parent
+    assert med.spec.info().defense == "med" and med.spec.smoothed
+    certs = plan_certification(cfg, out, ATTACKS["strong"])
+    assert [u.spec.label for u in certs] == ["x2/thesis/rs0.1"]
+    assert certs[0].settings.methods == ("pixel", "median", "loss")
+    assert "rs0.1+med" not in {s.label.split("/")[-1] for s in family_representatives(cfg)}

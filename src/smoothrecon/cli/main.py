@@ -54,6 +54,18 @@ def _number(interval: str, integer: bool = False, many: bool = False) -> Callabl
 _EPS_RELS = _number("[0, 1]", many=True)  # eq 4.4: eps = sqrt(d) eps_rel
 
 
+def _certify_method(text: str) -> str:
+    """--method of certify: a name of certification.certify.METHODS, or methods joined by +
+    (pixel+median+loss: one stream of samples for all three)."""
+    from smoothrecon.certification.certify import METHODS, methods_of
+
+    if text in METHODS or (text and all(m in METHODS["all"] for m in methods_of(text))):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"'{text}' is not one of {', '.join(METHODS)}, nor such methods joined by +"
+    )
+
+
 def _sigma_grid(text: str) -> str:
     """--sigma-g of evaluate: 'grid' or sigmas >= 0 (kept as text; commands.py reads it)."""
     if text != "grid":
@@ -260,11 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--method",
-        choices=["pixel", "center", "median", "loss", "both", "all"],
+        type=_certify_method,
         default="pixel",
         help="pixel (default: per-pixel bounds on G), center (center smoothing), median "
         "(percentile smoothing), loss (the smoothed MSE, a bound on G), both (pixel and "
-        "center) or all (docs/certify.md)",
+        "center), all, or methods joined by + (pixel+median+loss; docs/certify.md)",
     )
     p.add_argument(
         "--percentile",
