@@ -25,6 +25,9 @@ RANGES = {
     "--threads": (">= 0", ["-1"]),
     "--n": (">= 2", ["1"]),  # certify's Monte-Carlo sample count
     "--alpha": ("(0, 1)", ["0", "1"]),
+    "--percentile": ("(0, 1)", ["0", "1", "-0.5"]),  # certify's median percentile
+    # certify's methods: a name or methods joined by +, nothing else
+    "--method": ("is not one of", ["x", "pixel+x", "pixel+"]),
 }
 # The certified radius needs noise: certify's --sigma-g is > 0.
 EXCEPTIONS = {("certify", "--sigma-g"): ("> 0", ["0", "-1"])}

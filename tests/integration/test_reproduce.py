@@ -98,12 +98,31 @@ def test_rs_models_are_certified_in_the_run_and_the_report(full_run) -> None:
     rows = [r for p in files for r in read_jsonl(p)]
     assert {r["model"] for r in rows} == {"x2/thesis/rs0.1"}  # the smoke grid's one RS model
     assert {r["sigma_g"] for r in rows} == {0.1}  # G at sigma_g = sigma_f
-    assert sorted((r["image"], r["eps_rel"]) for r in rows) == [
-        (i, e) for i in range(2) for e in (0.0, 0.001)
+    # the smoke preset certifies by the pixel, median and loss methods (issue 26)
+    assert sorted((r["method"], r["image"], r["eps_rel"]) for r in rows) == [
+        (m, i, e) for m in ("loss", "median", "pixel") for i in range(2) for e in (0.0, 0.001)
     ]
-    # a certificate is a lower bound: the run's own attack on G never goes below it
+    # a certificate is a lower bound: the run's own attack never goes below it
     assert all(r["certified_le_attacked"] for r in rows), rows
-    assert "Certified robustness" in (out / "report" / "report.md").read_text()
+    md = (out / "report" / "report.md").read_text()
+    assert "Certified robustness" in md and "| median |" in md
+
+
+def test_median_smoothing_rows_are_evaluated_and_reported(full_run) -> None:
+    """Issue 26: the RS model behind median smoothing has its own rows, smoothed at sigma_g*
+    with the attack on g through the mean and the median of the draws, and a finding."""
+    out = full_run["out"]
+    rows = [
+        r for p in (out / "evals").rglob("*.json") for r in json.loads(p.read_text())["records"]
+    ]
+    med = [r for r in rows if r["model"] == "x2/thesis/rs0.1+med"]
+    assert med and all(r["smoothed"] and r["defense_kind"] == "median" for r in med)
+    on_g = [r for r in med if r["attack"] == "pgd_g"]
+    assert on_g and all(
+        {m.split(":")[0] for m in r["by_member"]} == {"mean", "percentile"} for r in on_g
+    )
+    md = (out / "report" / "report.md").read_text()
+    assert "median smoothing" in md and "rs0.1+med" in md
 
 
 def test_the_study_compares_families_and_the_report_says_so(full_run) -> None:
