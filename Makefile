@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 OUT ?= runs/demo
 PRESET ?= cpu
 
-.PHONY: demo operators test bench lint clean
+.PHONY: demo operators test bench lint clean leaderboard leaderboard-cards
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,21 @@ test: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The project's leaderboard (docs/leaderboard/) from its committed cards; leaderboard-cards
+# first (re)makes the cards of protocol v1, resuming each from its folder. Trained models
+# join the list as their cards are made (docs/benchmark.md says which are in).
+CARDS := docs/leaderboard/cards
+CARD_MODELS ?= bilinear bicubic
+leaderboard: $(STAMP)
+	$(BIN)/smoothrecon leaderboard $(CARDS) --out docs/leaderboard
+
+leaderboard-cards: $(STAMP)
+	for m in $(CARD_MODELS); do \
+		$(BIN)/smoothrecon benchmark --model $$m --quiet --out runs/cards/$$m || exit 1; \
+		mkdir -p $(CARDS)/$$m && cp runs/cards/$$m/card.json runs/cards/$$m/card.md $(CARDS)/$$m/; \
+	done
+	$(MAKE) leaderboard
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -55,7 +55,7 @@ from smoothrecon.util.progress import bar as progress_bar
 from smoothrecon.util.runtime import auto_chunk
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-Method = Literal["pixel", "center", "median", "loss", "both", "all"]
+Method = str  # a key of METHODS, or methods joined by + ("pixel+median+loss")
 # what each method argument certifies
 METHODS: dict[str, tuple[str, ...]] = {
     "pixel": ("pixel",),

@@ -495,6 +495,53 @@ def cmd_report(args: argparse.Namespace, build: ConfigBuilder) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    """A model through a frozen protocol: no --set, --preset or --config reaches it."""
+    import dataclasses
+
+    from smoothrecon.benchmark.protocol import protocol
+    from smoothrecon.benchmark.run import run_benchmark
+    from smoothrecon.defenses import MedianSmoothing
+    from smoothrecon.evaluation.defended import defended
+    from smoothrecon.operators import build_operator
+
+    p = protocol(args.protocol)
+    sets = [*p.sets()]
+    if not Path(args.model).exists():  # a baseline or your own model: the operator named here
+        sets.append(f"operator.name={args.operator}")
+    fixed = argparse.Namespace(**{**vars(args), "preset": p.preset, "config": None, "set": sets})
+    fixed.attack = "strong"
+    model, cfg = _model_and_config(fixed, build)
+    if args.defense == "median":
+        model = defended(
+            dataclasses.replace(model, norm=model.norm or _data_norm(cfg)),
+            MedianSmoothing(),
+            build_operator(cfg.operator),
+        )
+    card = run_benchmark(model, cfg, p, args.out, verbose=not args.quiet)
+    h = card["headline"]
+    print(
+        f"{card['model']} ({card['operator']}, protocol {card['protocol']}): score "
+        f"{h['score']['mean']:.2f} ± {h['score']['ci95']:.2f} dB, clean "
+        f"{h['clean_psnr']['mean']:.2f} dB; card: {Path(args.out) / 'card.md'}"
+    )
+    return 0
+
+
+def _data_norm(cfg: Config):
+    from smoothrecon.data import prepare_data
+
+    return prepare_data(cfg.data, progress=False, purpose="evaluate").normalization
+
+
+def cmd_leaderboard(args: argparse.Namespace, build: ConfigBuilder) -> int:
+    from smoothrecon.benchmark.leaderboard import build_leaderboard
+
+    for path in build_leaderboard(args.cards, args.out):
+        print(f"written: {path}")
+    return 0
+
+
 COMMANDS = {
     "data": cmd_data,
     "train": cmd_train,
@@ -503,6 +550,8 @@ COMMANDS = {
     "certify": cmd_certify,
     "reproduce": cmd_reproduce,
     "report": cmd_report,
+    "benchmark": cmd_benchmark,
+    "leaderboard": cmd_leaderboard,
 }
 
 

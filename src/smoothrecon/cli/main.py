@@ -302,7 +302,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="tables, figures and one page from a run folder")
     p.add_argument("run", help="the --out folder of `smoothrecon reproduce` or `evaluate`")
+
+    _benchmark_parsers(sub)
     return parser
+
+
+def _benchmark_parsers(sub: Any) -> None:
+    """`benchmark` (a model through a frozen protocol into a result card) and `leaderboard`
+    (cards ranked); docs/benchmark.md."""
+    from smoothrecon.benchmark.protocol import PROTOCOLS
+
+    p = sub.add_parser("benchmark", help="a model through the frozen benchmark protocol: a card")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="checkpoint file or run folder, a no-learning baseline (bilinear, ...), or your own "
+        "module as path/to/file.py:NAME (this runs that file's code)",
+    )
+    p.add_argument("--weights", help="safetensors weights for your own model (FILE.py:NAME)")
+    p.add_argument(
+        "--input-space",
+        choices=["pixel", "normalized"],
+        help="your own model's input space (default pixel)",
+    )
+    p.add_argument(
+        "--operator",
+        default="super_resolution",
+        help="the inverse problem of a baseline or your own model (a checkpoint brings its own)",
+    )
+    p.add_argument(
+        "--factor", type=_number("[1, inf)", integer=True), help="super-resolution factor"
+    )
+    p.add_argument(
+        "--defense",
+        choices=["median"],
+        help="put the model behind median smoothing (its own card, labelled '+med')",
+    )
+    p.add_argument(
+        "--protocol",
+        default="v1",
+        choices=list(PROTOCOLS),
+        help="the frozen protocol (v1; smoke-v1 is its toy-scale twin for tests)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--out", required=True, help="folder of the card (resumes)")
+
+    p = sub.add_parser("leaderboard", help="rank result cards: Markdown, CSV and HTML tables")
+    p.add_argument("cards", nargs="+", help="card.json files or folders holding them")
+    p.add_argument("--out", required=True, help="folder of leaderboard.md / .csv / .html")
 
 
 def _config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Config:
