@@ -38,17 +38,18 @@ test: $(DEV_STAMP)
 	$(BIN)/pytest -q
 
 # The project's leaderboard (docs/leaderboard/) from its committed cards; leaderboard-cards
-# first (re)makes the cards of protocol v1, resuming each from its folder. Trained models
-# join the list as their cards are made (docs/benchmark.md says which are in).
+# first (re)makes the cards of protocol v1, resuming each from its folder: the baselines and
+# every model of the cpu demo's run folder when it is there (`make demo` first).
 CARDS := docs/leaderboard/cards
-CARD_MODELS ?= bilinear bicubic
+CARD_MODELS ?= bilinear bicubic $(wildcard runs/demo/models/x2-*)
 leaderboard: $(STAMP)
 	$(BIN)/smoothrecon leaderboard $(CARDS) --out docs/leaderboard
 
 leaderboard-cards: $(STAMP)
 	for m in $(CARD_MODELS); do \
-		$(BIN)/smoothrecon benchmark --model $$m --quiet --out runs/cards/$$m || exit 1; \
-		mkdir -p $(CARDS)/$$m && cp runs/cards/$$m/card.json runs/cards/$$m/card.md $(CARDS)/$$m/; \
+		n=$$(basename $$m); \
+		$(BIN)/smoothrecon benchmark --model $$m --quiet --out runs/cards/$$n || exit 1; \
+		mkdir -p $(CARDS)/$$n && cp runs/cards/$$n/card.json runs/cards/$$n/card.md $(CARDS)/$$n/; \
 	done
 	$(MAKE) leaderboard
 

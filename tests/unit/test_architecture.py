@@ -28,6 +28,7 @@ LAYERS = (
     "evaluation",
     "certification",
     "experiments",
+    "benchmark",
     "report",
     "api",
     "cli",

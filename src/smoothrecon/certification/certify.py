@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm import tqdm
@@ -157,8 +157,24 @@ class CertifySettings:
         return methods_of(self.method)
 
 
+class _Named:
+    """What every certificate names: its estimate at the certified point (`estimate`, (B, C,
+    H, W) pixel space) and that estimate's PSNR (`psnr_clean`, (B,)), by field name."""
+
+    ESTIMATE: ClassVar[str]
+    CLEAN: ClassVar[str]
+
+    @property
+    def psnr_clean(self) -> torch.Tensor:
+        return getattr(self, self.CLEAN)
+
+    @property
+    def estimate(self) -> torch.Tensor:
+        return getattr(self, self.ESTIMATE)
+
+
 @dataclass
-class PixelCertificate:
+class PixelCertificate(_Named):
     """The pixel method for B images and E radii, pixel space.
 
     mean: (B, C, H, W) G_hat(y); lo, hi: its joint Monte-Carlo interval (eps = 0);
@@ -172,17 +188,11 @@ class PixelCertificate:
     psnr_lower: torch.Tensor
     psnr_mc: torch.Tensor
 
-    @property
-    def psnr_clean(self) -> torch.Tensor:
-        return self.psnr_mc
-
-    @property
-    def estimate(self) -> torch.Tensor:
-        return self.mean
+    ESTIMATE, CLEAN = "mean", "psnr_mc"
 
 
 @dataclass
-class CenterCertificate:
+class CenterCertificate(_Named):
     """Center smoothing for B images and E radii, pixel space.
 
     center: (B, C, H, W) z(y); psnr_center: (B,) its PSNR; abstained: (B,) bool;
@@ -198,17 +208,11 @@ class CenterCertificate:
     mse_upper: torch.Tensor
     psnr_lower: torch.Tensor
 
-    @property
-    def psnr_clean(self) -> torch.Tensor:
-        return self.psnr_center
-
-    @property
-    def estimate(self) -> torch.Tensor:
-        return self.center
+    ESTIMATE, CLEAN = "center", "psnr_center"
 
 
 @dataclass
-class MedianCertificate:
+class MedianCertificate(_Named):
     """Percentile smoothing for B images and E radii, pixel space.
 
     median: (B, C, H, W) the empirical p-percentile of the samples at y (within one histogram
@@ -224,17 +228,11 @@ class MedianCertificate:
     psnr_lower: torch.Tensor
     psnr_median: torch.Tensor
 
-    @property
-    def psnr_clean(self) -> torch.Tensor:
-        return self.psnr_median
-
-    @property
-    def estimate(self) -> torch.Tensor:
-        return self.median
+    ESTIMATE, CLEAN = "median", "psnr_median"
 
 
 @dataclass
-class LossCertificate:
+class LossCertificate(_Named):
     """The loss certificate for B images and E radii (a bound on the MSE of G).
 
     mean: (B, C, H, W) G_hat(y); h_mean, h_ucb: (B,) the sample mean of L = MSE / T(x) and its
@@ -249,13 +247,7 @@ class LossCertificate:
     psnr_lower: torch.Tensor
     psnr_mc: torch.Tensor
 
-    @property
-    def psnr_clean(self) -> torch.Tensor:
-        return self.psnr_mc
-
-    @property
-    def estimate(self) -> torch.Tensor:
-        return self.mean
+    ESTIMATE, CLEAN = "mean", "psnr_mc"
 
 
 AnyCertificate = PixelCertificate | CenterCertificate | MedianCertificate | LossCertificate
