@@ -132,3 +132,16 @@ def test_a_card_agrees_with_evaluate(cards: dict[str, Path], tmp_path: Path, cli
     for row in card["curve"]["input"]:
         rec = headline(records, row["eps_rel"], "strong", splits)
         assert rec is not None and abs(rec["psnr"] - row["psnr"]) < 0.01, row
+
+
+def test_a_card_reproduces_in_a_fresh_folder(cards: dict[str, Path], tmp_path: Path, cli) -> None:
+    """Rerunning the protocol from scratch on the same machine gives the same numbers."""
+    model = f"{cards['toy'].parent / 'toy.py'}:Toy"
+    r = cli("benchmark", "--model", model, "--protocol", "smoke-v1", "--quiet", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = json.loads((tmp_path / "card.json").read_text())
+    first = json.loads((cards["toy"] / "card.json").read_text())
+    for space, rows in first["curve"].items():
+        for a, b in zip(rows, again["curve"][space], strict=True):
+            assert abs(a["psnr"] - b["psnr"]) < 0.01 and abs(a["ssim"] - b["ssim"]) < 1e-4
+    assert again["model_hash"] == first["model_hash"]
