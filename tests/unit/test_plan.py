@@ -33,13 +33,14 @@ def test_settings_that_change_evaluations_change_their_keys() -> None:
 
 
 def test_rs_pgd_changes_only_the_units_where_it_runs() -> None:
-    # The smoke grid is eps_rel {0, 0.02}; RS-PGD runs on the RS model (x2/thesis/rs0.1) at
-    # eps_rel > 0 only, so switching it off (or moving it to another eps_rel) changes exactly
-    # that unit, and naming the eps_rel where it already runs changes nothing.
+    # The smoke grid is eps_rel {0, 0.02}; RS-PGD runs on the RS model (x2/thesis/rs0.1) and
+    # on it behind median smoothing (rs0.1+med) at eps_rel > 0 only, so switching it off (or
+    # moving it to another eps_rel) changes exactly those units, and naming the eps_rel where
+    # it already runs changes nothing.
     out = Path("/run")
     before = {u.path for u in plan_evaluation(load_config("smoke"), out, ATTACKS)}
     rs_unit = {p for p in before if "rs0.1" in p.parent.name and p.name.startswith("eps0.02-")}
-    assert len(rs_unit) == 1
+    assert len(rs_unit) == 2
     for change in ("experiment.rs_pgd=false", "experiment.rs_pgd_eps_rels=[0.05]"):
         after = {
             u.path for u in plan_evaluation(load_config("smoke", overrides=[change]), out, ATTACKS)
