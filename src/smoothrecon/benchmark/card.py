@@ -64,6 +64,19 @@ def _per_space(records: Sequence[Record], settings: dict[str, str], p: Protocol)
     return out
 
 
+def _certified(certificates: Sequence[dict[str, Any]], p: Protocol) -> dict[str, Any] | None:
+    """Mean ± CI over crops of the certified PSNR, per crop the tightest of the methods run
+    (None without certificates)."""
+    best: dict[int, float] = {}
+    for c in certificates:
+        if math.isfinite(c["psnr_certified"]):
+            best[c["image"]] = max(best.get(c["image"], -math.inf), c["psnr_certified"])
+    if not best:
+        return None
+    methods = "+".join(sorted({c["method"] for c in certificates}))
+    return {**_stat(list(best.values())), "eps_rel": p.certify_eps_rel, "method": methods}
+
+
 def build_card(
     records: Sequence[Record],
     settings: dict[str, str],
@@ -82,12 +95,6 @@ def build_card(
     hi = p.eps_rels.index(p.headline_eps)
     n_crops = len(clean["per_image"]["psnr"])
     score = [sum(spaces[s][1][i] for s in spaces) / len(spaces) for i in range(n_crops)]
-    best: dict[int, float] = {}  # per crop the tightest certificate of the methods run
-    for c in certificates:
-        if math.isfinite(c["psnr_certified"]):
-            best[c["image"]] = max(best.get(c["image"], -math.inf), c["psnr_certified"])
-    cert = list(best.values())
-    methods = "+".join(sorted({c["method"] for c in certificates}))
     return {
         "card": CARD_VERSION,
         "protocol": p.name,
@@ -108,9 +115,7 @@ def build_card(
             },
             "auc_psnr": {s: _stat(a) for s, (_, a) in spaces.items()},
             "score": _stat(score),
-            "certified_psnr": (
-                {**_stat(cert), "eps_rel": p.certify_eps_rel, "method": methods} if cert else None
-            ),
+            "certified_psnr": _certified(certificates, p),
         },
         "curve": {
             s: [
