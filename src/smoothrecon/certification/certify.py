@@ -73,6 +73,11 @@ def methods_of(method: str) -> tuple[str, ...]:
     return METHODS.get(method) or tuple(str(method).split("+"))
 
 
+def known_method(method: str) -> bool:
+    """Whether `method` names methods certify knows: a key of METHODS or them joined by +."""
+    return bool(method) and all(m in METHODS["all"] for m in methods_of(method))
+
+
 # One certificate row (one method, crop and eps_rel): the certificates' record type
 CertificateRecord = dict[str, Any]
 
@@ -121,7 +126,7 @@ class CertifySettings:
             (int(self.n) == self.n and self.n >= 2, "n", "an integer >= 2"),
             (0 < self.alpha < 1, "alpha", "a number in (0, 1)"),
             (
-                bool(self.method) and all(m in METHODS["all"] for m in self.methods),
+                known_method(self.method),
                 "method",
                 "one of " + ", ".join(METHODS) + " (or methods joined by +)",
             ),

@@ -50,6 +50,7 @@ from smoothrecon.certification.certify import (
     Method,
     PixelCertificate,
     certify,
+    known_method,
     methods_of,
 )
 from smoothrecon.config import AttackConfig, Config, dump_config
@@ -123,7 +124,7 @@ class CertifyRunSettings:
         _check(int(s.n) == s.n and s.n >= 2, f"n = {s.n} must be an integer >= 2")
         _check(0 < s.alpha < 1, f"alpha = {s.alpha} must lie in (0, 1)")
         _check(
-            all(m in METHODS["all"] for m in methods_of(s.method)),
+            known_method(s.method),
             f"method '{s.method}' is not one of {', '.join(METHODS)} (or methods joined by +)",
         )
         _check(0 < s.percentile < 1, f"percentile = {s.percentile} must lie in (0, 1)")

@@ -57,9 +57,9 @@ _EPS_RELS = _number("[0, 1]", many=True)  # eq 4.4: eps = sqrt(d) eps_rel
 def _certify_method(text: str) -> str:
     """--method of certify: a name of certification.certify.METHODS, or methods joined by +
     (pixel+median+loss: one stream of samples for all three)."""
-    from smoothrecon.certification.certify import METHODS, methods_of
+    from smoothrecon.certification.certify import METHODS, known_method
 
-    if text in METHODS or (text and all(m in METHODS["all"] for m in methods_of(text))):
+    if known_method(text):
         return text
     raise argparse.ArgumentTypeError(
         f"'{text}' is not one of {', '.join(METHODS)}, nor such methods joined by +"
