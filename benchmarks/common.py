@@ -16,8 +16,7 @@ import torch
 
 from smoothrecon.config import Config, load_config
 from smoothrecon.data import DataBundle, prepare_data
-from smoothrecon.experiments.runner import machine_info
-from smoothrecon.util.runtime import Runtime, pick_device, resolve_precision
+from smoothrecon.util.runtime import Runtime, machine_info, pick_device, resolve_precision
 
 
 def machine() -> str:

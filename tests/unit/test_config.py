@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import yaml
 
 from smoothrecon.config import (
     PRESETS,
@@ -232,6 +233,29 @@ def test_precision_auto_is_bf16_only_where_the_hardware_computes_it() -> None:
     cfg = load_config("cpu", overrides=["runtime.device=cpu"])
     assert cfg.runtime.precision == "auto"
     assert Runtime.from_config(cfg.runtime).precision in ("fp32", "bf16")
+
+
+def test_a_runtime_describes_what_ran_resolved() -> None:
+    import torch
+
+    from smoothrecon.util.runtime import Runtime
+
+    d = Runtime(torch.device("cpu"), "fp32", True).describe()
+    assert d["device"] == "cpu" and d["precision"] == "fp32" and "bf16" not in d
+    assert d["channels_last"] is True and d["threads"] == torch.get_num_threads()
+    assert d["torch"] == torch.__version__ and d["cpu"]
+    assert Runtime(torch.device("cpu"), "bf16").describe()["bf16"] in ("native", "emulated")
+
+
+def test_config_yaml_never_says_auto_alone(monkeypatch) -> None:
+    from smoothrecon.util import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    text = runtime.config_yaml(load_config("cpu"))
+    assert "  precision: auto  # resolved: fp32\n" in text
+    assert yaml.safe_load(text)["runtime"]["precision"] == "auto"  # still a loadable config
+    explicit = runtime.config_yaml(load_config("cpu", overrides=["runtime.precision=bf16"]))
+    assert "  precision: bf16\n" in explicit and "resolved" not in explicit
 
 
 def test_a_retired_key_is_dropped_from_saved_configs_and_refused_in_a_users_one():

@@ -138,6 +138,40 @@ def test_claim_writes_then_resumes_then_refuses(tmp_path: Path, make_config) -> 
     assert (tmp_path / "manifest.json").read_text() == written  # the refused run wrote nothing
 
 
+def test_another_precision_is_refused_naming_both_and_the_setting_that_resumes(
+    tmp_path: Path, make_config
+) -> None:
+    fp32 = build_manifest("reproduce", make_config("runtime.precision=fp32"), REPRODUCE_SECTIONS)
+    bf16 = build_manifest("reproduce", make_config("runtime.precision=bf16"), REPRODUCE_SECTIONS)
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert differences(fp32, bf16)[0] == ("precision", "fp32", "bf16")  # an identity field
+    claim(tmp_path, fp32)
+    with pytest.raises(UserError) as err:
+        claim(tmp_path, bf16)
+    text = str(err.value)
+    assert "\n" not in text and "precision 'fp32' there, 'bf16' now" in text
+    assert "--set runtime.precision=fp32 to resume it as it ran" in text
+    assert "--force-new" in text
+    assert claim(tmp_path, fp32) is None  # the precision it ran in resumes
+
+
+def test_auto_is_written_resolved(make_config, monkeypatch) -> None:
+    monkeypatch.setattr(manifest, "resolved_precision", lambda rt: "bf16")
+    m = build_manifest("train", make_config("runtime.precision=auto"), TRAIN_SECTIONS)
+    assert m["precision"] == "bf16"
+
+
+def test_a_folder_from_before_precisions_were_recorded_is_adopted_and_says_so(
+    tmp_path: Path, make_config, capsys
+) -> None:
+    spec = train_manifest(make_config())
+    old = {k: v for k, v in spec.items() if k != "precision"}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    assert claim(tmp_path, spec) is None
+    assert f"resuming it in {spec['precision']}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "manifest.json").read_text()) == spec
+
+
 def test_force_new_moves_everything_aside_and_deletes_nothing(tmp_path, make_config) -> None:
     claim(tmp_path, train_manifest(make_config()))
     (tmp_path / "last.safetensors").write_bytes(b"weights")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from smoothrecon.benchmark.protocol import Protocol
-from smoothrecon.evaluation.records import Record, headline, split_roles
+from smoothrecon.evaluation.records import Record, headline, runtimes, split_roles
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.util.io import atomic_write_json, atomic_write_text
 
@@ -64,6 +64,16 @@ def _per_space(records: Sequence[Record], settings: dict[str, str], p: Protocol)
     return out
 
 
+def _runtime(records: Sequence[Record]) -> dict[str, Any] | None:
+    """The runtime that computed the records (the first one, when a resumed card ran with
+    other threads); records in several precisions are refused: a card is one precision."""
+    rts = runtimes(records)
+    precisions = sorted({rt["precision"] for rt in rts})
+    if len(precisions) > 1:
+        raise ValueError(f"the card's records were computed in {' and '.join(precisions)}")
+    return rts[0] if rts else None
+
+
 def _certified(certificates: Sequence[dict[str, Any]], p: Protocol) -> dict[str, Any] | None:
     """Mean ± CI over crops of the certified PSNR, per crop the tightest of the methods run
     (None without certificates)."""
@@ -100,6 +110,7 @@ def build_card(
         "protocol": p.name,
         "protocol_key": p.key,
         **about,
+        "runtime": _runtime(records),
         "smoothed": bool(clean["smoothed"]),
         "crops": n_crops,
         "headline": {
@@ -139,6 +150,17 @@ def _pm(s: dict[str, float], digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f} ± {s['ci95']:.{digits}f}"
 
 
+def _machine_words(card: Card) -> str:
+    """'AMD EPYC, torch 2.13.0+cpu, fp32, channels_last, 2 threads' (without precision and
+    layout on cards from before they were recorded)."""
+    m, rt = card["machine"], card.get("runtime")
+    words = f"{m.get('gpu') or m.get('cpu', '?')}, torch {m.get('torch', '?')}"
+    if rt:
+        layout = "channels_last" if rt["channels_last"] else "NCHW"
+        words += f", {rt['precision']}, {layout}, {rt['threads']} threads"
+    return words
+
+
 def card_markdown(card: Card) -> str:
     """The card as a short Markdown page."""
     h = card["headline"]
@@ -146,8 +168,8 @@ def card_markdown(card: Card) -> str:
         f"# {card['model']} — benchmark protocol {card['protocol']}",
         "",
         f"Operator: {card['operator']}. Model hash: `{card['model_hash']}`. Code: "
-        f"{card['code_version']}. Machine: {card['machine'].get('cpu', '?')}, torch "
-        f"{card['machine'].get('torch', '?')}. {card['crops']} test crops; mean ± 95% CI.",
+        f"{card['code_version']}. Machine: {_machine_words(card)}. {card['crops']} test "
+        "crops; mean ± 95% CI.",
         "",
         f"- clean: PSNR {_pm(h['clean_psnr'])} dB, SSIM {_pm(h['clean_ssim'], 4)}",
     ]

@@ -25,8 +25,8 @@ from smoothrecon.config import Config
 from smoothrecon.evaluation.records import Record, choose_sigma
 from smoothrecon.evaluation.unit import EvalModel, EvalSettings
 from smoothrecon.experiments.evaluate import evaluate_models
-from smoothrecon.experiments.runner import machine_info
 from smoothrecon.operators import Operator, build_operator, problem_tag
+from smoothrecon.util.runtime import machine_info
 from smoothrecon.util.version import VERSION
 
 

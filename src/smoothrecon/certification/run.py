@@ -53,7 +53,7 @@ from smoothrecon.certification.certify import (
     known_method,
     methods_of,
 )
-from smoothrecon.config import AttackConfig, Config, dump_config
+from smoothrecon.config import AttackConfig, Config
 from smoothrecon.defenses.median import PercentileEstimator
 from smoothrecon.defenses.smoothing import SmoothedEstimator
 from smoothrecon.errors import UserError
@@ -71,7 +71,7 @@ from smoothrecon.util.io import (
     short_hash,
 )
 from smoothrecon.util.progress import bar as progress_bar
-from smoothrecon.util.runtime import Runtime, pick_device, resolve_precision
+from smoothrecon.util.runtime import Runtime, config_yaml, resolved_precision
 from smoothrecon.util.seeds import derived_seed, make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -423,7 +423,7 @@ def run_key(model: EvalModel, cfg: Config, split: str, s: CertifyRunSettings) ->
         "data": cfg.to_dict()["data"],
         "operator": cfg.to_dict()["operator"],
         # bf16 autocast computes another f ("auto" resolved for this machine)
-        "precision": resolve_precision(cfg.runtime.precision, pick_device(cfg.runtime.device)),
+        "precision": resolved_precision(cfg.runtime),
         "split": split,
         **s.key_fields(),
     }
@@ -478,6 +478,7 @@ def certify_split(
         "alpha": s.alpha,
         "bound": s.bound,
         **_attack_fields(s.attack),
+        "runtime": runtime.describe(),
     }
     units = [(b, _pending(b, s, done)) for b in _batches(data, photos, s.batch_size)]
     total = sum(len(b.images) * len(p) for b, p in units)
@@ -572,7 +573,7 @@ def certify_model(
         key = run_key(model, cfg, split, s)
         settings = {"key": key, "model": model.info.model, "split": split, **s.key_fields()}
         atomic_write_json(out / "certify.json", settings | {"eps_rels": list(s.eps_rels)})
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        atomic_write_text(out / "config.yaml", config_yaml(cfg))
         rows = certify_split(model, inputs, crops.photo_names, split, s, out, runtime, key)
     mine = [r for r in rows if r["eps_rel"] in s.eps_rels and r["method"] in s.methods]
     if verbose:

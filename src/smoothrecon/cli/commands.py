@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from smoothrecon.config import BASELINES, Config, dump_config, problem_factor
+from smoothrecon.config import BASELINES, Config, problem_factor
 from smoothrecon.errors import UserError
 from smoothrecon.evaluation.check import FAILED_TEXT
 from smoothrecon.util import distributed
+from smoothrecon.util.runtime import config_yaml
 
 ALL_BASELINES = {b for names in BASELINES.values() for b in names}
 
@@ -196,9 +197,10 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
                 {"e": e.cpu()},
                 {"eps_rel": eps_rel, "space": f"{model.info.input_space} model input"},
             )
-    payload = {"config": cfg.to_dict(), "attack": args.attack, "rows": rows}
+    ran = runtime.describe()
+    payload = {"config": cfg.to_dict(), "attack": args.attack, "runtime": ran, "rows": rows}
     atomic_write_json(out / "attack.json", payload)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    atomic_write_text(out / "config.yaml", config_yaml(cfg))
     return 0
 
 

@@ -13,6 +13,7 @@ nowhere else:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -93,6 +94,9 @@ class Record(TypedDict):
     # and each member's own per-image PSNR and SSIM ({"apgd-ssim": {"psnr": [...], ...}}):
     # what the MSE attack alone and the SSIM attack alone leave
     by_member: NotRequired[dict[str, dict[str, list[float]]]]
+    # what ran (util.runtime.Runtime.describe): device, precision ("fp32" or "bf16", resolved),
+    # channels_last, threads, torch, CPU model; absent in records from before it was recorded
+    runtime: NotRequired[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,16 @@ def upgrade(row: dict[str, Any], crop_size: int) -> Record:
             row["value"] = old.get("base_value", 0.0)
         row["schema"] = SCHEMA
     return row  # type: ignore[return-value]
+
+
+def runtimes(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct runtimes (`Record.runtime`) that computed `records`, in order of first
+    appearance; more than one means the rows were computed differently (e.g. bf16 and fp32)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if "runtime" in r:
+            seen.setdefault(json.dumps(r["runtime"], sort_keys=True), r["runtime"])
+    return list(seen.values())
 
 
 def split_roles(splits: Iterable[str]) -> tuple[str, str]:

@@ -488,7 +488,7 @@ def evaluate_unit(
 
     `inputs` maps split names to crops in the model's input space; the selection split (val,
     when present) must come before the reported one. `operator` is needed by attacks whose
-    `space` is "measurement".
+    `space` is "measurement". Every record says what ran (`runtime.describe()`).
     """
     module = model.module.eval()
     for p in module.parameters():
@@ -500,6 +500,9 @@ def evaluate_unit(
     unit = _Unit(runtime.forward(fold_batchnorm(module)), model, eps_rel, settings, operator)
     for split in splits:
         unit.run_split(split, inputs[split], roles)
+    ran = runtime.describe()
+    for r in unit.records:
+        r["runtime"] = ran
     return UnitResult(unit.records, unit.samples)
 
 

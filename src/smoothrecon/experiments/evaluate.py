@@ -20,7 +20,6 @@ from smoothrecon.config import (
     BASELINES,
     AttackConfig,
     Config,
-    dump_config,
 )
 from smoothrecon.data import DataBundle, prepare_data
 from smoothrecon.errors import UserError
@@ -40,7 +39,7 @@ from smoothrecon.operators import Operator, build_operator, problem_tag
 from smoothrecon.operators.foreign import ForeignOperator
 from smoothrecon.util import distributed
 from smoothrecon.util.io import atomic_write_json, atomic_write_text, ensure_dir, write_jsonl
-from smoothrecon.util.runtime import Runtime
+from smoothrecon.util.runtime import Runtime, config_yaml
 
 ATTACK_SETTINGS = ("strong", "thesis", "both")
 
@@ -205,7 +204,7 @@ def _write_folder(
     atomic_write_json(out / "run.json", manifest)
     write_jsonl(out / "records.jsonl", list(records))  # type: ignore[arg-type]
     atomic_write_json(out / "chosen_sigma.json", sigma_choices(records, settings.primary))
-    atomic_write_text(out / "config.yaml", dump_config(cfg, operator=foreign))
+    atomic_write_text(out / "config.yaml", config_yaml(cfg, operator=foreign))
 
 
 def ran_config(cfg: Config, settings: EvalSettings) -> Config:

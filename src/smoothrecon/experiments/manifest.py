@@ -1,11 +1,15 @@
 """A run folder belongs to one run: `<out>/manifest.json` says which.
 
-The manifest names the kind of run (`train`, `reproduce`), the preset, the data source with a
-hash of its photos, the operator, and the config sections that decide the run's results with
-their hash. It is written atomically when a run starts, before any work, so an interrupted run
-is recognised too. A run started in a folder whose manifest differs is refused with one
-sentence naming each differing field and both values; the same config resumes; `--force-new`
-moves the old contents to `<out>/.old-<n>/` (never deleting them) and starts over.
+The manifest names the kind of run (`train`, `reproduce`), the preset, the precision it
+computes in (resolved: `fp32` or `bf16`, never `auto`), the data source with a hash of its
+photos, the operator, and the config sections that decide the run's results with their hash.
+It is written atomically when a run starts, before any work, so an interrupted run is
+recognised too. A run started in a folder whose manifest differs is refused with one sentence
+naming each differing field and both values (so a run started in bf16 is never resumed in fp32:
+`--set runtime.precision=...` names the one it ran in); the same config resumes;
+`--force-new` moves the old contents to `<out>/.old-<n>/` (never deleting them) and starts
+over. A folder from before manifests named the precision is resumed in this machine's, and
+`claim` says so.
 
     differences(old, new)     pure: [(field, old value, new value)], identity fields first
     refusal(folder, diffs)    the one-line error
@@ -26,6 +30,7 @@ from typing import Any
 from smoothrecon.config import Config
 from smoothrecon.errors import UserError
 from smoothrecon.util.io import atomic_write_json, short_hash
+from smoothrecon.util.runtime import resolved_precision
 
 FILE = "manifest.json"
 FORMAT = "smoothrecon-manifest-v1"
@@ -36,7 +41,7 @@ TRAIN_SECTIONS = ("data", "operator", "model", "train")
 # same preset (e.g. --set smoothing.k=50) recomputes only the units it changes and keeps the
 # others, as it always did.
 REPRODUCE_SECTIONS: tuple[str, ...] = ()
-_IDENTITY = ("kind", "preset", "data", "operator")  # named before the config's fields
+_IDENTITY = ("kind", "preset", "precision", "data", "operator")  # before the config's fields
 _SHOWN = 6  # fields named in a refusal before "and N more"
 _OLD = re.compile(r"\.old-(\d+)")
 
@@ -96,6 +101,7 @@ def build_manifest(
         "format": FORMAT,
         "kind": kind,
         "preset": cfg.preset,
+        "precision": resolved_precision(cfg.runtime),
         "data": {
             "source": data_source(cfg.data.source),
             "photos_sha256": photos_hash(cfg.data.source, cfg.data.cache_dir),
@@ -155,7 +161,11 @@ def refusal(folder: str | Path, diffs: list[tuple[str, Any, Any]], force_new: bo
     parts = [f"{name} {_show(old)} there, {_show(new)} now" for name, old, new in diffs[:_SHOWN]]
     if len(diffs) > _SHOWN:
         parts.append(f"and {len(diffs) - _SHOWN} more")
-    hint = " (or --force-new to move the old run aside and start over)" if force_new else ""
+    hints = ["--force-new to move the old run aside and start over"] if force_new else []
+    ran = next((old for name, old, _ in diffs if name == "precision" and old), None)
+    if ran is not None:
+        hints.insert(0, f"--set runtime.precision={ran} to resume it as it ran")
+    hint = f" (or {', or '.join(hints)})" if hints else ""
     what = "; ".join(parts)
     return f"'{folder}' holds a run of another config ({what}); choose a new --out{hint}"
 
@@ -201,15 +211,23 @@ def claim(folder: str | Path, manifest: dict[str, Any], force_new: bool = False)
 
     A folder with the same manifest is resumed and one with another manifest is refused
     (UserError naming the differences); with `force_new` the old contents are moved aside
-    first. A folder from before manifests existed is adopted. Returns where old contents went.
+    first. A folder from before manifests existed is adopted, and one from before they named the
+    precision is resumed in this one (with a note). Returns where old contents went.
     """
     folder = Path(folder)
     moved = move_aside(folder) if force_new else None
     old = read_manifest(folder)
     if old is not None:
-        diffs = differences(old, manifest)
+        unrecorded = "precision" not in old and "precision" in manifest
+        seen = {**old, "precision": manifest["precision"]} if unrecorded else old
+        diffs = differences(seen, manifest)
         if diffs:
             raise UserError(refusal(folder, diffs))
+        if unrecorded:
+            print(
+                f"note: '{folder}' was started before runs recorded their precision; resuming "
+                f"it in {manifest['precision']} (this machine's), which its manifest now says"
+            )
     if old != manifest:
         write_manifest(folder, manifest)
     return moved

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from smoothrecon.attacks.setting import AttackSetting, setting_from_config, setting_record
 from smoothrecon.certification.run import CertifyRunSettings
-from smoothrecon.config import Config, dump_config
+from smoothrecon.config import Config
 from smoothrecon.data import prepare_data
 from smoothrecon.evaluation.unit import EvalSettings
 from smoothrecon.experiments.convergence import choose_strong, thesis_attack
@@ -47,28 +44,7 @@ from smoothrecon.experiments.units import (
 )
 from smoothrecon.operators import build_operator
 from smoothrecon.util.io import atomic_write_json, atomic_write_text, ensure_dir, run_lock
-from smoothrecon.util.runtime import Runtime
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+from smoothrecon.util.runtime import Runtime, config_yaml, machine_info
 
 
 def _model_folder(spec: ModelSpec, mcfg: Config, out: Path) -> Path | None:
@@ -357,7 +333,7 @@ def reproduce(
         if moved is not None:
             log(f"moved the old contents of '{out}' to '{moved}'")
         started = time.perf_counter()
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        atomic_write_text(out / "config.yaml", config_yaml(cfg))
         data = prepare_data(cfg.data, progress=progress)
         pool = make_executor(executor, data, Runtime.from_config(cfg.runtime), progress, address)
         timings: dict[str, float] = {}
@@ -398,6 +374,7 @@ def run_manifest(
         "preset": cfg.preset,
         "config": cfg.to_dict(),
         "machine": machine_info(),
+        "runtime": Runtime.from_config(cfg.runtime).describe(),
         "data": data,
         "evals": [str(p.relative_to(out)) for p in evals],
         "attacks": {k: setting_record(v) for k, v in attacks.items()},

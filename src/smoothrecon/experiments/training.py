@@ -29,7 +29,7 @@ from torch import nn
 
 from smoothrecon.attacks.pgd import PGD
 from smoothrecon.attacks.threat import ThreatModel, pgd_in_space
-from smoothrecon.config import Config, TrainConfig, config_from_dict, dump_config
+from smoothrecon.config import Config, TrainConfig, config_from_dict
 from smoothrecon.data import DataBundle, EvalSet, prepare_data
 from smoothrecon.errors import TrainingDiverged, UserError
 from smoothrecon.evaluation.inputs import METRICS, clean_metrics, pairs, to_pixels
@@ -50,7 +50,7 @@ from smoothrecon.util import distributed
 from smoothrecon.util.io import atomic_write_text, ensure_dir, load_checkpoint, read_jsonl, run_lock
 from smoothrecon.util.io import write_jsonl as _write_jsonl
 from smoothrecon.util.progress import bar as progress_bar
-from smoothrecon.util.runtime import Runtime
+from smoothrecon.util.runtime import Runtime, config_yaml
 from smoothrecon.util.seeds import make_generator
 
 
@@ -309,7 +309,7 @@ def _train_locked(
         ids = [runtime.device.index or 0] if runtime.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if d.main:
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        atomic_write_text(out / "config.yaml", config_yaml(cfg))
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["epoch"] <= epoch]
     trainer = _Trainer(net, model, optimizer, data, cfg, runtime, progress)
     started, done_here = time.perf_counter(), 0

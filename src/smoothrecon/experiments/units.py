@@ -102,6 +102,7 @@ def run_evaluation(
         "model": model.info.__dict__,
         "eps_rel": eps_rel,
         "settings": settings.unit_fields(eps_rel),
+        "runtime": runtime.describe(),
         "seconds": time.perf_counter() - t0,
         "records": result.records,
     }
@@ -206,9 +207,9 @@ def _inputs(cfg: Config, data: DataBundle, runtime: Runtime, split: str) -> Spli
 
 
 def _write_study(
-    unit: StudyUnit | EOTUnit, rows: list[dict], split: str, t0: float
+    unit: StudyUnit | EOTUnit, rows: list[dict], split: str, t0: float, runtime: Runtime
 ) -> dict[str, Any]:
-    """A study unit's file: its rows, each marked with the model and the split."""
+    """A study unit's file: its rows, each marked with the model and the split, and what ran."""
     spec = unit.spec
     for r in rows:
         r.update(model=spec.label, factor=spec.factor, mode=spec.mode, variant=spec.variant)
@@ -217,6 +218,7 @@ def _write_study(
         "label": spec.label,
         "eps_rel": unit.eps_rel,
         "seconds": time.perf_counter() - t0,
+        "runtime": runtime.describe(),
         "rows": rows,
     }
     atomic_write_json(unit.path, payload)
@@ -240,7 +242,7 @@ def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) ->
         unit.cfg.evaluation.seed,
         unit.cfg.attack.losses,
     )
-    return _write_study(unit, rows, split, t0)
+    return _write_study(unit, rows, split, t0, runtime)
 
 
 def run_eot_unit(unit: EOTUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
@@ -255,7 +257,7 @@ def run_eot_unit(unit: EOTUnit, data: DataBundle, runtime: Runtime) -> dict[str,
         rows += eot_rows(
             f, inputs, data.normalization, sigma, unit.eps_rel, e, unit.cfg.evaluation.seed
         )
-    return _write_study(unit, rows, split, t0)
+    return _write_study(unit, rows, split, t0, runtime)
 
 
 def _defense(unit: EvalUnit, runtime: Runtime) -> Defense | None:
@@ -304,7 +306,12 @@ def run_certify_unit(unit: CertifyUnit, data: DataBundle, runtime: Runtime) -> d
     key = run_key(model, unit.cfg, "test", unit.settings)
     folder = unit.path.parent
     rows = certify_split(model, sub, photos, "test", unit.settings, folder, runtime, key)
-    payload = {"label": unit.spec.label, "seconds": time.perf_counter() - t0, "records": len(rows)}
+    payload = {
+        "label": unit.spec.label,
+        "seconds": time.perf_counter() - t0,
+        "runtime": runtime.describe(),
+        "records": len(rows),
+    }
     atomic_write_json(unit.path, payload)
     return payload
 

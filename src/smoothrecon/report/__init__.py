@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from smoothrecon.evaluation.check import FAILED_TEXT
-from smoothrecon.evaluation.records import ON_G, WORST
+from smoothrecon.evaluation.records import ON_G, WORST, runtimes
 from smoothrecon.report.certificates import certificate_blocks
 from smoothrecon.report.figures import (
     attack_comparison,
@@ -317,12 +318,39 @@ def scale_text(run: Run) -> str:
     }
     hours = sum(phases.values()) / 3600
     spent = " + ".join(f"{v / 60:.1f} min {k}" for k, v in phases.items() if v > 0)
-    machine = m["machine"]
     return (
         f"{scale} {attack_text(run)} Compute (measured per unit of work): {spent} "
-        f"({hours:.2f} h) on "
-        f"{machine.get('gpu') or machine['cpu']} ({machine['cores']} threads, torch "
-        f"{machine['torch']})."
+        f"({hours:.2f} h) {runtime_text(run)}"
+    )
+
+
+def _runtime_words(rt: dict[str, Any]) -> str:
+    """'AMD EPYC (2 threads, fp32, channels_last, torch 2.13.0+cpu)'."""
+    bf16 = f" {rt['bf16']}" if rt.get("bf16") else ""
+    layout = "channels_last" if rt.get("channels_last") else "NCHW"
+    return (
+        f"{rt.get('gpu') or rt['cpu']} ({rt['threads']} threads, {rt['precision']}{bf16}, "
+        f"{layout}, torch {rt['torch']})"
+    )
+
+
+def runtime_text(run: Run) -> str:
+    """Where and in which precision the records were computed: from the records themselves
+    (every unit says what ran), with a warning when they disagree; for a run from before
+    records said it, the machine of run.json and the precision its manifest resolved."""
+    rts = runtimes(run.records)
+    if len(rts) == 1:
+        return f"on {_runtime_words(rts[0])}."
+    if len(rts) > 1:
+        words = "; ".join(_runtime_words(rt) for rt in rts)
+        return f"on several runtimes. WARNING: the records mix what computed them: {words}."
+    machine = run.manifest["machine"]
+    precision = run.manifest.get("runtime", {}).get("precision") or (
+        f"precision not recorded (config: {run.manifest['config']['runtime']['precision']})"
+    )
+    return (
+        f"on {machine.get('gpu') or machine['cpu']} ({machine['cores']} threads, {precision}, "
+        f"torch {machine['torch']})."
     )
 
 

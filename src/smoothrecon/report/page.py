@@ -17,10 +17,11 @@ from typing import Any
 import yaml
 
 from smoothrecon.evaluation.check import FAILED_TEXT
-from smoothrecon.evaluation.records import ON_F, ON_G
+from smoothrecon.evaluation.records import ON_F, ON_G, runtimes
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.report.records import Run, headline
 from smoothrecon.report.tables import Table
+from smoothrecon.util.runtime import annotate_precision
 
 
 @dataclass
@@ -425,4 +426,9 @@ def render_html(blocks: list[Block], folder: Path) -> str:
 
 
 def config_text(run: Run) -> str:
-    return yaml.safe_dump(run.manifest["config"], sort_keys=False)
+    """The run's config as YAML, `precision: auto` followed by what it resolved to."""
+    text = yaml.safe_dump(run.manifest["config"], sort_keys=False)
+    resolved = sorted({rt["precision"] for rt in runtimes(run.records)})
+    if not resolved and run.manifest.get("runtime"):
+        resolved = [run.manifest["runtime"]["precision"]]
+    return annotate_precision(text, " and ".join(resolved)) if resolved else text

@@ -1,19 +1,24 @@
-"""Device, threads and precision: how fast, never what is computed.
+"""Device, threads and precision: how fast, and (bf16 against fp32) a little of what is computed.
 
 `Runtime` turns `RuntimeConfig` into a device, an autocast context (bf16 on CPU or CUDA when
-asked) and the channels_last layout; `auto_chunk` sizes batches of noisy inputs for the device.
+asked) and the channels_last layout, and describes itself as it resolved (`describe`: what
+every record, manifest and card says ran); `auto_chunk` sizes batches of noisy inputs for the
+device; `machine_info` names the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from smoothrecon.config import RuntimeConfig
+from smoothrecon.config import Config, RuntimeConfig, dump_config
 from smoothrecon.errors import UserError
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -49,6 +54,55 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
+def resolved_precision(cfg: RuntimeConfig) -> str:
+    """The precision a run of `cfg` computes in on this machine: 'fp32' or 'bf16'."""
+    return resolve_precision(cfg.precision, pick_device(cfg.device))
+
+
+def annotate_precision(config_yaml: str, resolved: str) -> str:
+    """A config's YAML (`dump_config`) with its runtime's `precision: auto` line saying what
+    it resolved to, so `auto` never appears alone."""
+    lines = config_yaml.splitlines()
+    section = ""
+    for i, line in enumerate(lines):
+        if line and not line.startswith(" "):
+            section = line.rstrip(":")
+        elif section == "runtime" and line.strip() == "precision: auto":
+            lines[i] = f"{line}  # resolved: {resolved}"
+    return "\n".join(lines) + "\n"
+
+
+def config_yaml(cfg: Config, operator: dict[str, Any] | None = None) -> str:
+    """`dump_config(cfg, operator)` with `precision: auto` resolved for this machine: the
+    config.yaml of a run folder."""
+    return annotate_precision(dump_config(cfg, operator), resolved_precision(cfg.runtime))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a run used: CPU model, threads, torch, Python, platform (and the GPU)."""
+    info = {
+        "cpu": cpu_model(),
+        "cores": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
 @dataclass
 class Runtime:
     device: torch.device
@@ -61,6 +115,22 @@ class Runtime:
             torch.set_num_threads(cfg.threads)
         device = pick_device(cfg.device)
         return Runtime(device, resolve_precision(cfg.precision, device), cfg.channels_last)
+
+    def describe(self) -> dict[str, Any]:
+        """What ran, resolved: device, precision ('fp32' or 'bf16', never 'auto'), whether bf16
+        was native or emulated, channels_last, threads, torch and the CPU (and GPU) model."""
+        d: dict[str, Any] = {"device": str(self.device), "precision": self.precision}
+        if self.precision == "bf16":
+            d["bf16"] = "native" if native_bf16(self.device) else "emulated"
+        d |= {
+            "channels_last": self.channels_last,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cpu": cpu_model(),
+        }
+        if self.device.type == "cuda":
+            d["gpu"] = torch.cuda.get_device_name(self.device)
+        return d
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
