@@ -269,3 +269,29 @@ def test_attack_on_g_vs_f_uses_paired_crops() -> None:
     records.append(_rec(RS, "test", 0.02, "pgd_g", 0.2, [27.0, 28.0, 29.0], [0.5, 0.5, 0.5]))
     line = next(ln for ln in findings(_run(records)) if "attacking g is weaker" in ln)
     assert "holds" in line and "+1.00 dB ± 0.00 dB" in line
+
+
+def test_the_compute_line_names_the_runtime_and_warns_only_when_precisions_mix() -> None:
+    from smoothrecon.report import runtime_text
+
+    rt = {"device": "cpu", "precision": "fp32", "channels_last": True, "threads": 2,
+          "torch": "2.13.0+cpu", "cpu": "AMD EPYC"}  # fmt: skip
+    rows = _records()
+    same = [{**r, "runtime": rt} for r in rows]
+    assert runtime_text(_run(same)) == (
+        "on AMD EPYC (2 threads, fp32, channels_last, torch 2.13.0+cpu)."
+    )
+    threads = [*same[:1], *({**r, "runtime": {**rt, "threads": 1}} for r in same[1:])]
+    assert "WARNING" not in runtime_text(_run(threads)) and "1 threads" in runtime_text(
+        _run(threads)
+    )
+    mixed = [*same[:1], *({**r, "runtime": {**rt, "precision": "bf16"}} for r in same[1:])]
+    text = runtime_text(_run(mixed))
+    assert "WARNING: the records mix" in text and "bf16" in text and "fp32" in text
+    # a run from before records said it: run.json's machine and the config's precision
+    old = _run(rows)
+    old.manifest["machine"] = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.13.0+cpu"}
+    old.manifest["config"]["runtime"] = {"precision": "auto"}
+    assert runtime_text(old) == (
+        "on AMD EPYC (2 threads, precision not recorded (config: auto), torch 2.13.0+cpu)."
+    )

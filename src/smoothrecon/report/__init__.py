@@ -336,14 +336,14 @@ def _runtime_words(rt: dict[str, Any]) -> str:
 
 def runtime_text(run: Run) -> str:
     """Where and in which precision the records were computed: from the records themselves
-    (every unit says what ran), with a warning when they disagree; for a run from before
-    records said it, the machine of run.json and the precision its manifest resolved."""
+    (every unit says what ran), with a warning when their devices or precisions disagree; for
+    a run from before records said it, the machine of run.json and its resolved precision."""
     rts = runtimes(run.records)
-    if len(rts) == 1:
-        return f"on {_runtime_words(rts[0])}."
-    if len(rts) > 1:
-        words = "; ".join(_runtime_words(rt) for rt in rts)
+    words = "; ".join(_runtime_words(rt) for rt in rts)
+    if len({(rt["device"], rt["precision"]) for rt in rts}) > 1:
         return f"on several runtimes. WARNING: the records mix what computed them: {words}."
+    if rts:  # one device and precision (threads or the machine may differ between units)
+        return f"on {words}."
     machine = run.manifest["machine"]
     precision = run.manifest.get("runtime", {}).get("precision") or (
         f"precision not recorded (config: {run.manifest['config']['runtime']['precision']})"
