@@ -39,13 +39,26 @@ class Toy(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def cards(tmp_path_factory: pytest.TempPathFactory, cli, smoke_models) -> dict[str, Path]:
+def denoiser(tmp_path_factory: pytest.TempPathFactory, cli, photo_dir: Path) -> Path:
+    """A denoiser of the network input at sigma 0.2, trained here by the CLI (2 epochs)."""
+    out = tmp_path_factory.mktemp("denoiser") / "den"
+    common = ("--preset", "smoke", "--quiet", "--set", "data.short_side=0", "--data", photo_dir)
+    r = cli("train", *common, "--mode", "denoiser", "--sigma-f", "0.2", "--residual", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def cards(
+    tmp_path_factory: pytest.TempPathFactory, cli, smoke_models, denoiser: Path
+) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("benchmark")
     (root / "toy.py").write_text(TOY)
     runs = {
         "toy": ("--model", f"{root / 'toy.py'}:Toy"),
         "bilinear": ("--model", "bilinear"),
         "median": ("--model", smoke_models["rs"], "--defense", "median"),
+        "denoised": ("--model", smoke_models["std"], "--denoiser", denoiser),
     }
     out = {}
     for name, args in runs.items():
@@ -80,6 +93,19 @@ def test_cards_hold_the_headline_and_the_curve(cards: dict[str, Path]) -> None:
     assert cert and all(r["certified_le_attacked"] for r in cert)
     bilinear = json.loads((cards["bilinear"] / "card.json").read_text())
     assert not bilinear["smoothed"] and bilinear["headline"]["certified_psnr"] is None
+    denoised = json.loads((cards["denoised"] / "card.json").read_text())
+    assert denoised["smoothed"] and denoised["model"].endswith("+den0.2")
+    assert denoised["defense"] == "den0.2" and denoised["headline"]["certified_psnr"]
+    for card in (median, bilinear, denoised):
+        assert card["runtime"]["precision"] == "fp32"  # the protocol pins it
+        assert "fp32" in (cards["bilinear"] / "card.md").read_text()
+
+
+def test_a_denoiser_cannot_defend_a_baseline(denoiser: Path, tmp_path: Path, cli) -> None:
+    r = cli("benchmark", "--model", "bilinear", "--denoiser", denoiser, "--protocol",
+            "smoke-v1", "--quiet", "--out", tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "no-learning baseline" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_the_leaderboard_ranks_and_marks_unresolved_ranks(

@@ -520,6 +520,14 @@ def cmd_benchmark(args: argparse.Namespace, build: ConfigBuilder) -> int:
             MedianSmoothing(),
             build_operator(cfg.operator),
         )
+    if args.denoiser:
+        _check_denoiser_operator(args.denoiser, cfg)
+        behind = denoised_models(_resolved_norms([model], cfg), args.denoiser, cfg)
+        if not behind:
+            raise UserError(
+                f"--denoiser defends a learned model; '{args.model}' is a no-learning baseline"
+            )
+        model = behind[0]
     card = run_benchmark(model, cfg, p, args.out, verbose=not args.quiet)
     h = card["headline"]
     print(

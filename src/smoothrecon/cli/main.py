@@ -333,10 +333,16 @@ def _benchmark_parsers(sub: Any) -> None:
     p.add_argument(
         "--factor", type=_number("[1, inf)", integer=True), help="super-resolution factor"
     )
-    p.add_argument(
+    defense = p.add_mutually_exclusive_group()
+    defense.add_argument(
         "--defense",
         choices=["median"],
         help="put the model behind median smoothing (its own card, labelled '+med')",
+    )
+    defense.add_argument(
+        "--denoiser",
+        help="put the model behind denoised smoothing f(D(y + noise)) with this denoiser "
+        "checkpoint (train --mode denoiser; its own card, labelled '+den<sigma>')",
     )
     p.add_argument(
         "--protocol",
