@@ -38,18 +38,38 @@ test: $(DEV_STAMP)
 	$(BIN)/pytest -q
 
 # The project's leaderboard (docs/leaderboard/) from its committed cards; leaderboard-cards
-# first (re)makes the cards of protocol v1, resuming each from its folder: the baselines and
-# every model of the cpu demo's run folder when it is there (`make demo` first).
+# first (re)makes the cards of protocol v1, each resuming from its folder under runs/cards/:
+# the x2 and x4 baselines; every model of cpu-long's run folder (`make demo PRESET=cpu-long
+# OUT=runs/cpu-long` first), its RS models also behind median smoothing; cpu-long's x2
+# standard U-Net behind denoised smoothing (a denoiser at sigma 0.25 trained here); and per
+# other operator an RS sigma_f 0.25 U-Net of the cpu-operators preset (trained here). Hours
+# on 2 cores (docs/benchmark.md); a rerun skips finished cards.
 CARDS := docs/leaderboard/cards
-CARD_MODELS ?= bilinear bicubic $(wildcard runs/demo/models/x2-*)
+LONG := runs/cpu-long/models
+BENCH := $(BIN)/smoothrecon benchmark --quiet
+TRAIN := $(BIN)/smoothrecon train --quiet
+card = $(BENCH) $(2) --out runs/cards/$(1) && mkdir -p $(CARDS)/$(1) && \
+	cp runs/cards/$(1)/card.json runs/cards/$(1)/card.md $(CARDS)/$(1)/
 leaderboard: $(STAMP)
 	$(BIN)/smoothrecon leaderboard $(CARDS) --out docs/leaderboard
 
 leaderboard-cards: $(STAMP)
-	for m in $(CARD_MODELS); do \
-		n=$$(basename $$m); \
-		$(BIN)/smoothrecon benchmark --model $$m --quiet --out runs/cards/$$n || exit 1; \
-		mkdir -p $(CARDS)/$$n && cp runs/cards/$$n/card.json runs/cards/$$n/card.md $(CARDS)/$$n/; \
+	test -d $(LONG) || { echo "error: no $(LONG): run make demo PRESET=cpu-long OUT=runs/cpu-long first" >&2; exit 2; }
+	for b in bilinear bicubic; do \
+		$(call card,$$b,--model $$b --factor 2) || exit 1; \
+		$(call card,x4-$$b,--model $$b --factor 4) || exit 1; \
+	done
+	for m in $(LONG)/*; do \
+		n=$$(basename $$m); $(call card,$$n,--model $$m) || exit 1; \
+		case $$n in *-rs*) $(call card,$$n+med,--model $$m --defense median) || exit 1;; esac; \
+	done
+	$(TRAIN) --preset cpu-long --mode denoiser --sigma-f 0.25 --residual --out runs/cards/train/x2-denoiser0.25
+	m=$$(ls -d $(LONG)/x2-residual-std-*); n=$$(basename $$m); \
+		$(call card,$$n+den0.25,--model $$m --denoiser runs/cards/train/x2-denoiser0.25)
+	for op in $(OPERATORS); do \
+		$(TRAIN) --preset cpu-operators --set operator.name=$$op --mode gaussian --sigma-f 0.25 \
+			--residual --out runs/cards/train/$$op-residual-rs0.25 || exit 1; \
+		$(call card,$$op-residual-rs0.25,--model runs/cards/train/$$op-residual-rs0.25) || exit 1; \
 	done
 	$(MAKE) leaderboard
 
