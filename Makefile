@@ -40,8 +40,7 @@ test: $(DEV_STAMP)
 # The project's leaderboard (docs/leaderboard/) from its committed cards; leaderboard-cards
 # first (re)makes the cards of protocol v1, each resuming from its folder under runs/cards/:
 # the x2 and x4 baselines; every model of cpu-long's run folder (`make demo PRESET=cpu-long
-# OUT=runs/cpu-long` first), its RS models also behind median smoothing; cpu-long's x2
-# standard U-Net behind denoised smoothing (a denoiser at sigma 0.25 trained here); and per
+# OUT=runs/cpu-long` first); cpu-long's x2 standard U-Net behind denoised smoothing (a denoiser at sigma 0.25 trained here); and per
 # other operator an RS sigma_f 0.25 U-Net of the cpu-operators preset (trained here). Hours
 # on 2 cores (docs/benchmark.md); a rerun skips finished cards.
 CARDS := docs/leaderboard/cards
@@ -59,10 +58,7 @@ leaderboard-cards: $(STAMP)
 		$(call card,$$b,--model $$b --factor 2) || exit 1; \
 		$(call card,x4-$$b,--model $$b --factor 4) || exit 1; \
 	done
-	for m in $(LONG)/*; do \
-		n=$$(basename $$m); $(call card,$$n,--model $$m) || exit 1; \
-		case $$n in *-rs*) $(call card,$$n+med,--model $$m --defense median) || exit 1;; esac; \
-	done
+	for m in $(LONG)/*; do n=$$(basename $$m); $(call card,$$n,--model $$m) || exit 1; done
 	$(TRAIN) --preset cpu-long --mode denoiser --sigma-f 0.25 --residual --out runs/cards/train/x2-denoiser0.25
 	m=$$(ls -d $(LONG)/x2-residual-std-*); n=$$(basename $$m); \
 		$(call card,$$n+den0.25,--model $$m --denoiser runs/cards/train/x2-denoiser0.25)
