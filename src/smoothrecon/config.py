@@ -737,6 +737,17 @@ def _validate_experiment(cfg: Config) -> None:
         f"experiment.at_spaces = {e.at_spaces}: 'input' and/or 'measurement', once each",
     )
     _check(
+        all(s in e.sigma_fs for s in e.median_sigma_fs),
+        f"experiment.median_sigma_fs = {list(e.median_sigma_fs)} must be among sigma_fs "
+        f"{list(e.sigma_fs)} (the RS models behind median smoothing)",
+    )
+    _validate_convergence(e)
+    _validate_certify(e)
+
+
+def _validate_convergence(e: ExperimentConfig) -> None:
+    """The attack-convergence study's candidates and the strong attack's choice."""
+    _check(
         all(t >= 1 for t in e.convergence_steps) and len(e.convergence_steps) >= 1,
         f"experiment.convergence_steps = {e.convergence_steps} must be positive step counts",
     )
@@ -762,6 +773,12 @@ def _validate_experiment(cfg: Config) -> None:
         f"experiment.convergence_reference_steps = {e.convergence_reference_steps} must be >= 0 "
         f"and convergence_reference_restarts = {e.convergence_reference_restarts} >= 1",
     )
+    _check(0 <= e.strong_within < 1, f"experiment.strong_within = {e.strong_within} not in [0, 1)")
+    _check(e.strong_max_cost >= 0, f"experiment.strong_max_cost = {e.strong_max_cost} must be >= 0")
+
+
+def _validate_certify(e: ExperimentConfig) -> None:
+    """The sweep's certificates."""
     _check(
         all(0 <= v <= 1 for v in e.certify_eps_rels) and e.certify_crops >= 0 and e.certify_n >= 2,
         f"experiment.certify_eps_rels = {e.certify_eps_rels} must lie in [0, 1], certify_crops "
@@ -773,13 +790,6 @@ def _validate_experiment(cfg: Config) -> None:
         f"experiment.certify_methods = {list(e.certify_methods)} must name methods among "
         "pixel, center, median, loss",
     )
-    _check(
-        all(s in e.sigma_fs for s in e.median_sigma_fs),
-        f"experiment.median_sigma_fs = {list(e.median_sigma_fs)} must be among sigma_fs "
-        f"{list(e.sigma_fs)} (the RS models behind median smoothing)",
-    )
-    _check(0 <= e.strong_within < 1, f"experiment.strong_within = {e.strong_within} not in [0, 1)")
-    _check(e.strong_max_cost >= 0, f"experiment.strong_max_cost = {e.strong_max_cost} must be >= 0")
 
 
 def dump_config(cfg: Config, operator: dict[str, Any] | None = None) -> str:

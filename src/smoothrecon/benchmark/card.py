@@ -128,22 +128,14 @@ def build_card(
             "score": _stat(score),
             "certified_psnr": _certified(certificates, p),
         },
-        "curve": {
-            s: [
-                {
-                    "eps_rel": r["eps_rel"],
-                    "psnr": r["psnr"],
-                    "psnr_ci95": r["psnr_ci95"],
-                    "ssim": r["ssim"],
-                    "ssim_ci95": r["ssim_ci95"],
-                    "sigma_g": r["sigma_g"],
-                    "attack": r["attack"],
-                }
-                for r in rows
-            ]
-            for s, (rows, _) in spaces.items()
-        },
+        "curve": {s: [_point(r) for r in rows] for s, (rows, _) in spaces.items()},
     }
+
+
+def _point(r: Record) -> dict[str, Any]:
+    """One point of a card's curve: a headline record's means, CIs, sigma_g and attack."""
+    keys = ("eps_rel", "psnr", "psnr_ci95", "ssim", "ssim_ci95", "sigma_g", "attack")
+    return {k: r[k] for k in keys}  # type: ignore[literal-required]
 
 
 def _pm(s: dict[str, float], digits: int = 2) -> str:
