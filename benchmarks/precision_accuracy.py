@@ -71,10 +71,12 @@ def paired_rows(a: list[Record], b: list[Record]) -> list[str]:
 
 def report(runs: dict[str, list[Record]], args: argparse.Namespace) -> str:
     rt: dict[str, Any] = runs["bf16"][0].get("runtime", {})
-    n = runs["fp32"][0]["n"]
+    reported, _ = split_roles(r["split"] for r in runs["fp32"])
+    n = next(r["n"] for r in runs["fp32"] if r["split"] == reported)
     head = [
-        f"machine: {machine()}; bf16 {rt.get('bf16', '?')}; preset {args.preset}, {n} test "
-        f"crops, attack on f: {args.steps} steps x 1 start (the preset's losses), scored on g",
+        f"machine: {machine()}; bf16 {rt.get('bf16', '?')}; preset {args.preset}, {n} "
+        f"{reported} crops, attack on f: {args.steps} steps x 1 start (the preset's losses), "
+        "scored on g (sigma_g: the fp32 run's choice on validation)",
         "",
         "| model | eps_rel | sigma_g | PSNR fp32 | PSNR bf16 | Δ PSNR (bf16 - fp32) | "
         "SSIM fp32 | SSIM bf16 | Δ SSIM |",
