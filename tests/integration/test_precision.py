@@ -69,7 +69,8 @@ def test_auto_resolves_by_the_probe_and_every_artifact_names_it(runs, expected: 
         assert r["runtime"].get("bf16") == ("native" if expected == "bf16" else None)
     for unit in (out / "evals").rglob("*.json"):
         assert json.loads(unit.read_text())["runtime"]["precision"] == expected
-    assert json.loads((out / "manifest.json").read_text())["precision"] == expected
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == manifest["runtime"]["precision"] == expected
     assert json.loads((out / "run.json").read_text())["runtime"]["precision"] == expected
     assert f"precision: auto  # resolved: {expected}" in (out / "config.yaml").read_text()
 

@@ -1,7 +1,8 @@
 """A run folder belongs to one run: `<out>/manifest.json` says which.
 
 The manifest names the kind of run (`train`, `reproduce`), the preset, the precision it
-computes in (resolved: `fp32` or `bf16`, never `auto`), the data source with a hash of its
+computes in (resolved: `fp32` or `bf16`, never `auto`; beside it the whole runtime of the
+latest call, `Runtime.describe()`, which is not compared), the data source with a hash of its
 photos, the operator, and the config sections that decide the run's results with their hash.
 It is written atomically when a run starts, before any work, so an interrupted run is
 recognised too. A run started in a folder whose manifest differs is refused with one sentence
@@ -30,7 +31,7 @@ from typing import Any
 from smoothrecon.config import Config
 from smoothrecon.errors import UserError
 from smoothrecon.util.io import atomic_write_json, short_hash
-from smoothrecon.util.runtime import resolved_precision
+from smoothrecon.util.runtime import resolved_precision, runtime_of
 
 FILE = "manifest.json"
 FORMAT = "smoothrecon-manifest-v1"
@@ -42,6 +43,9 @@ TRAIN_SECTIONS = ("data", "operator", "model", "train")
 # others, as it always did.
 REPRODUCE_SECTIONS: tuple[str, ...] = ()
 _IDENTITY = ("kind", "preset", "precision", "data", "operator")  # before the config's fields
+# Written for the reader, never compared: what the latest call ran on (threads, CPU, torch
+# may change between calls; the precision is compared through its own identity field).
+_INFO = ("runtime",)
 _SHOWN = 6  # fields named in a refusal before "and N more"
 _OLD = re.compile(r"\.old-(\d+)")
 
@@ -102,6 +106,7 @@ def build_manifest(
         "kind": kind,
         "preset": cfg.preset,
         "precision": resolved_precision(cfg.runtime),
+        "runtime": runtime_of(cfg.runtime).describe(),
         "data": {
             "source": data_source(cfg.data.source),
             "photos_sha256": photos_hash(cfg.data.source, cfg.data.cache_dir),
@@ -126,7 +131,8 @@ def _fields(manifest: dict[str, Any]) -> dict[str, Any]:
     """field -> value: the identity fields, then the config's (named without 'config.');
     a config field that repeats an identity field (operator.*, data.source) appears once."""
     flat: dict[str, Any] = {}
-    rest = sorted(k for k in manifest if k not in (*_IDENTITY, "format", "config_hash", "config"))
+    skip = (*_IDENTITY, *_INFO, "format", "config_hash", "config")
+    rest = sorted(k for k in manifest if k not in skip)
     for key in (*_IDENTITY, *rest):
         if key in manifest:
             flat |= _flatten(manifest[key], key)

@@ -78,6 +78,14 @@ def config_yaml(cfg: Config, operator: dict[str, Any] | None = None) -> str:
     return annotate_precision(dump_config(cfg, operator), resolved_precision(cfg.runtime))
 
 
+def runtime_of(cfg: RuntimeConfig) -> Runtime:
+    """The runtime `cfg` resolves to on this machine, without setting torch's threads (what
+    `Runtime.from_config` does before a run)."""
+    device = pick_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    return Runtime(device, precision, cfg.channels_last, cfg.threads)
+
+
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
     try:
@@ -108,13 +116,14 @@ class Runtime:
     device: torch.device
     precision: str = "fp32"
     channels_last: bool = True
+    threads: int = 0  # torch's CPU threads (0: whatever torch uses)
 
     @staticmethod
     def from_config(cfg: RuntimeConfig) -> Runtime:
+        """The runtime of `cfg` on this machine, with torch's threads set to cfg.threads."""
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        device = pick_device(cfg.device)
-        return Runtime(device, resolve_precision(cfg.precision, device), cfg.channels_last)
+        return runtime_of(cfg)
 
     def describe(self) -> dict[str, Any]:
         """What ran, resolved: device, precision ('fp32' or 'bf16', never 'auto'), whether bf16
@@ -124,7 +133,7 @@ class Runtime:
             d["bf16"] = "native" if native_bf16(self.device) else "emulated"
         d |= {
             "channels_last": self.channels_last,
-            "threads": torch.get_num_threads(),
+            "threads": self.threads or torch.get_num_threads(),
             "torch": torch.__version__,
             "cpu": cpu_model(),
         }
