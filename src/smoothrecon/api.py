@@ -187,8 +187,7 @@ def certify(
         factor = getattr(operator, "factor", 1)
         info = ModelInfo(label, factor, "own", mode="own", smoothed=True, input_space=space)
         own = EvalModel(model, info, normalization or PIXEL_SPACE, module_key(model))
-    s = CertifyRunSettings.from_config(
-        cfg, sigma_g, eps_rels, n, alpha, method, progress, percentile=percentile
-    )
+    asked = CertifyRunSettings(sigma_g, tuple(eps_rels), n, alpha, method, percentile)
+    s = asked.with_config(cfg, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         return certify_model(own, cfg, split, s, out or tmp, operator, verbose=progress)

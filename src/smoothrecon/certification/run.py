@@ -134,28 +134,14 @@ class CertifyRunSettings:
         except ValueError as exc:
             raise UserError(f"{exc}; use the pixel method or a larger n") from None
 
-    @staticmethod
-    def from_config(
-        cfg: Config,
-        sigma_g: float,
-        eps_rels: Sequence[float],
-        n: int = 2000,
-        alpha: float = 0.001,
-        method: str = "pixel",
-        progress: bool = True,
-        attack: AttackSetting | None = None,
-        percentile: float = 0.5,
+    def with_config(
+        self, cfg: Config, attack: AttackSetting | None = None, progress: bool = True
     ) -> CertifyRunSettings:
-        """The config's seed, chunk size and attack (default: the config's), aimed at the MSE
-        alone (`AttackSetting.on_mse`): a certificate bounds the MSE, and an SSIM member of an
-        ensemble would aim at another metric."""
-        return CertifyRunSettings(
-            sigma_g=sigma_g,
-            eps_rels=tuple(eps_rels),
-            n=n,
-            alpha=alpha,
-            method=method,  # type: ignore[arg-type]
-            percentile=percentile,
+        """These settings with the config's seed, chunk size and attack (or `attack`), aimed
+        at the MSE alone (`AttackSetting.on_mse`): a certificate bounds the MSE, and an SSIM
+        member of an ensemble would aim at another metric; `progress`: show a progress bar."""
+        return dataclasses.replace(
+            self,
             attack=(attack or setting_from_config(cfg.attack)).on_mse(),
             seed=cfg.evaluation.seed,
             chunk_size=cfg.smoothing.chunk_size,

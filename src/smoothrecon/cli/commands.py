@@ -437,9 +437,10 @@ def cmd_certify(args: argparse.Namespace, build: ConfigBuilder) -> int:
     from smoothrecon.certification.run import CertifyRunSettings, certify_model
     from smoothrecon.experiments.convergence import thesis_attack
 
-    values = (args.sigma_g, args.eps_rel, args.n, args.alpha, args.method)
     # bad values: one error line before anything is loaded
-    CertifyRunSettings(*values, percentile=args.percentile)
+    asked = CertifyRunSettings(
+        args.sigma_g, args.eps_rel, args.n, args.alpha, args.method, args.percentile
+    )
     model, cfg = _model_and_config(args, build)
     if model.info.mode not in ("gaussian", "own") and model.info.defense_kind != "denoised":
         print(
@@ -452,9 +453,7 @@ def cmd_certify(args: argparse.Namespace, build: ConfigBuilder) -> int:
     if args.attack == "thesis":
         thesis = setting_from_config(thesis_attack(cfg.attack), "thesis")
         attack = dataclasses.replace(thesis, eot=EOT(thesis.eot.k_attack, "fixed"))
-    s = CertifyRunSettings.from_config(
-        cfg, *values, progress=_progress(args), attack=attack, percentile=args.percentile
-    )
+    s = asked.with_config(cfg, attack, progress=_progress(args))
     certify_model(model, cfg, args.split, s, args.out)
     return 0
 

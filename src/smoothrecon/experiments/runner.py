@@ -207,9 +207,8 @@ def plan_certification(cfg: Config, out: Path, attack: AttackSetting) -> list[Ce
             continue
         mcfg = spec.config(cfg)
         methods = "+".join(e.certify_methods)
-        s = CertifyRunSettings.from_config(
-            mcfg, spec.value, e.certify_eps_rels, e.certify_n, 0.001, methods, False, attack
-        )
+        asked = CertifyRunSettings(spec.value, e.certify_eps_rels, e.certify_n, method=methods)
+        s = asked.with_config(mcfg, attack, progress=False)
         key = short_hash(
             {
                 "model": mcfg.hash("data", "operator", "model", "train"),
