@@ -16,13 +16,23 @@ OPERATORS = ["denoising", "deblurring", "inpainting", "compressed_sensing"]
 @pytest.mark.parametrize("name", OPERATORS)
 def test_reproduce_and_report_for_every_operator(cli, photo_dir: Path, tmp_path, name) -> None:
     out = tmp_path / name
+    # inpainting also attacks in the measurement space (its mask drops values): the
+    # convergence study then covers that threat model too
+    spaces = "[input,measurement]" if name == "inpainting" else "[input]"
     r = cli(
         "reproduce", "--preset", "smoke", "--data", photo_dir, "--quiet",
         "--set", "data.short_side=0", "--set", f"operator.name={name}",
         "--set", "experiment.at_eps_rels=[]", "--set", "experiment.certify_eps_rels=[]",
-        "--set", "experiment.thesis_setting=false", "--out", out,
+        "--set", "experiment.thesis_setting=false", "--set", f"experiment.attack_spaces={spaces}",
+        "--out", out,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
+    studied = {
+        row.get("space", "input")
+        for p in (out / "convergence").rglob("*.json")
+        for row in json.loads(p.read_text())["rows"]
+    }
+    assert studied == set(spaces.strip("[]").split(","))
     records = [
         rec
         for p in sorted((out / "evals").rglob("*.json"))
@@ -42,4 +52,6 @@ def test_reproduce_and_report_for_every_operator(cli, photo_dir: Path, tmp_path,
     assert report.returncode == 0, report.stderr[-3000:]
     md = (out / "report" / "report.md").read_text()
     assert f"{name} — a learned model beats the no-learning baseline" in md
+    if name == "inpainting":
+        assert "min share, measurement space" in md and "measurement space)" in md
     assert (out / "report" / "figures" / f"robustness_{name}.png").is_file()

@@ -66,8 +66,8 @@ def test_the_best_loss_found_is_per_crop_over_every_row_the_reference_included()
     a = _row(20, 1, 0.5, losses=[1.0, 0.0])
     b = _row(50, 1, 0.5, losses=[0.0, 1.0])
     ref = {**_row(1000, 5, 0.9, losses=[0.9, 0.9]), "reference": True}
-    assert best_found([a, b]) == {("m", 0.05, "mse"): 1.0}
-    assert best_found([a, b, ref]) == {("m", 0.05, "mse"): 1.0}
+    assert best_found([a, b]) == {("m", 0.05, "mse", "input"): 1.0}
+    assert best_found([a, b, ref]) == {("m", 0.05, "mse", "input"): 1.0}
     scores = setting_scores([a, b, ref])
     assert {s["steps"] for s in scores} == {20, 50}
     assert all(s["min_ratio"] == 0.5 for s in scores)
@@ -105,9 +105,29 @@ def test_a_setting_must_be_close_on_every_loss_the_evaluation_attacks_with() -> 
         {**r, "objective": "ssim", "loss": loss}
         for r, loss in ((mse[1], 0.9), (mse[2], 0.992), (_row(1000, 5, 1.0, reference=True), 1.0))
     ]
-    assert set(best_found(mse + ssim)) == {("m", 0.05, "mse"), ("m", 0.05, "ssim")}
+    assert set(best_found(mse + ssim)) == {
+        ("m", 0.05, "mse", "input"),
+        ("m", 0.05, "ssim", "input"),
+    }
     strong, score = choose_strong(mse, 0.01, MSE_ONLY)
     assert (strong.kind, strong.steps) == ("apgd", 50)  # the MSE alone would pick APGD
     strong, score = choose_strong(mse + ssim, 0.01, MSE_ONLY)
     assert (strong.kind, strong.steps) == ("pgd", 100)
     assert score["converged"] and score["min_ratio"] == 0.992
+
+
+def test_a_setting_must_be_strong_in_every_threat_model() -> None:
+    """APGD 50 is within 1% in the input space but not in the measurement space: the PGD
+    setting that is within 1% in both is chosen, and the scores say each space's share."""
+    inp = [
+        {**_row(10, 1, 0.5), "thesis": True},
+        {**_row(50, 1, 0.995, steps_used=51), "attack": "apgd", "step_factor": 0.0},
+        _row(100, 1, 1.0),
+    ]
+    meas = [{**r, "space": "measurement"} for r in inp]
+    meas[1] = {**meas[1], "loss": 0.95}
+    strong, score = choose_strong(inp + meas, 0.01, MSE_ONLY)
+    assert (strong.kind, strong.steps) == ("pgd", 100) and score["converged"]
+    apgd = next(s for s in setting_scores(inp + meas) if s["attack"] == "apgd")
+    assert apgd["min_ratio_by_space"] == {"input": 0.995, "measurement": 0.95}
+    assert apgd["min_ratio"] == 0.95

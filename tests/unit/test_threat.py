@@ -252,14 +252,16 @@ def test_trust_region_solver_against_a_dense_search_on_the_circle(
     assert e @ m @ e + 2 * b @ e == pytest.approx(values.max(), rel=1e-8)
 
 
-def _bilinear_problem(eps_rel: float) -> tuple[Any, ...]:
-    """1 x 8 x 8 image, 1 x 4 x 4 measurement: y, target, the threat, U (64 x 16), r."""
+def _bilinear_problem(eps_rel: float, size: int = 8) -> tuple[Any, ...]:
+    """1 x s x s image, 1 x s/2 x s/2 measurement (s = `size`): y, target, the threat,
+    U (s^2 x s^2/4), r."""
     norm = Normalization((0.45,), (0.25,))  # type: ignore[arg-type]
     op = SuperResolution(2)
     threat = ThreatModel.build("measurement", op, norm)
-    x = _image(8, 8, c=1).double()
+    x = _image(size, size, c=1).double()
     y, target = norm.normalize(op(x)), norm.normalize(x)
-    u = threat.lift(torch.eye(16, dtype=torch.float64).view(16, 1, 4, 4)).view(16, 64).T
+    m, h = (size // 2) ** 2, size // 2
+    u = threat.lift(torch.eye(m, dtype=torch.float64).view(m, 1, h, h)).view(m, size**2).T
     r = (y - target).flatten()
     return y, target, threat, u.numpy(), r.numpy()
 
@@ -404,3 +406,36 @@ def test_measurement_space_training_attacks_the_low_resolution_image(
         assert bool((attack.norm <= eps * (1 + 1e-5)).all())
         assert float(attack.norm.max()) > 0.5 * eps
         torch.testing.assert_close(attack.e, threat.lift(attack.e_space), rtol=1e-5, atol=1e-6)
+
+
+def test_the_convergence_study_in_the_measurement_space_finds_the_exact_worst_case() -> None:
+    """The study's measurement-space rows attack the lifted measurement with that space's
+    budget: on f = identity its best loss found is the exact trust-region maximum, its
+    input-space rows reach the closed form (||r|| + eps)^2, and each row says its space."""
+    from smoothrecon.config import ExperimentConfig
+    from smoothrecon.evaluation.inputs import SplitInputs
+    from smoothrecon.experiments.convergence import StudyPlan, best_found, convergence_rows
+
+    eps_rel = 0.2
+    y, target, threat, u, r = _bilinear_problem(eps_rel, size=16)  # SSIM needs 11 x 11
+    y, target = y.float(), target.float()
+    norm = threat.units
+    assert norm is not None
+    data = SplitInputs(y, target, norm.denormalize(target))
+    cfg = ExperimentConfig(
+        convergence_steps=(10, 50), convergence_step_factors=(0.5,), convergence_restarts=2,
+        convergence_apgd_steps=(25,), convergence_reference_steps=100,
+        convergence_reference_restarts=2, convergence_images=1, convergence_patience=0,
+    )  # fmt: skip
+    plan = StudyPlan("ball", 0, ("mse",), (ThreatModel(), threat))
+    rows = [
+        {**row, "model": "id"} for row in convergence_rows(lambda z: z, data, norm, 0.2, cfg, plan)
+    ]
+    assert {row["space"] for row in rows} == {"input", "measurement"}
+    best = best_found(rows)
+    e = trust_region_max(u.T @ u, u.T @ r, eps_rel * 8.0)  # sqrt(64 measured values)
+    exact_m = float(np.sum((r + u @ e) ** 2)) / 256
+    assert best[("id", 0.2, "mse", "measurement")] == pytest.approx(exact_m, rel=0.01)
+    assert best[("id", 0.2, "mse", "measurement")] <= exact_m * (1 + 1e-4)
+    exact_in = (float(np.linalg.norm(r)) + eps_rel * 16.0) ** 2 / 256  # sqrt(256 inputs)
+    assert best[("id", 0.2, "mse", "input")] == pytest.approx(exact_in, rel=1e-3)

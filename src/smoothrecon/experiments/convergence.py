@@ -5,10 +5,16 @@ attacks with (the MSE, and 1 - SSIM on pixel-space outputs: the row's `objective
 setting's strength is its smallest share over both: the SSIM columns come from the SSIM attack,
 so it has to be shown converged too.
 
-The best loss found is per crop the largest over every row, including a reference no setting
-is tuned on: long APGD and long PGD (`convergence_reference_steps` x
-`convergence_reference_restarts` each). A setting's share is its mean loss over the mean of
-those per-crop bests, so it reads as "this much of the worst case anything found".
+Every candidate also runs in each threat model the evaluation attacks in (`threats`: the
+network input, and the measurement where experiment.attack_spaces has it; the row's `space`):
+in the measurement space the attack perturbs the measurement and the network sees its lifted
+back-projection (`attacks.threat.ThreatModel.lift`), with that space's budget.
+
+The best loss found is per crop the largest over every row of one (model, eps_rel, loss,
+threat model), including a reference no setting is tuned on: long APGD and long PGD
+(`convergence_reference_steps` x `convergence_reference_restarts` each). A setting's share is
+its mean loss over the mean of those per-crop bests, so it reads as "this much of the worst
+case anything found".
 
 Early stopping: per step size, the longest run is repeated with per-sample early
 stopping (`convergence_patience` steps, `convergence_rel_tol`) from the same random starts, so
@@ -31,6 +37,7 @@ import torch
 
 from smoothrecon.attacks.apgd import APGD
 from smoothrecon.attacks.pgd import PGD, PGDResult, eps_from_rel, pgd_l2_run
+from smoothrecon.attacks.threat import ThreatModel
 from smoothrecon.config import (
     PGD_ONLY,
     THESIS_EVAL_STEP_FACTOR,
@@ -59,10 +66,12 @@ class _Study:
     start: str
     seed: int
     objective: str = "mse"  # the loss every attack of this study maximizes (`pgd.LOSSES`)
+    space: str = "input"  # the threat model the attacks perturb in (its `forward` and `y`)
+    count: int = 0  # d of the budget eps = eps_rel sqrt(d) (0: the values of y per crop)
 
     @property
     def eps(self) -> float:
-        return eps_from_rel(self.eps_rel, self.y.shape[1:])
+        return eps_from_rel(self.eps_rel, (self.count,) if self.count else self.y.shape[1:])
 
     def aimed(self) -> tuple[Forward, torch.Tensor]:
         """(forward, target) the attacks maximize their loss on: the model's outputs against
@@ -75,11 +84,12 @@ class _Study:
     def row(self, e: torch.Tensor, loss: torch.Tensor, **key: object) -> dict:
         with torch.no_grad():
             x_hat = self.norm.denormalize(self.forward(self.y + e)).clamp(0, 1)
-        per_crop = loss / self.y[0].numel() if self.objective == "mse" else loss
+        per_crop = loss / self.target[0].numel() if self.objective == "mse" else loss
         return {
             "eps_rel": self.eps_rel,
             "attack": "pgd",
             "objective": self.objective,
+            "space": self.space,
             **key,
             "loss": float(per_crop.mean()),
             "losses": per_crop.tolist(),
@@ -200,28 +210,51 @@ def _mean_steps(res: PGDResult) -> float:
     return float(res.steps_used.float().mean())
 
 
+@dataclass(frozen=True)
+class StudyPlan:
+    """How one convergence study attacks: the random start, the seed, the losses (`pgd.LOSSES`)
+    and the threat models (`ThreatModel`s: input, and measurement when the evaluation
+    attacks there)."""
+
+    start: str = "ball"
+    seed: int = 0
+    objectives: tuple[str, ...] = ("mse",)
+    threats: tuple[ThreatModel, ...] = (ThreatModel(),)
+
+
+def _in_space(forward: Forward, y: torch.Tensor, threat: ThreatModel):
+    """(forward, start, d) of attacks in `threat`'s space on the network inputs `y`: the
+    identity for the input space; for the measurement space z -> forward(y + lift(z)) from
+    z = 0 of the measurement's shape, with its budget's d."""
+    if threat.space == "input":
+        return forward, y, 0
+    shape = tuple(y.shape[1:])
+    z0 = torch.zeros(y.shape[0], *threat.perturbed_shape(shape), device=y.device)
+    return (lambda z: forward(y + threat.lift(z))), z0, threat.count(shape)
+
+
 def convergence_rows(
     forward: Forward,
     data: SplitInputs,
     norm: Normalization,
     eps_rel: float,
     cfg: ExperimentConfig,
-    start: str = "ball",
-    seed: int = 0,
-    objectives: tuple[str, ...] = ("mse",),
+    plan: StudyPlan = StudyPlan(),
 ) -> list[dict]:
-    """Per loss in `objectives`, one row per candidate (PGD: step_factor, steps, restarts in
-    {1, R}, and early-stopped; APGD: steps, restarts in {1, R}) with the per-crop and mean
-    loss, PSNR and SSIM, and the reference rows; the thesis attack's row (the MSE, first
-    random start) once."""
+    """Per threat model and loss of `plan`, one row per candidate (PGD: step_factor, steps,
+    restarts in {1, R}, and early-stopped; APGD: steps, restarts in {1, R}) with the per-crop
+    and mean loss, PSNR and SSIM, and the reference rows; the thesis attack's row (the MSE,
+    first random start) once per threat model."""
     n = min(cfg.convergence_images, data.y.shape[0])
-    crops = (data.y[:n], data.target[:n], data.x[:n])
     rows = []
-    for objective in objectives:
-        study = _Study(forward, *crops, norm, eps_rel, start, seed, objective)
-        if objective == "mse":
-            rows.append(study.thesis_row())
-        rows += _candidate_rows(study, cfg)
+    for threat in plan.threats:
+        f, y, d = _in_space(forward, data.y[:n], threat)
+        crops = (f, y, data.target[:n], data.x[:n], norm, eps_rel, plan.start, plan.seed)
+        for objective in plan.objectives:
+            study = _Study(*crops, objective, threat.space, d)
+            if objective == "mse":
+                rows.append(study.thesis_row())
+            rows += _candidate_rows(study, cfg)
     return rows
 
 
@@ -254,10 +287,11 @@ def _group(row: dict) -> tuple[str, int, int, float, int]:
     )
 
 
-def study_key(row: dict) -> tuple[str, float, str]:
-    """What a row's loss is comparable within: (model, eps_rel, objective); rows written
-    before the SSIM loss joined the study are MSE rows."""
-    return row["model"], row["eps_rel"], row.get("objective", "mse")
+def study_key(row: dict) -> tuple[str, float, str, str]:
+    """What a row's loss is comparable within: (model, eps_rel, objective, threat model); rows
+    written before the SSIM loss or the measurement space joined the study are MSE rows in the
+    input space."""
+    return row["model"], row["eps_rel"], row.get("objective", "mse"), row.get("space", "input")
 
 
 def best_found(rows: list[dict]) -> dict[tuple, float]:
@@ -281,7 +315,8 @@ def setting_scores(rows: list[dict]) -> list[dict]:
     """Per candidate setting (thesis and reference rows are none): its attack and cost (steps x
     restarts, APGD's start pass included, or for an early-stopped one the mean gradient steps
     it spent per crop) and max_cost, the smallest and mean share of the best loss found
-    (`best_found`, over models, eps_rel and losses) it reaches, and whether it is never below
+    (`best_found`, over models, eps_rel, losses and threat models) it reaches, the smallest
+    per threat model, and whether it is never below
     the thesis attack's loss from the same start (on the MSE)."""
     best = best_found(rows)
     floor = {study_key(r): r["loss"] for r in rows if r.get("thesis")}
@@ -292,6 +327,10 @@ def setting_scores(rows: list[dict]) -> list[dict]:
     scores = []
     for (attack, steps, restarts, factor, patience), mine in sorted(groups.items()):
         ratios = [r["loss"] / max(best[study_key(r)], 1e-30) for r in mine]
+        by_space: dict[str, float] = {}
+        for r, ratio in zip(mine, ratios, strict=True):
+            space = r.get("space", "input")
+            by_space[space] = min(by_space.get(space, 1.0), ratio)
         used = [r.get("steps_used", steps * restarts) for r in mine]
         scores.append(
             {
@@ -304,6 +343,7 @@ def setting_scores(rows: list[dict]) -> list[dict]:
                 "cost": sum(used) / len(used),
                 "max_cost": max(used) if attack == "apgd" else steps * restarts,
                 "min_ratio": min(ratios),
+                "min_ratio_by_space": by_space,
                 "mean_ratio": sum(ratios) / len(ratios),
                 "above_thesis": all(r["loss"] >= floor.get(study_key(r), 0.0) for r in mine),
             }

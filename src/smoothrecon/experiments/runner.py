@@ -86,7 +86,8 @@ def _experiment_fields(cfg: Config, *names: str) -> dict[str, Any]:
 
 
 def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
-    """One study per (family representative, eps_rel), keyed by the convergence fields."""
+    """One study per (family representative, eps_rel), keyed by the convergence fields and
+    the threat models it covers (experiment.attack_spaces)."""
     fields = _experiment_fields(
         cfg,
         "convergence_steps",
@@ -99,6 +100,8 @@ def plan_convergence(cfg: Config, out: Path) -> list[StudyUnit]:
         "convergence_reference_steps",
         "convergence_reference_restarts",
     )
+    if tuple(cfg.experiment.attack_spaces) != ("input",):  # (input only keeps older keys)
+        fields["attack_spaces"] = list(cfg.experiment.attack_spaces)
     units = []
     for spec in family_representatives(cfg):
         mcfg = spec.config(cfg)

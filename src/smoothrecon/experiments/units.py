@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from smoothrecon.attacks.threat import ThreatModel
 from smoothrecon.certification.run import CertifyRunSettings, certify_split, run_key
 from smoothrecon.config import Config, DataConfig
 from smoothrecon.data import DataBundle
@@ -30,7 +31,7 @@ from smoothrecon.defenses import DefenseContext, DenoisedSmoothing, defense_from
 from smoothrecon.defenses.base import Defense, smoothing_percentile
 from smoothrecon.evaluation.inputs import SplitInputs, split_inputs
 from smoothrecon.evaluation.unit import EvalModel, EvalSettings, evaluate_unit
-from smoothrecon.experiments.convergence import convergence_rows
+from smoothrecon.experiments.convergence import StudyPlan, convergence_rows
 from smoothrecon.experiments.eot_study import eot_rows
 from smoothrecon.experiments.grid import ModelSpec
 from smoothrecon.experiments.training import train
@@ -226,21 +227,18 @@ def _write_study(
 
 
 def run_convergence_unit(unit: StudyUnit, data: DataBundle, runtime: Runtime) -> dict[str, Any]:
-    """Every candidate attack's loss / PSNR for one model at one eps_rel, on each loss the
-    evaluation attacks with (validation crops)."""
+    """Every candidate attack's loss / PSNR for one model at one eps_rel, on each loss and in
+    each threat model the evaluation attacks with (validation crops)."""
     model = _load(unit.cfg, unit.model_folder, runtime)
     split = "val" if len(data.val) else "test"
     t0 = time.perf_counter()
     inputs = _inputs(unit.cfg, data, runtime, split)
+    cfg, norm = unit.cfg, data.normalization
+    op = build_operator(cfg.operator)
+    threats = tuple(ThreatModel.build(s, op, norm, norm) for s in cfg.experiment.attack_spaces)
+    plan = StudyPlan(cfg.attack.random_start, cfg.evaluation.seed, cfg.attack.losses, threats)
     rows = convergence_rows(
-        runtime.forward(model),
-        inputs,
-        data.normalization,
-        unit.eps_rel,
-        unit.cfg.experiment,
-        unit.cfg.attack.random_start,
-        unit.cfg.evaluation.seed,
-        unit.cfg.attack.losses,
+        runtime.forward(model), inputs, norm, unit.eps_rel, cfg.experiment, plan
     )
     return _write_study(unit, rows, split, t0, runtime)
 

@@ -183,7 +183,7 @@ def image_grid(run: Run, models: list[str], eps_rel: float, out: Path) -> Path |
 
 
 def _stopped_points(ax, rows: list[dict], panel: tuple, best: float, color) -> None:
-    """Early-stopped runs of `panel` ((model, eps_rel, objective)) as stars at the mean
+    """Early-stopped runs of `panel` (a `study_key`) as stars at the mean
     gradient steps they spent."""
     for r in rows:
         if r.get("patience") and study_key(r) == panel:
@@ -200,21 +200,23 @@ def _stopped_points(ax, rows: list[dict], panel: tuple, best: float, color) -> N
 
 def convergence_figure(run: Run, out: Path) -> Path | None:
     """Attack loss as a share of the best any attack found per crop (`best_found`), vs
-    gradient steps (log scale), one panel per eps_rel and loss (MSE, 1 - SSIM): one colour per
+    gradient steps (log scale), one panel per eps_rel, loss (MSE, 1 - SSIM) and threat model
+    (the measurement space where the evaluation attacks there): one colour per
     model family, solid PGD eps/4, dashed PGD eps/2, dash-dotted APGD; dots 1 start vs squares
     R; stars early-stopped runs at the mean steps they spent; crosses the long reference
     attacks."""
     rows = [r for r in run.convergence if not r.get("thesis")]
     if not rows:
         return None
-    panels = sorted({(r["eps_rel"], r.get("objective", "mse")) for r in rows})
+    panels = sorted({(r["eps_rel"], r.get("objective", "mse"), r.get("space", "input"))
+                     for r in rows})  # fmt: skip
     models = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     best = best_found(run.convergence)
-    for ax, (e, objective) in zip(axes[0], panels, strict=True):
+    for ax, (e, objective, space) in zip(axes[0], panels, strict=True):
         for i, model in enumerate(models):
-            key = (model, e, objective)
+            key = (model, e, objective, space)
             if key in best:
                 _model_curves(ax, [r for r in rows if study_key(r) == key], best[key],
                               colors[i % len(colors)])  # fmt: skip
@@ -222,7 +224,8 @@ def convergence_figure(run: Run, out: Path) -> Path | None:
         ax.set_xscale("log")
         ax.set_xlabel("gradient steps (per start)")
         ax.set_ylabel("attack loss / best loss found (per crop)")
-        ax.set_title(f"eps_rel {e:g}, loss {'MSE' if objective == 'mse' else '1 - SSIM'}")
+        where = f", {space} space" if space != "input" else ""
+        ax.set_title(f"eps_rel {e:g}, loss {'MSE' if objective == 'mse' else '1 - SSIM'}{where}")
         ax.grid(alpha=0.3)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))

@@ -372,6 +372,7 @@ def _study_key(r: dict) -> tuple:
         r["model"],
         r["eps_rel"],
         r.get("objective", "mse"),
+        r.get("space", "input"),
         bool(r.get("thesis")),
         r.get("attack", "pgd"),
         r["step_factor"],
@@ -390,30 +391,35 @@ def strength_table(run: Run) -> Table:
     score = run.manifest.get("strong_score") or {}
     chosen = (score.get("attack", "pgd"), score.get("steps"), score.get("restarts"),
               score.get("step_factor"), score.get("patience", 0))  # fmt: skip
+    spaces = sorted({r.get("space", "input") for r in run.convergence})
+    per_space = [f"min share, {sp} space" for sp in spaces] if len(spaces) > 1 else []
     header = ["attack", "steps", "starts", "step", "early stop", "passes/crop (one loss)",
-              "min share", "mean share", "chosen"]  # fmt: skip
+              "min share", *per_space, "mean share", "chosen"]  # fmt: skip
     rows = []
     for s in setting_scores(run.convergence):
         key = (s["attack"], s["steps"], s["restarts"], s["step_factor"], s["patience"])
+        by_space = [f"{s['min_ratio_by_space'][sp]:.1%}" for sp in spaces] if per_space else []
         rows.append([
             s["attack"].upper(), str(s["steps"]), str(s["restarts"]),
             f"{s['step_factor']:g} eps" if s["attack"] == "pgd" else "schedule",
             f"patience {s['patience']}" if s["patience"] else "-", f"{s['cost']:.0f}",
-            f"{s['min_ratio']:.1%}", f"{s['mean_ratio']:.1%}", "yes" if key == chosen else "",
+            f"{s['min_ratio']:.1%}", *by_space, f"{s['mean_ratio']:.1%}",
+            "yes" if key == chosen else "",
         ])  # fmt: skip
     for ref in reference_scores(run.convergence):
         r0 = next(r for r in run.convergence if r.get("reference") and r["attack"] == ref["attack"])
         rows.append([
             f"reference {ref['attack'].upper()}", str(r0["steps"]), str(r0["restarts"]), "-", "-",
             str(r0["steps"] * r0["restarts"]), f"{ref['min_ratio']:.1%}",
-            f"{ref['mean_ratio']:.1%}", "",
+            *(["-"] * len(per_space)), f"{ref['mean_ratio']:.1%}", "",
         ])  # fmt: skip
     return Table(
         "table_attack_strength",
         "Attack strength across families (validation crops): each setting's mean loss as a "
         "share of the best loss any attack found per crop (long APGD and PGD references "
-        "included), smallest and mean over model families, eps_rel and the losses studied "
-        "(the MSE, and 1 - SSIM where the evaluation attacks SSIM too)",
+        "included), smallest and mean over model families, eps_rel, the losses studied "
+        "(the MSE, and 1 - SSIM where the evaluation attacks SSIM too) and the threat models "
+        "the evaluation attacks in (the smallest per threat model when there are two)",
         header,
         rows,
     )
@@ -486,14 +492,16 @@ def convergence_table(run: Run) -> Table:
     header += [f"loss/PSNR @ {t}" for t in steps]
     rows = []
     for key in sorted({_study_key(r) for r in rows_in}):
-        model, eps, objective, thesis, attack, factor, restarts, patience, _ = key
+        model, eps, objective, space, thesis, attack, factor, restarts, patience, _ = key
         index = {r["steps"]: r for r in rows_in if _study_key(r) == key}
         starts = "thesis attack (last iterate)" if thesis else str(restarts)
         if patience:
             used = next(iter(index.values()))["steps_used"]
             starts += f", early stop (patience {patience}): {used:.0f} steps/crop"
         step = "APGD" if attack == "apgd" else f"{factor:g} eps"
-        cells = [model, f"{eps:g}", "MSE" if objective == "mse" else "1 - SSIM", step, starts]
+        loss = "MSE" if objective == "mse" else "1 - SSIM"
+        loss += f" ({space} space)" if space != "input" else ""
+        cells = [model, f"{eps:g}", loss, step, starts]
         for t in steps:
             r = index.get(t)
             cells.append(f"{r['loss']:.4g} / {r['psnr']:.2f}" if r else "-")
