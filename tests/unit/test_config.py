@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -266,3 +267,29 @@ def test_a_retired_key_is_dropped_from_saved_configs_and_refused_in_a_users_one(
     assert config_from_dict(saved) == Config()
     with pytest.raises(UserError, match=r"'attack\.target' was removed: it was never read"):
         load_config("smoke", overrides=["attack.target=clean"])
+
+
+@pytest.mark.parametrize(("native", "expected"), [(False, "fp32"), (True, "bf16")])
+def test_a_sweep_sends_its_units_the_precision_it_resolved(monkeypatch, native, expected):
+    """reproduce resolves `auto` once, on the machine that owns the run folder: units run by
+    other machines (distributed executors) compute in that precision, not in their own."""
+    from smoothrecon.attacks.setting import setting_from_config
+    from smoothrecon.experiments.runner import plan_evaluation, resolved
+    from smoothrecon.util import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: native)
+    cfg = resolved(load_config("cpu"))
+    assert cfg.runtime.precision == expected
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: not native)  # another machine
+    strong = {"strong": setting_from_config(cfg.attack, "strong")}
+    units = plan_evaluation(cfg, Path("runs/x"), strong)
+    assert units and {u.cfg.runtime.precision for u in units} == {expected}
+
+
+def test_an_unknown_precision_is_one_clear_error() -> None:
+    import torch
+
+    from smoothrecon.util.runtime import resolve_precision
+
+    with pytest.raises(UserError, match=r"runtime\.precision = 'fp16': use auto, fp32 or bf16"):
+        resolve_precision("fp16", torch.device("cpu"))

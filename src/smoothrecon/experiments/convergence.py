@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from smoothrecon.attacks.apgd import APGD
-from smoothrecon.attacks.pgd import PGD, PGDResult, eps_from_rel, pgd_l2_run
+from smoothrecon.attacks.pgd import PGD, PGDResult, pgd_l2_run
 from smoothrecon.attacks.threat import ThreatModel
 from smoothrecon.config import (
     PGD_ONLY,
@@ -51,11 +51,14 @@ from smoothrecon.models.normalization import Normalization
 from smoothrecon.util.seeds import make_generator
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+Context = torch.Tensor | None  # per-crop data an attack's forward takes beside its input
 
 
 @dataclass
 class _Study:
-    """The crops of one convergence study and how a row is scored on them."""
+    """The crops of one convergence study and how a row is scored on them: `forward` maps
+    network inputs `y` to outputs; the attacks perturb in `threat`'s space (the input, or the
+    measurement lifted onto the input, `ThreatModel.lift`) with that space's budget."""
 
     forward: Forward
     y: torch.Tensor
@@ -66,30 +69,42 @@ class _Study:
     start: str
     seed: int
     objective: str = "mse"  # the loss every attack of this study maximizes (`pgd.LOSSES`)
-    space: str = "input"  # the threat model the attacks perturb in (its `forward` and `y`)
-    count: int = 0  # d of the budget eps = eps_rel sqrt(d) (0: the values of y per crop)
+    threat: ThreatModel = field(default_factory=ThreatModel)
 
     @property
     def eps(self) -> float:
-        return eps_from_rel(self.eps_rel, (self.count,) if self.count else self.y.shape[1:])
+        return self.threat.eps(self.eps_rel, self.y.shape[1:])
 
-    def aimed(self) -> tuple[Forward, torch.Tensor]:
-        """(forward, target) the attacks maximize their loss on: the model's outputs against
-        the model-space target, or for SSIM pixel-space outputs against the pixel truth (as
-        the evaluation aims them, `evaluation.attacking.aimed`)."""
-        if self.objective != "ssim":
-            return self.forward, self.target
-        return (lambda z: to_pixels(self.forward(z), self.norm)), self.x
+    def aimed(self) -> tuple[Callable[..., torch.Tensor], torch.Tensor, torch.Tensor, Context]:
+        """(forward, start, target, context) of the attacks: the model's outputs against the
+        model-space target, or for SSIM pixel-space outputs against the pixel truth (as the
+        evaluation aims them, `evaluation.attacking.aimed`); in the measurement space forward
+        takes the perturbation (from 0) and the rows of y it perturbs: the context, which PGD
+        narrows to the crops still running when it stops early."""
+        ssim = self.objective == "ssim"
+        target = self.x if ssim else self.target
+
+        def out(z: torch.Tensor) -> torch.Tensor:
+            return to_pixels(self.forward(z), self.norm) if ssim else self.forward(z)
+
+        if self.threat.space == "input":
+            return out, self.y, target, None
+
+        def lifted(e: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return out(rows + self.threat.lift(e))
+
+        start = self.y.new_zeros((len(self.y), *self.threat.perturbed_shape(self.y.shape[1:])))
+        return lifted, start, target, self.y
 
     def row(self, e: torch.Tensor, loss: torch.Tensor, **key: object) -> dict:
         with torch.no_grad():
-            x_hat = self.norm.denormalize(self.forward(self.y + e)).clamp(0, 1)
+            x_hat = self.norm.denormalize(self.forward(self.y + self.threat.lift(e))).clamp(0, 1)
         per_crop = loss / self.target[0].numel() if self.objective == "mse" else loss
         return {
             "eps_rel": self.eps_rel,
             "attack": "pgd",
             "objective": self.objective,
-            "space": self.space,
+            "space": self.threat.space,
             **key,
             "loss": float(per_crop.mean()),
             "losses": per_crop.tolist(),
@@ -119,14 +134,15 @@ class _Study:
             loss=self.objective,
         )
         gen = make_generator(self.seed * 7919 + restart, self.y.device)
-        forward, target = self.aimed()
-        return pgd_l2_run(forward, self.y, target, self.eps, run, gen, snapshots)
+        forward, start, target, context = self.aimed()
+        return pgd_l2_run(forward, start, target, self.eps, run, gen, snapshots, context)
 
     def apgd(self, steps: int, restart: int) -> PGDResult:
         """One APGD run of `steps` from random start number `restart`."""
         gen = make_generator(self.seed * 7919 + 104729 + restart, self.y.device)
-        forward, target = self.aimed()
-        return APGD(steps=steps, loss=self.objective).run(forward, self.y, target, self.eps, gen)
+        forward, start, target, context = self.aimed()
+        attack = APGD(steps=steps, loss=self.objective)
+        return attack.run(forward, start, target, self.eps, gen, context)
 
     def apgd_rows(self, steps: tuple[int, ...], restarts: int) -> list[dict]:
         """APGD of each length in `steps` with 1 and `restarts` starts (its schedule depends
@@ -222,17 +238,6 @@ class StudyPlan:
     threats: tuple[ThreatModel, ...] = (ThreatModel(),)
 
 
-def _in_space(forward: Forward, y: torch.Tensor, threat: ThreatModel):
-    """(forward, start, d) of attacks in `threat`'s space on the network inputs `y`: the
-    identity for the input space; for the measurement space z -> forward(y + lift(z)) from
-    z = 0 of the measurement's shape, with its budget's d."""
-    if threat.space == "input":
-        return forward, y, 0
-    shape = tuple(y.shape[1:])
-    z0 = torch.zeros(y.shape[0], *threat.perturbed_shape(shape), device=y.device)
-    return (lambda z: forward(y + threat.lift(z))), z0, threat.count(shape)
-
-
 def convergence_rows(
     forward: Forward,
     data: SplitInputs,
@@ -246,12 +251,11 @@ def convergence_rows(
     and mean loss, PSNR and SSIM, and the reference rows; the thesis attack's row (the MSE,
     first random start) once per threat model."""
     n = min(cfg.convergence_images, data.y.shape[0])
+    crops = (forward, data.y[:n], data.target[:n], data.x[:n], norm)
     rows = []
     for threat in plan.threats:
-        f, y, d = _in_space(forward, data.y[:n], threat)
-        crops = (f, y, data.target[:n], data.x[:n], norm, eps_rel, plan.start, plan.seed)
         for objective in plan.objectives:
-            study = _Study(*crops, objective, threat.space, d)
+            study = _Study(*crops, eps_rel, plan.start, plan.seed, objective, threat)
             if objective == "mse":
                 rows.append(study.thesis_row())
             rows += _candidate_rows(study, cfg)

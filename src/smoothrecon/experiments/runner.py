@@ -44,7 +44,7 @@ from smoothrecon.experiments.units import (
 )
 from smoothrecon.operators import build_operator
 from smoothrecon.util.io import atomic_write_json, atomic_write_text, ensure_dir, run_lock
-from smoothrecon.util.runtime import Runtime, config_yaml, machine_info
+from smoothrecon.util.runtime import Runtime, config_yaml, machine_info, resolved_precision
 
 
 def _model_folder(spec: ModelSpec, mcfg: Config, out: Path) -> Path | None:
@@ -336,6 +336,7 @@ def reproduce(
             log(f"moved the old contents of '{out}' to '{moved}'")
         started = time.perf_counter()
         atomic_write_text(out / "config.yaml", config_yaml(cfg))
+        asked, cfg = cfg, resolved(cfg)  # every unit, on any worker, in the manifest's precision
         data = prepare_data(cfg.data, progress=progress)
         pool = make_executor(executor, data, Runtime.from_config(cfg.runtime), progress, address)
         timings: dict[str, float] = {}
@@ -343,7 +344,7 @@ def reproduce(
         if (out / "run.json").exists() and not timings:
             return out  # nothing ran: keep the manifest of the run that did the work
         paths = [u.path for u in evals]
-        manifest = run_manifest("reproduce", cfg, out, data.summary(), paths, attacks.on_f)
+        manifest = run_manifest("reproduce", asked, out, data.summary(), paths, attacks.on_f)
         manifest.update(
             executor=executor,
             models=[
@@ -359,6 +360,14 @@ def reproduce(
         )
         atomic_write_json(out / "run.json", manifest)
     return out
+
+
+def resolved(cfg: Config) -> Config:
+    """`cfg` with runtime.precision as this machine resolves it: units sent to other machines
+    (the distributed executors) then compute in it too, even where `auto` would resolve
+    otherwise, so one run never mixes bf16 and fp32 units."""
+    runtime = dataclasses.replace(cfg.runtime, precision=resolved_precision(cfg.runtime))
+    return dataclasses.replace(cfg, runtime=runtime)
 
 
 def run_manifest(

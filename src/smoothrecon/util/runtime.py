@@ -13,7 +13,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -47,14 +47,19 @@ def native_bf16(device: torch.device) -> bool:
     return bool((probe and probe()) or (amx and amx()))
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+Precision = Literal["fp32", "bf16"]
+
+
+def resolve_precision(precision: str, device: torch.device) -> Precision:
     """'fp32' or 'bf16': 'auto' is bf16 where `device` computes it natively, else fp32."""
+    if precision in ("fp32", "bf16"):
+        return cast(Precision, precision)
     if precision != "auto":
-        return precision
+        raise UserError(f"runtime.precision = '{precision}': use auto, fp32 or bf16")
     return "bf16" if native_bf16(device) else "fp32"
 
 
-def resolved_precision(cfg: RuntimeConfig) -> str:
+def resolved_precision(cfg: RuntimeConfig) -> Precision:
     """The precision a run of `cfg` computes in on this machine: 'fp32' or 'bf16'."""
     return resolve_precision(cfg.precision, pick_device(cfg.device))
 
