@@ -356,15 +356,22 @@ def setting_scores(rows: list[dict]) -> list[dict]:
 
 
 def reference_scores(rows: list[dict]) -> list[dict]:
-    """The reference rows' smallest and mean share of the best loss found: how far the long
-    attacks themselves are from agreeing."""
+    """The reference rows' smallest and mean share of the best loss found (and the smallest
+    per threat model): how far the long attacks themselves are from agreeing."""
     best = best_found(rows)
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[tuple[str, float]]] = {}
     for r in rows:
         if r.get("reference"):
-            out.setdefault(r["attack"], []).append(r["loss"] / max(best[study_key(r)], 1e-30))
+            share = r["loss"] / max(best[study_key(r)], 1e-30)
+            out.setdefault(r["attack"], []).append((r.get("space", "input"), share))
     return [
-        {"attack": a, "min_ratio": min(v), "mean_ratio": sum(v) / len(v)} for a, v in out.items()
+        {
+            "attack": a,
+            "min_ratio": min(v for _, v in shares),
+            "min_ratio_by_space": {sp: min(v for s, v in shares if s == sp) for sp, _ in shares},
+            "mean_ratio": sum(v for _, v in shares) / len(shares),
+        }
+        for a, shares in out.items()
     ]
 
 

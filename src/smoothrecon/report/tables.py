@@ -411,7 +411,8 @@ def strength_table(run: Run) -> Table:
         rows.append([
             f"reference {ref['attack'].upper()}", str(r0["steps"]), str(r0["restarts"]), "-", "-",
             str(r0["steps"] * r0["restarts"]), f"{ref['min_ratio']:.1%}",
-            *(["-"] * len(per_space)), f"{ref['mean_ratio']:.1%}", "",
+            *(f"{ref['min_ratio_by_space'][sp]:.1%}" for sp in spaces if per_space),
+            f"{ref['mean_ratio']:.1%}", "",
         ])  # fmt: skip
     return Table(
         "table_attack_strength",
