@@ -162,11 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smoothrecon {VERSION}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _data_parser(sub)
+    _train_parser(sub)
+    _attack_parser(sub)
+    _evaluate_parser(sub)
+    _certify_parser(sub)
+    _reproduce_parser(sub)
+    _report_parser(sub)
+    _benchmark_parsers(sub)
+    return parser
 
+
+def _data_parser(sub: Any) -> None:
+    """The `data` command's flags."""
     p = sub.add_parser("data", help="fetch and inspect the photos")
     p.add_argument("action", choices=["info", "fetch"], help="info: photos, splits, crops, stats")
     _common(p)
 
+
+def _train_parser(sub: Any) -> None:
+    """The `train` command's flags."""
     p = sub.add_parser(
         "train", help="train a U-Net (standard, gaussian, adversarial, or a denoiser of y)"
     )
@@ -194,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
     _force_new(p)
 
+
+def _attack_parser(sub: Any) -> None:
+    """The `attack` command's flags."""
     p = sub.add_parser("attack", help="L2 PGD on a model (or its smoothed version)")
     _common(p, preset=False)
     _model_flags(p, "attack")
@@ -211,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-perturbations", action="store_true")
     p.add_argument("--out", required=True)
 
+
+def _evaluate_parser(sub: Any) -> None:
+    """The `evaluate` command's flags."""
     p = sub.add_parser("evaluate", help="attack + smoothing grid + sigma_g choice -> records")
     _common(p, preset=False)
     _model_flags(p, "evaluate")
@@ -254,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     _force_new(p)
     p.add_argument("--out", required=True)
 
+
+def _certify_parser(sub: Any) -> None:
+    """The `certify` command's flags."""
     p = sub.add_parser("certify", help="certified PSNR of the smoothed G beside the attacked PSNR")
     _common(p, preset=False)
     _model_flags(p, "certify")
@@ -288,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder of certificates.jsonl (resumes)")
     _force_new(p)
 
+
+def _reproduce_parser(sub: Any) -> None:
+    """The `reproduce` command's flags."""
     p = sub.add_parser("reproduce", help="the thesis' experiment at a preset: train+attack+eval")
     _common(p)
     p.add_argument("--out", required=True)
@@ -300,11 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
     _force_new(p)
 
+
+def _report_parser(sub: Any) -> None:
+    """The `report` command's flags."""
     p = sub.add_parser("report", help="tables, figures and one page from a run folder")
     p.add_argument("run", help="the --out folder of `smoothrecon reproduce` or `evaluate`")
-
-    _benchmark_parsers(sub)
-    return parser
 
 
 def _benchmark_parsers(sub: Any) -> None:
