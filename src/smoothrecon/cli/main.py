@@ -78,12 +78,12 @@ def _attack_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--steps",
         type=_number("[1, inf)", integer=True),
-        help="PGD steps of the strong attack (attack.steps)",
+        help="steps of the strong attack, per loss and start (attack.steps)",
     )
     p.add_argument(
         "--restarts",
         type=_number("[1, inf)", integer=True),
-        help="PGD random restarts of the strong attack (attack.restarts)",
+        help="random starts of the strong attack, per loss (attack.restarts)",
     )
 
 
@@ -148,7 +148,8 @@ def _model_flags(p: argparse.ArgumentParser, command: str) -> None:
         "--attack",
         choices=attacks,
         default="strong",
-        help="strong (default: the config's attack, 200 steps of eps/4, 3 starts, best iterate) or "
+        help="strong (default: the config's attack, by default APGD-L2 on the MSE and on SSIM, "
+        "100 steps each, per crop and metric the worst) or "
         "thesis (10 steps of eps/4, last iterate, section 4.4)"
         + ("; both: strong, then thesis" if command == "evaluate" else ""),
     )
