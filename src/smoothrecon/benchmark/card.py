@@ -24,6 +24,7 @@ from smoothrecon.benchmark.protocol import Protocol
 from smoothrecon.evaluation.records import Record, headline, runtimes, split_roles
 from smoothrecon.metrics import mean_and_ci
 from smoothrecon.util.io import atomic_write_json, atomic_write_text
+from smoothrecon.util.runtime import runtime_words
 
 CARD_VERSION = 1
 Card = dict[str, Any]
@@ -143,14 +144,14 @@ def _pm(s: dict[str, float], digits: int = 2) -> str:
 
 
 def _machine_words(card: Card) -> str:
-    """'AMD EPYC, torch 2.13.0+cpu, fp32, channels_last, 2 threads' (without precision and
-    layout on cards from before they were recorded)."""
+    """What computed the card (`runtime_words`), or for a card from before it said so, the
+    machine's CPU and torch."""
     m, rt = card["machine"], card.get("runtime")
-    words = f"{m.get('gpu') or m.get('cpu', '?')}, torch {m.get('torch', '?')}"
-    if rt:
-        layout = "channels_last" if rt["channels_last"] else "NCHW"
-        words += f", {rt['precision']}, {layout}, {rt['threads']} threads"
-    return words
+    return (
+        runtime_words(rt)
+        if rt
+        else f"{m.get('gpu') or m.get('cpu', '?')}, torch {m.get('torch', '?')}"
+    )
 
 
 def card_markdown(card: Card) -> str:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from smoothrecon.evaluation.check import FAILED_TEXT
 from smoothrecon.evaluation.records import ON_G, WORST, runtimes
@@ -43,6 +42,7 @@ from smoothrecon.report.tables import (
     thesis_tables,
 )
 from smoothrecon.util.io import atomic_write_text
+from smoothrecon.util.runtime import runtime_words
 
 __all__ = ["build_report", "load_run", "setting_section"]
 
@@ -324,22 +324,12 @@ def scale_text(run: Run) -> str:
     )
 
 
-def _runtime_words(rt: dict[str, Any]) -> str:
-    """'AMD EPYC (2 threads, fp32, channels_last, torch 2.13.0+cpu)'."""
-    bf16 = f" {rt['bf16']}" if rt.get("bf16") else ""
-    layout = "channels_last" if rt.get("channels_last") else "NCHW"
-    return (
-        f"{rt.get('gpu') or rt['cpu']} ({rt['threads']} threads, {rt['precision']}{bf16}, "
-        f"{layout}, torch {rt['torch']})"
-    )
-
-
 def runtime_text(run: Run) -> str:
     """Where and in which precision the records were computed: from the records themselves
     (every unit says what ran), with a warning when their devices or precisions disagree; for
     a run from before records said it, the machine of run.json and its resolved precision."""
     rts = runtimes(run.records)
-    words = "; ".join(_runtime_words(rt) for rt in rts)
+    words = "; ".join(runtime_words(rt) for rt in rts)
     if len({(rt["device"], rt["precision"]) for rt in rts}) > 1:
         return f"on several runtimes. WARNING: the records mix what computed them: {words}."
     if rts:  # one device and precision (threads or the machine may differ between units)

@@ -91,6 +91,17 @@ def runtime_of(cfg: RuntimeConfig) -> Runtime:
     return Runtime(device, precision, cfg.channels_last, cfg.threads)
 
 
+def runtime_words(rt: dict[str, Any]) -> str:
+    """A `Runtime.describe()` in words: 'AMD EPYC (2 threads, fp32, channels_last, torch
+    2.13.0+cpu)' (the GPU's name in place of the CPU's on CUDA; 'bf16 emulated' where it is)."""
+    bf16 = f" {rt['bf16']}" if rt.get("bf16") else ""
+    layout = "channels_last" if rt.get("channels_last") else "NCHW"
+    return (
+        f"{rt.get('gpu') or rt['cpu']} ({rt['threads']} threads, {rt['precision']}{bf16}, "
+        f"{layout}, torch {rt['torch']})"
+    )
+
+
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
     try:
