@@ -229,7 +229,7 @@ def convergence_figure(run: Run, out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle("Attack convergence (validation crops; dotted line: 99% of the best loss)")
+    fig.suptitle("Attack convergence (validation crops; dotted line: 99% of the best loss)", y=1.03)
     return _save(fig, out)
 
 
