@@ -7,6 +7,7 @@ machines are noisy.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import time
@@ -16,7 +17,7 @@ import torch
 
 from smoothrecon.config import Config, load_config
 from smoothrecon.data import DataBundle, prepare_data
-from smoothrecon.util.runtime import Runtime, machine_info, pick_device, resolve_precision
+from smoothrecon.util.runtime import Runtime, machine_info, runtime_of
 
 
 def machine() -> str:
@@ -71,11 +72,7 @@ def bench_data(cfg: Config) -> DataBundle:
 def project_runtime(cfg: Config) -> Runtime:
     """The runtime the project itself uses for `cfg` on this machine (precision 'auto' resolved:
     bf16 only where the CPU computes it natively), on the CPU."""
-    device = torch.device("cpu")
-    assert pick_device("cpu") == device
-    return Runtime(
-        device, resolve_precision(cfg.runtime.precision, device), cfg.runtime.channels_last
-    )
+    return runtime_of(dataclasses.replace(cfg.runtime, device="cpu"))
 
 
 def describe(rt: Runtime) -> str:

@@ -331,10 +331,6 @@ def setting_scores(rows: list[dict]) -> list[dict]:
     scores = []
     for (attack, steps, restarts, factor, patience), mine in sorted(groups.items()):
         ratios = [r["loss"] / max(best[study_key(r)], 1e-30) for r in mine]
-        by_space: dict[str, float] = {}
-        for r, ratio in zip(mine, ratios, strict=True):
-            space = r.get("space", "input")
-            by_space[space] = min(by_space.get(space, 1.0), ratio)
         used = [r.get("steps_used", steps * restarts) for r in mine]
         scores.append(
             {
@@ -347,7 +343,7 @@ def setting_scores(rows: list[dict]) -> list[dict]:
                 "cost": sum(used) / len(used),
                 "max_cost": max(used) if attack == "apgd" else steps * restarts,
                 "min_ratio": min(ratios),
-                "min_ratio_by_space": by_space,
+                "min_ratio_by_space": _min_by_space(mine, ratios),
                 "mean_ratio": sum(ratios) / len(ratios),
                 "above_thesis": all(r["loss"] >= floor.get(study_key(r), 0.0) for r in mine),
             }
@@ -359,20 +355,29 @@ def reference_scores(rows: list[dict]) -> list[dict]:
     """The reference rows' smallest and mean share of the best loss found (and the smallest
     per threat model): how far the long attacks themselves are from agreeing."""
     best = best_found(rows)
-    out: dict[str, list[tuple[str, float]]] = {}
+    out: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("reference"):
-            share = r["loss"] / max(best[study_key(r)], 1e-30)
-            out.setdefault(r["attack"], []).append((r.get("space", "input"), share))
-    return [
-        {
-            "attack": a,
-            "min_ratio": min(v for _, v in shares),
-            "min_ratio_by_space": {sp: min(v for s, v in shares if s == sp) for sp, _ in shares},
-            "mean_ratio": sum(v for _, v in shares) / len(shares),
-        }
-        for a, shares in out.items()
-    ]
+            out.setdefault(r["attack"], []).append(r)
+    scores = []
+    for attack, mine in out.items():
+        shares = [r["loss"] / max(best[study_key(r)], 1e-30) for r in mine]
+        scores.append({
+            "attack": attack,
+            "min_ratio": min(shares),
+            "min_ratio_by_space": _min_by_space(mine, shares),
+            "mean_ratio": sum(shares) / len(shares),
+        })  # fmt: skip
+    return scores
+
+
+def _min_by_space(rows: list[dict], shares: list[float]) -> dict[str, float]:
+    """{threat model: the smallest of `shares` (one per row of `rows`) in it}."""
+    out: dict[str, float] = {}
+    for r, share in zip(rows, shares, strict=True):
+        space = r.get("space", "input")
+        out[space] = min(out.get(space, share), share)
+    return out
 
 
 def choose_strong(

@@ -44,7 +44,13 @@ from smoothrecon.experiments.units import (
 )
 from smoothrecon.operators import build_operator
 from smoothrecon.util.io import atomic_write_json, atomic_write_text, ensure_dir, run_lock
-from smoothrecon.util.runtime import Runtime, config_yaml, machine_info, resolved_precision
+from smoothrecon.util.runtime import (
+    Runtime,
+    config_yaml,
+    machine_info,
+    resolved_precision,
+    runtime_of,
+)
 
 
 def _model_folder(spec: ModelSpec, mcfg: Config, out: Path) -> Path | None:
@@ -385,7 +391,7 @@ def run_manifest(
         "preset": cfg.preset,
         "config": cfg.to_dict(),
         "machine": machine_info(),
-        "runtime": Runtime.from_config(cfg.runtime).describe(),
+        "runtime": runtime_of(cfg.runtime).describe(),
         "data": data,
         "evals": [str(p.relative_to(out)) for p in evals],
         "attacks": {k: setting_record(v) for k, v in attacks.items()},

@@ -61,7 +61,7 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
 
 def resolved_precision(cfg: RuntimeConfig) -> Precision:
     """The precision a run of `cfg` computes in on this machine: 'fp32' or 'bf16'."""
-    return resolve_precision(cfg.precision, pick_device(cfg.device))
+    return runtime_of(cfg).precision
 
 
 def annotate_precision(config_yaml: str, resolved: str) -> str:
@@ -130,7 +130,7 @@ def machine_info() -> dict[str, Any]:
 @dataclass
 class Runtime:
     device: torch.device
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     channels_last: bool = True
     threads: int = 0  # torch's CPU threads (0: whatever torch uses)
 
