@@ -199,30 +199,6 @@ def bounded_smoothed(
     return PercentileEstimator(p, sigma, k, percentile, chunk).with_noise(noise, seed)
 
 
-def attack_g(
-    f: Forward,
-    norm: Normalization,
-    y: torch.Tensor,
-    x: torch.Tensor,
-    eps: float,
-    s: CertifyRunSettings,
-    seed: int,
-    surrogate: str = "mean",
-) -> torch.Tensor:
-    """The EOT attack on G at eps: e (B, C, H, W) in the model-input space, ||e_i|| <= eps,
-    maximizing ||G_hat(y + e) - x||^2 with x in pixel space; surrogate "percentile" attacks
-    the p-percentile of the k_attack draws instead of their mean."""
-    if eps == 0:
-        return torch.zeros_like(y)
-    a = s.attack
-    eot_seed = derived_seed(seed, "eot")
-    k, noise = a.eot.k_attack, a.eot.noise
-    p = s.percentile if surrogate == "percentile" else None
-    forward = bounded_smoothed(f, norm, s.sigma_g, k, eot_seed, s.chunk_size, noise, p)
-    gen = make_generator(derived_seed(seed, "start"), y.device)
-    return solver_of(a.attack)(forward, y, x, eps, gen, None).e.detach()
-
-
 def _mse_lower(lo: torch.Tensor, hi: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B,) smallest MSE against x of any image inside the joint interval [lo, hi]."""
     x64 = x.double()
@@ -238,28 +214,6 @@ class _Batch:
     x: torch.Tensor
     images: list[int]
     photos: list[str]
-
-
-def _attacked(
-    f: Forward, norm: Normalization, b: _Batch, e: torch.Tensor, methods: Sequence[str], s, seed
-) -> dict[str, dict[str, torch.Tensor]]:
-    """Per method, (B,) mse / psnr / upper / abstained of its smoothed output at y + e (the
-    loss method's: G, as the pixel method's); upper: the best PSNR inside the estimate's
-    Monte-Carlo confidence interval (center: the estimate itself)."""
-    gen = make_generator(derived_seed(seed, "attacked"), b.y.device)
-    measured = sorted({ATTACKED_AS[m] for m in methods})
-    at = certify(f, b.y + e, b.x, norm, s.certify_settings((0.0,), "+".join(measured)), gen)
-    out = {}
-    for method, c in at.by_method().items():
-        mse = (c.estimate.double() - b.x.double()).pow(2).flatten(1).mean(1)
-        if isinstance(c, CenterCertificate):
-            upper, abstained = c.psnr_center, c.abstained
-        else:
-            assert isinstance(c, PixelCertificate | MedianCertificate)
-            upper = psnr_from_mse(_mse_lower(c.lo, c.hi, b.x))
-            abstained = torch.zeros_like(mse, dtype=torch.bool)
-        out[method] = {"mse": mse, "psnr": c.psnr_clean, "upper": upper, "abstained": abstained}
-    return {m: out[ATTACKED_AS[m]] for m in methods}
 
 
 def _worse(
@@ -285,82 +239,135 @@ def _clean(c: AnyCertificate, x: torch.Tensor, i: int, j: int) -> dict[str, Any]
     }
 
 
-def _attack_all(
-    f: Forward, norm: Normalization, b: _Batch, methods: list[str], eps: float, s, seed: int
-) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    """The attacked fields per method at eps and each method's perturbations (B, C, H, W):
-    the EOT attack through the mean; for the median method also through the percentile, per
-    crop the one that leaves the lower PSNR (its field "surrogate_percentile" says which)."""
-    with torch.enable_grad():
-        e = attack_g(f, norm, b.y, b.x, eps, s, seed)
-    with torch.no_grad():
-        att = _attacked(f, norm, b, e, methods, s, seed)
-    es = {m: e for m in methods}
-    if "median" in methods:
+@dataclass(frozen=True)
+class Certifier:
+    """What every batch of a run shares: f (normalized input -> normalized output), its
+    normalization and the run's settings; certifies and attacks one batch at a time."""
+
+    f: Forward
+    norm: Normalization
+    s: CertifyRunSettings
+
+    def attack_g(
+        self, y: torch.Tensor, x: torch.Tensor, eps: float, seed: int, surrogate: str = "mean"
+    ) -> torch.Tensor:
+        """The EOT attack on G at eps: e (B, C, H, W) in the model-input space, ||e_i|| <=
+        eps, maximizing ||G_hat(y + e) - x||^2 with x in pixel space; surrogate "percentile"
+        attacks the p-percentile of the k_attack draws instead of their mean."""
+        if eps == 0:
+            return torch.zeros_like(y)
+        s, a = self.s, self.s.attack
+        k, noise = a.eot.k_attack, a.eot.noise
+        p = s.percentile if surrogate == "percentile" else None
+        eot_seed = derived_seed(seed, "eot")
+        forward = bounded_smoothed(
+            self.f, self.norm, s.sigma_g, k, eot_seed, s.chunk_size, noise, p
+        )
+        gen = make_generator(derived_seed(seed, "start"), y.device)
+        return solver_of(a.attack)(forward, y, x, eps, gen, None).e.detach()
+
+    def attacked(
+        self, b: _Batch, e: torch.Tensor, methods: Sequence[str], seed: int
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Per method, (B,) mse / psnr / upper / abstained of its smoothed output at y + e
+        (the loss method's: G, as the pixel method's); upper: the best PSNR inside the
+        estimate's Monte-Carlo confidence interval (center: the estimate itself)."""
+        gen = make_generator(derived_seed(seed, "attacked"), b.y.device)
+        measured = "+".join(sorted({ATTACKED_AS[m] for m in methods}))
+        at = certify(
+            self.f, b.y + e, b.x, self.norm, self.s.certify_settings((0.0,), measured), gen
+        )
+        out = {}
+        for method, c in at.by_method().items():
+            mse = (c.estimate.double() - b.x.double()).pow(2).flatten(1).mean(1)
+            if isinstance(c, CenterCertificate):
+                upper, abstained = c.psnr_center, c.abstained
+            else:
+                assert isinstance(c, PixelCertificate | MedianCertificate)
+                upper = psnr_from_mse(_mse_lower(c.lo, c.hi, b.x))
+                abstained = torch.zeros_like(mse, dtype=torch.bool)
+            out[method] = {"mse": mse, "psnr": c.psnr_clean, "upper": upper, "abstained": abstained}
+        return {m: out[ATTACKED_AS[m]] for m in methods}
+
+    def attack_all(
+        self, b: _Batch, methods: list[str], eps: float, seed: int
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """The attacked fields per method at eps and each method's perturbations (B, C, H,
+        W): the EOT attack through the mean; for the median method also through the
+        percentile, per crop the one that leaves the lower PSNR (its field
+        "surrogate_percentile" says which)."""
         with torch.enable_grad():
-            e_p = attack_g(f, norm, b.y, b.x, eps, s, seed, surrogate="percentile")
+            e = self.attack_g(b.y, b.x, eps, seed)
         with torch.no_grad():
-            other = _attacked(f, norm, b, e_p, ["median"], s, seed)["median"]
-        att["median"], won = _worse(att["median"], other)
-        att["median"]["surrogate_percentile"] = won
-        es["median"] = torch.where(won[:, None, None, None], e_p, e)
-    return att, es
+            att = self.attacked(b, e, methods, seed)
+        es = {m: e for m in methods}
+        if "median" in methods:
+            with torch.enable_grad():
+                e_p = self.attack_g(b.y, b.x, eps, seed, surrogate="percentile")
+            with torch.no_grad():
+                other = self.attacked(b, e_p, ["median"], seed)["median"]
+            att["median"], won = _worse(att["median"], other)
+            att["median"]["surrogate_percentile"] = won
+            es["median"] = torch.where(won[:, None, None, None], e_p, e)
+        return att, es
 
-
-def certify_batch(
-    f: Forward,
-    norm: Normalization,
-    b: _Batch,
-    pending: dict[float, list[str]],
-    s: CertifyRunSettings,
-    base: dict[str, Any],
-) -> list[CertificateRecord]:
-    """Records of one batch for the pending {eps_rel: methods}: one certificate at y for all
-    radii, then per eps_rel the attack on G and the smoothed output at y + e."""
-    seed = derived_seed(s.seed, base["split"], b.images[0])
-    eps_rels = sorted(pending)
-    eps = tuple(eps_from_rel(e, b.y.shape[1:]) for e in eps_rels)
-    methods = sorted({m for ms in pending.values() for m in ms})
-    start = time.perf_counter()
-    gen = make_generator(derived_seed(seed, "certify"), b.y.device)
-    cert = certify(f, b.y, b.x, norm, s.certify_settings(eps, "+".join(methods)), gen)
-    by_method = cert.by_method()
-    seconds_certify = (time.perf_counter() - start) / len(b.images)
-    gray = psnr_from_mse((b.x.double() - 0.5).pow(2).flatten(1).mean(1))
-    r = norm.denormalize(b.y) - b.x  # the back-projection's own error (bilinear for SR)
-    rows: list[CertificateRecord] = []
-    for j, eps_rel in enumerate(eps_rels):
-        baseline = psnr_from_mse(identity_worst_mse(r, norm.std, eps[j]))
+    def batch(
+        self, b: _Batch, pending: dict[float, list[str]], base: dict[str, Any]
+    ) -> list[CertificateRecord]:
+        """Records of one batch for the pending {eps_rel: methods}: one certificate at y for
+        all radii, then per eps_rel the attack on G and the smoothed output at y + e."""
+        s, norm = self.s, self.norm
+        seed = derived_seed(s.seed, base["split"], b.images[0])
+        eps_rels = sorted(pending)
+        eps = tuple(eps_from_rel(e, b.y.shape[1:]) for e in eps_rels)
+        methods = "+".join(sorted({m for ms in pending.values() for m in ms}))
         start = time.perf_counter()
-        att, es = _attack_all(f, norm, b, pending[eps_rel], eps[j], s, derived_seed(seed, eps_rel))
-        seconds_attack = (time.perf_counter() - start) / len(b.images)
-        for method in pending[eps_rel]:
-            a = att[method]
-            for i, image in enumerate(b.images):
-                row = {
-                    **base,
-                    "image": image,
-                    "photo": b.photos[i],
-                    "eps_rel": eps_rel,
-                    "eps": eps[j],
-                    "method": method,
-                    **_clean(by_method[method], b.x, i, j),
-                    "mse_attacked": float(a["mse"][i]),
-                    "psnr_attacked": float(a["psnr"][i]),
-                    "psnr_attacked_upper": float(a["upper"][i]),
-                    "abstained_attacked": bool(a["abstained"][i]),
-                    "psnr_gray": float(gray[i]),
-                    "psnr_backprojection_worst": float(baseline[i]),
-                    "e_norm": float(es[method][i].norm()),
-                    "seconds_certify": seconds_certify,
-                    "seconds_attack": seconds_attack,
-                }
-                if method == "median":
-                    row["percentile"] = s.percentile
-                    won = bool(a["surrogate_percentile"][i])
-                    row["attack_surrogate"] = "percentile" if won else "mean"
-                rows.append(_checked(row))
-    return rows
+        gen = make_generator(derived_seed(seed, "certify"), b.y.device)
+        by_method = certify(
+            self.f, b.y, b.x, norm, s.certify_settings(eps, methods), gen
+        ).by_method()
+        per_crop = {"seconds_certify": (time.perf_counter() - start) / len(b.images)}
+        gray = psnr_from_mse((b.x.double() - 0.5).pow(2).flatten(1).mean(1))
+        r = norm.denormalize(b.y) - b.x  # the back-projection's own error (bilinear for SR)
+        rows: list[CertificateRecord] = []
+        for j, eps_rel in enumerate(eps_rels):
+            baseline = psnr_from_mse(identity_worst_mse(r, norm.std, eps[j]))
+            start = time.perf_counter()
+            att, es = self.attack_all(b, pending[eps_rel], eps[j], derived_seed(seed, eps_rel))
+            per_crop["seconds_attack"] = (time.perf_counter() - start) / len(b.images)
+            for method in pending[eps_rel]:
+                fields = {**base, "eps_rel": eps_rel, "eps": eps[j], "method": method}
+                for i, image in enumerate(b.images):
+                    row = {
+                        **fields,
+                        "image": image,
+                        "photo": b.photos[i],
+                        **_clean(by_method[method], b.x, i, j),
+                        **_attacked_fields(att[method], i, method, s.percentile),
+                        "psnr_gray": float(gray[i]),
+                        "psnr_backprojection_worst": float(baseline[i]),
+                        "e_norm": float(es[method][i].norm()),
+                        **per_crop,
+                    }
+                    rows.append(_checked(row))
+        return rows
+
+
+def _attacked_fields(
+    a: dict[str, torch.Tensor], i: int, method: str, percentile: float
+) -> dict[str, Any]:
+    """Record fields of crop i's attacked estimate (the median method's also its percentile
+    and the surrogate whose attack won)."""
+    row: dict[str, Any] = {
+        "mse_attacked": float(a["mse"][i]),
+        "psnr_attacked": float(a["psnr"][i]),
+        "psnr_attacked_upper": float(a["upper"][i]),
+        "abstained_attacked": bool(a["abstained"][i]),
+    }
+    if method == "median":
+        row["percentile"] = percentile
+        row["attack_surrogate"] = "percentile" if bool(a["surrogate_percentile"][i]) else "mean"
+    return row
 
 
 def _checked(row: CertificateRecord) -> CertificateRecord:
@@ -432,17 +439,24 @@ def _attack_fields(setting: AttackSetting) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class CertifySplit:
+    """The crops a run certifies: their inputs, photo names (one per crop) and split name."""
+
+    data: SplitInputs
+    photos: list[str]
+    name: str
+
+
 def certify_split(
     model: EvalModel,
-    data: SplitInputs,
-    photos: list[str],
-    split: str,
+    split: CertifySplit,
     s: CertifyRunSettings,
     out: Path,
     runtime: Runtime,
     key: str,
 ) -> list[CertificateRecord]:
-    """Certify and attack every crop of `data` at every eps_rel and method of `s`, appending
+    """Certify and attack every crop of `split` at every eps_rel and method of `s`, appending
     to out/certificates.jsonl and skipping what it holds under `key`. Returns the records of
     this key (old and new), in file order."""
     path = out / RECORDS
@@ -450,7 +464,7 @@ def certify_split(
     module = model.module.eval()
     for prm in module.parameters():
         prm.requires_grad_(False)
-    f, norm = runtime.forward(module), model.space
+    certifier = Certifier(runtime.forward(module), model.space, s)
     base = {
         "key": key,
         "model": model.info.model,
@@ -458,7 +472,7 @@ def certify_split(
         "mode": model.info.mode,
         "sigma_f": model.info.value if model.info.mode == "gaussian" else 0.0,
         "input_space": model.info.input_space,
-        "split": split,
+        "split": split.name,
         "sigma_g": s.sigma_g,
         "n": s.n,
         "alpha": s.alpha,
@@ -466,17 +480,17 @@ def certify_split(
         **_attack_fields(s.attack),
         "runtime": runtime.describe(),
     }
-    units = [(b, _pending(b, s, done)) for b in _batches(data, photos, s.batch_size)]
+    units = [(b, _pending(b, s, done)) for b in _batches(split.data, split.photos, s.batch_size)]
     total = sum(len(b.images) * len(p) for b, p in units)
-    skipped = len(photos) * len(s.eps_rels) - total
+    skipped = len(split.photos) * len(s.eps_rels) - total
     if skipped:
-        print(f"resuming: {skipped} of {len(photos) * len(s.eps_rels)} (crop, eps_rel) done")
+        print(f"resuming: {skipped} of {len(split.photos) * len(s.eps_rels)} (crop, eps_rel) done")
     bar: Any = progress_bar(total=total, desc="certify", unit="crop x eps", disable=not s.progress)
     with bar:
         for b, pending in units:
             if not pending:
                 continue
-            rows = certify_batch(f, norm, b, pending, s, base)
+            rows = certifier.batch(b, pending, base)
             rows = [r for r in rows if (r["image"], r["eps_rel"], r["method"]) not in done]
             append_jsonl(path, rows)
             bar.update(len(b.images) * len(pending))
@@ -560,7 +574,9 @@ def certify_model(
         settings = {"key": key, "model": model.info.model, "split": split, **s.key_fields()}
         atomic_write_json(out / "certify.json", settings | {"eps_rels": list(s.eps_rels)})
         atomic_write_text(out / "config.yaml", config_yaml(cfg))
-        rows = certify_split(model, inputs, crops.photo_names, split, s, out, runtime, key)
+        rows = certify_split(
+            model, CertifySplit(inputs, crops.photo_names, split), s, out, runtime, key
+        )
     mine = [r for r in rows if r["eps_rel"] in s.eps_rels and r["method"] in s.methods]
     if verbose:
         for line in [*summary_lines(mine), invariant_line(mine)]:

@@ -24,7 +24,12 @@ from typing import Any
 import torch
 
 from smoothrecon.attacks.threat import ThreatModel
-from smoothrecon.certification.run import CertifyRunSettings, certify_split, run_key
+from smoothrecon.certification.run import (
+    CertifyRunSettings,
+    CertifySplit,
+    certify_split,
+    run_key,
+)
 from smoothrecon.config import Config, DataConfig
 from smoothrecon.data import DataBundle
 from smoothrecon.defenses import DefenseContext, DenoisedSmoothing, defense_from_config
@@ -303,7 +308,9 @@ def run_certify_unit(unit: CertifyUnit, data: DataBundle, runtime: Runtime) -> d
     t0 = time.perf_counter()
     key = run_key(model, unit.cfg, "test", unit.settings)
     folder = unit.path.parent
-    rows = certify_split(model, sub, photos, "test", unit.settings, folder, runtime, key)
+    rows = certify_split(
+        model, CertifySplit(sub, photos, "test"), unit.settings, folder, runtime, key
+    )
     payload = {
         "label": unit.spec.label,
         "seconds": time.perf_counter() - t0,
