@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -301,27 +300,31 @@ class Certificate:
 # ---------------------------------------------------------------- streamed statistics
 
 
-def _samples(
-    forward: Forward,
-    y: torch.Tensor,
-    norm: Normalization,
-    sigma: float,
-    n: int,
-    generator: torch.Generator | None,
-    chunk: int,
-    bar: tqdm,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(image index (N,), p (N, C, H, W)) chunks of n samples per image, image-major order:
-    p = clamp(denormalize(f(y_i + sigma z)), 0, 1) in pixel space, z ~ N(0, I)."""
-    b, shape = y.shape[0], tuple(y.shape[1:])
-    total = b * n
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
-        images = torch.arange(start, stop, device=y.device) // n
-        z = noise_rows(stop - start, shape, y, generator)
-        out = forward(y.index_select(0, images) + sigma * z)
-        bar.update(stop - start)
-        yield images, norm.denormalize(out.float()).clamp(0, 1)
+@dataclass(frozen=True)
+class _Sampler:
+    """Draws the samples of f around each of B inputs y (B, C, H, W), `chunk` forwards at a
+    time, counting them on `bar`."""
+
+    forward: Forward
+    y: torch.Tensor
+    norm: Normalization
+    sigma: float
+    generator: torch.Generator | None
+    chunk: int
+    bar: tqdm
+
+    def __call__(self, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(image index (N,), p (N, C, H, W)) chunks of n samples per image, image-major
+        order: p = clamp(denormalize(f(y_i + sigma z)), 0, 1) in pixel space, z ~ N(0, I)."""
+        y = self.y
+        total = y.shape[0] * n
+        for start in range(0, total, self.chunk):
+            stop = min(start + self.chunk, total)
+            images = torch.arange(start, stop, device=y.device) // n
+            z = noise_rows(stop - start, tuple(y.shape[1:]), y, self.generator)
+            out = self.forward(y.index_select(0, images) + self.sigma * z)
+            self.bar.update(stop - start)
+            yield images, self.norm.denormalize(out.float()).clamp(0, 1)
 
 
 def _select_centers(
@@ -509,7 +512,7 @@ def certify(
     chunk = s.chunk_size or auto_chunk(tuple(y.shape[1:]), y.device)
     total = y.shape[0] * (s.n + (s.n_select if "center" in methods else 0))
     bar = progress_bar(total=total, desc="certify", unit="sample", disable=not s.progress)
-    draw = partial(_samples, forward, y, norm, s.sigma, generator=generator, chunk=chunk, bar=bar)
+    draw = _Sampler(forward, y, norm, s.sigma, generator, chunk, bar)
     moments = _Moments(x) if {"pixel", "loss"} & set(methods) else None
     losses = _Losses(x) if "loss" in methods else None
     ranks = _Ranks(x, s) if "median" in methods else None

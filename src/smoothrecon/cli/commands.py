@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -142,7 +144,6 @@ def _model_and_config(args: argparse.Namespace, build: ConfigBuilder):
 
 def _attack_inputs(cfg: Config, model, runtime, progress: bool, split: str):
     """(model with its normalization resolved, SplitInputs of `split`)."""
-    import dataclasses
 
     from smoothrecon.data import prepare_data
     from smoothrecon.experiments.evaluate import eval_inputs
@@ -180,12 +181,13 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
         k, noise = attack_cfg.eot.k_attack, attack_cfg.eot.noise
         g = SmoothedEstimator(f, args.sigma_g, k, cfg.smoothing.chunk_size)
         forward = g.with_noise(noise, cfg.evaluation.seed)
+    job = _AttackCommand(args, cfg, attack_cfg, f, forward, model.space, split)
     rows = []
     for eps_rel in args.eps_rel:
-        row, e = _attack_row(args, cfg, attack_cfg, f, forward, model.space, split, eps_rel)
+        row, e = _attack_row(job, eps_rel)
         rows.append(row)
         print(
-            f"eps_rel {eps_rel:g}: PGD PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
+            f"eps_rel {eps_rel:g}: attacked PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
             f"(random noise of the same norm: {row['random_psnr']:.2f} dB, "
             f"{row['random_ssim']:.4f})  ||e|| {row['e_norm_mean']:.4f} ({row['space']} space)"
         )
@@ -204,7 +206,22 @@ def cmd_attack(args: argparse.Namespace, build: ConfigBuilder) -> int:
     return 0
 
 
-def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
+@dataclasses.dataclass(frozen=True)
+class _AttackCommand:
+    """What every eps_rel of the attack command shares: its arguments, config, attack
+    setting, f, the forward attacked (f, or g with EOT at --sigma-g), f's normalization and
+    the split's inputs."""
+
+    args: argparse.Namespace
+    cfg: Config
+    attack_cfg: Any
+    f: Any
+    forward: Any
+    norm: Any
+    split: Any
+
+
+def _attack_row(job: _AttackCommand, eps_rel: float):
     """(row of the attack command, e): the attack of `attack_cfg` on `forward` in the threat
     model of attack.space (an ensemble's members each, per crop and metric the worst), judged
     against random noise of the same norm in the same space (the reference an attack must
@@ -217,6 +234,14 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
     from smoothrecon.metrics import mean_and_ci
     from smoothrecon.operators import build_operator
 
+    args, cfg, attack_cfg, f, norm, split = (
+        job.args,
+        job.cfg,
+        job.attack_cfg,
+        job.f,
+        job.norm,
+        job.split,
+    )
     seed, batch = cfg.evaluation.seed, cfg.evaluation.batch_size
     s = EvalSettings.from_config(cfg, {args.attack: attack_cfg})
     how = Sampling(s.fixed_k, s.chunk_size, s.antithetic, s.adaptive)
@@ -227,7 +252,7 @@ def _attack_row(args, cfg, attack_cfg, f, forward, norm, split, eps_rel: float):
 
     scoring = Scoring(score, (args.sigma_g,), args.sigma_g)
     res = attack_scored(
-        forward, split, Checking(attack_cfg, seed, threat, eps_rel, batch, norm), scoring
+        job.forward, split, Checking(attack_cfg, seed, threat, eps_rel, batch, norm), scoring
     )
     assert res.check is not None
     row = {
@@ -279,7 +304,6 @@ def _sigmas(text: str | None, cfg: Config) -> tuple[float, ...]:
 def _eval_settings(args: argparse.Namespace, cfg: Config):
     """The evaluation settings of the config, with the command line's eps_rel, sigma_g grid,
     attack setting and RS-PGD choice (k comes in through the config)."""
-    import dataclasses
 
     from smoothrecon.evaluation.unit import EvalSettings
     from smoothrecon.experiments.evaluate import attack_settings
@@ -345,7 +369,6 @@ def _check_denoiser_operator(path: str, cfg: Config) -> None:
 def _resolved_norms(models: list, cfg: Config) -> list:
     """Models on the data's normalized inputs (norm None) with the data's statistics, which a
     defence in front of them needs."""
-    import dataclasses
 
     if all(m.norm is not None or m.info.mode == "none" for m in models):
         return models
@@ -417,7 +440,6 @@ def _evaluation_models(args: argparse.Namespace, build: ConfigBuilder):
 
 def _smoothed_if_grid(model, settings):
     """A trained or own model is shown smoothed (at sigma_g*) when the grid has sigma_g > 0."""
-    import dataclasses
 
     if model.info.mode == "none":  # a no-learning baseline
         return model
@@ -431,7 +453,6 @@ def _operator_text(cfg: Config) -> str:
 
 
 def cmd_certify(args: argparse.Namespace, build: ConfigBuilder) -> int:
-    import dataclasses
 
     from smoothrecon.attacks.setting import EOT, setting_from_config
     from smoothrecon.certification.run import CertifyRunSettings, certify_model
@@ -498,7 +519,6 @@ def cmd_report(args: argparse.Namespace, build: ConfigBuilder) -> int:
 
 def cmd_benchmark(args: argparse.Namespace, build: ConfigBuilder) -> int:
     """A model through a frozen protocol: no --set, --preset or --config reaches it."""
-    import dataclasses
 
     from smoothrecon.benchmark.protocol import protocol
     from smoothrecon.benchmark.run import run_benchmark
