@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from torch import nn
@@ -137,6 +138,18 @@ def evaluate(
         return evaluate_models(models, cfg, settings, folder, eval_splits(split), op, verbose=False)
 
 
+def _checkpoint_config(
+    trained: dict, data: str | Path, preset: str | None, overrides: Sequence[str]
+) -> Config:
+    """As the CLI: a checkpoint's own config (`trained`), or with a preset that preset's
+    scale and only the checkpoint's operator, model and training; on `data`."""
+    owned = ("operator", "model", "train") if preset else tuple(trained)
+    base = {k: trained[k] for k in owned if k in trained and k != "preset"}
+    sets = [f"data.source={data}"] if str(data) != "default" else []
+    name = preset or trained.get("preset", "cpu")
+    return load_config(name, overrides=[*sets, *overrides], extra=[base])
+
+
 def certify(
     model: nn.Module | str | Path,
     data: str | Path = "default",
@@ -168,16 +181,7 @@ def certify(
     certificates.jsonl (None: a temporary one).
     """
     if isinstance(model, str | Path):
-
-        def config_of(trained: dict) -> Config:
-            # as the CLI: the checkpoint's own config, or with a preset only its model's
-            owned = ("operator", "model", "train") if preset else tuple(trained)
-            base = {k: trained[k] for k in owned if k in trained and k != "preset"}
-            sets = [f"data.source={data}"] if str(data) != "default" else []
-            return load_config(
-                preset or trained.get("preset", "cpu"), overrides=[*sets, *overrides], extra=[base]
-            )
-
+        config_of = partial(_checkpoint_config, data=data, preset=preset, overrides=overrides)
         own, cfg = checkpoint_model(model, config_of, smoothed=True)
         operator = None  # the checkpoint's own operator (cfg.operator)
     else:

@@ -214,3 +214,21 @@ def test_certify_claims_its_folder(tmp_path: Path, model: Path, cli) -> None:
                 tmp_path / "c", "--force-new", *base)  # fmt: skip
     assert moved.returncode == 0, moved.stderr
     assert list((tmp_path / "c").glob(".old-*"))
+
+
+def test_the_python_api_certifies_a_checkpoint_as_the_cli(tmp_path: Path, model: Path, cli) -> None:
+    # api.certify on a checkpoint folder takes the checkpoint's own config, as the CLI does:
+    # the same settings key, so the same records to the bit
+    import smoothrecon as sr
+
+    sets = ["data.max_eval_crops=1", "attack.k_attack=2", "attack.steps=3"]
+    _, by_cli = _certify(
+        cli, model, tmp_path / "cli", "--eps-rel", "0.001", "--n", "64",
+        *[a for s in sets for a in ("--set", s)],
+    )  # fmt: skip
+    by_api = sr.certify(
+        model, sigma_g=0.3, eps_rels=[0.001], n=64, out=tmp_path / "api", overrides=sets
+    )
+    assert len(by_api) == len(by_cli) == 1
+    keys = ("key", "psnr_certified", "psnr_attacked", "psnr_clean", "model")
+    assert {k: by_api[0][k] for k in keys} == {k: by_cli[0][k] for k in keys}
