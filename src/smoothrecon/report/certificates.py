@@ -3,8 +3,9 @@
 Per model: a figure of the certified PSNR lower bound against eps_rel, beside the PSNR the EOT
 attack on G reaches (an upper bound on the robust PSNR) and the clean smoothed PSNR, with the
 mid-gray line below which a certificate says nothing (`vacuous`); a table of the same numbers
-with the share of vacuous crops and center smoothing's abstentions; and one sentence per
-(sigma_g, method) saying at which eps_rel the certificate becomes vacuous.
+with the share of vacuous and informative crops and center smoothing's abstentions; and one
+sentence per (sigma_g, method) saying up to which eps_rel the certificate is informative on most
+crops and from which it is vacuous.
 """
 
 from __future__ import annotations
@@ -73,6 +74,17 @@ def summarize(rows: Sequence[Row]) -> Row:
     }
 
 
+def _reach(by_eps: dict[float, list[Row]], holds: Any) -> float | None:
+    """The largest eps_rel up to which `holds(summary)` is true at every eps_rel measured from
+    the smallest on; None if it fails already at the smallest."""
+    last = None
+    for eps_rel, rows in by_eps.items():
+        if not holds(summarize(rows)):
+            break
+        last = eps_rel
+    return last
+
+
 def vacuous_from(by_eps: dict[float, list[Row]]) -> float | None:
     """The smallest eps_rel from which on at least half of the crops are vacuous (their
     certified PSNR below a constant mid-gray image's), None if none is."""
@@ -83,21 +95,24 @@ def vacuous_from(by_eps: dict[float, list[Row]]) -> float | None:
 
 
 def vacuous_sentence(model: str, sigma: float, method: str, by_eps: dict[float, list]) -> str:
-    at = vacuous_from(by_eps)
+    """Where the certificate of (model, sigma_g, method) stops being informative on most crops
+    (more than half at least INFORMATIVE_DB above a constant mid-gray image) and where it turns
+    vacuous (at least half of the crops below that image)."""
     name = f"{model}, {method} certificate at sigma_g {sigma:g}"
     eps = list(by_eps)
+    informative = _reach(by_eps, lambda s: s["informative"] > 0.5)
+    if informative is None:
+        first = f"informative on most crops at no eps_rel measured (from {eps[0]:g})"
+    else:
+        first = f"informative on most crops up to eps_rel {informative:g}"
+    at = vacuous_from(by_eps)
     if at is None:
-        return (
-            f"{name}: informative at every eps_rel measured (up to {eps[-1]:g}): more than half "
-            f"of the crops are certified above a constant mid-gray image."
-        )
-    if at == eps[0]:
-        return f"{name}: vacuous already at the smallest eps_rel measured, {at:g}."
-    below = eps[eps.index(at) - 1]
-    return (
-        f"{name}: becomes vacuous at eps_rel {at:g} (at least half of the crops certified "
-        f"below a constant mid-gray image; still informative at {below:g})."
-    )
+        second = f"never vacuous up to {eps[-1]:g} (most crops above mid-gray at every eps_rel)"
+    elif at == eps[0]:
+        second = f"vacuous already at the smallest eps_rel measured, {at:g}"
+    else:
+        second = f"vacuous from eps_rel {at:g} (at least half of the crops below mid-gray)"
+    return f"{name}: {first}; {second}."
 
 
 def _fmt(v: float, half: float = math.nan) -> str:
