@@ -268,39 +268,44 @@ class _Moments:
         return mean, self.se(slot, mean.dtype)
 
 
-def _sample_round(
-    f: Forward,
-    y: torch.Tensor,
-    sig: torch.Tensor,
-    inc: torch.Tensor,
-    active: torch.Tensor,
-    moments: _Moments,
-    gen: torch.Generator | None,
-    chunk: int,
-) -> None:
-    """inc[i] new draws for every image i, each scaled by every sigma still active for it.
+@dataclass
+class _Rounds:
+    """The fixed part of `predict_adaptive`'s sampling: f, the inputs y (B, C, H, W), the
+    noisy sigmas sig (S,), the generator and the chunk of noisy inputs per forward."""
 
-    The same standard-normal rows serve every sigma (common random numbers). Rows are drawn in
-    groups of images (bounded memory), in image order, so the numbers do not depend on grouping.
-    """
-    b, shape = y.shape[0], tuple(y.shape[1:])
-    images = inc.nonzero().squeeze(1).tolist()
-    budget = max(8 * chunk, int(inc.max()))
-    while images:
-        group: list[int] = []
-        rows = 0
-        while images and (not group or rows + int(inc[images[0]]) <= budget):
-            rows += int(inc[images[0]])
-            group.append(images.pop(0))
-        g = torch.tensor(group, device=y.device)
-        row_img = g.repeat_interleave(inc[g])
-        z = _noise(rows, shape, moments.antithetic, y, gen)
-        s_idx, r_idx = active[:, row_img].nonzero(as_tuple=True)
-        for start in range(0, s_idx.shape[0], chunk):
-            s_c, r_c = s_idx[start : start + chunk], r_idx[start : start + chunk]
-            img = row_img.index_select(0, r_c)
-            noisy = y.index_select(0, img) + sig[s_c].view(-1, *([1] * len(shape))) * z[r_c]
-            moments.add(f(noisy), s_c * b + img)
+    f: Forward
+    y: torch.Tensor
+    sig: torch.Tensor
+    gen: torch.Generator | None
+    chunk: int
+
+    def draw(self, inc: torch.Tensor, active: torch.Tensor, moments: _Moments) -> None:
+        """inc[i] (B,) new draws for every image i, each scaled by every sigma still active
+        for it (active: (S, B)), added to `moments`.
+
+        The same standard-normal rows serve every sigma (common random numbers). Rows are drawn
+        in groups of images (bounded memory), in image order, so the numbers do not depend on
+        grouping.
+        """
+        y, chunk = self.y, self.chunk
+        b, shape = y.shape[0], tuple(y.shape[1:])
+        images = inc.nonzero().squeeze(1).tolist()
+        budget = max(8 * chunk, int(inc.max()))
+        while images:
+            group: list[int] = []
+            rows = 0
+            while images and (not group or rows + int(inc[images[0]]) <= budget):
+                rows += int(inc[images[0]])
+                group.append(images.pop(0))
+            g = torch.tensor(group, device=y.device)
+            row_img = g.repeat_interleave(inc[g])
+            z = _noise(rows, shape, moments.antithetic, y, self.gen)
+            s_idx, r_idx = active[:, row_img].nonzero(as_tuple=True)
+            for start in range(0, s_idx.shape[0], chunk):
+                s_c, r_c = s_idx[start : start + chunk], r_idx[start : start + chunk]
+                img = row_img.index_select(0, r_c)
+                scale = self.sig[s_c].view(-1, *([1] * len(shape)))
+                moments.add(self.f(y.index_select(0, img) + scale * z[r_c]), s_c * b + img)
 
 
 @dataclass(frozen=True)
@@ -378,13 +383,14 @@ def predict_adaptive(
         chunk = chunk_size or auto_chunk(tuple(y.shape[1:]), dev)
         chunk = max(2, chunk - chunk % 2) if antithetic else max(1, chunk)
         sig = torch.tensor(noisy, device=dev, dtype=y.dtype)
+        rounds = _Rounds(f, y, sig, generator, chunk)
         moments = _Moments(len(noisy) * b, antithetic, dev)
         active = torch.ones(len(noisy), b, dtype=torch.bool, device=dev)
         share = torch.full((len(noisy), b), math.inf, device=dev)
         n = torch.zeros(b, dtype=torch.long, device=dev)
         inc = torch.full((b,), rule.k_min, dtype=torch.long, device=dev)
         while active.any():
-            _sample_round(f, y, sig, inc, active, moments, generator, chunk)
+            rounds.draw(inc, active, moments)
             n += inc
             slot = active.flatten().nonzero().squeeze(1)
             share.view(-1)[slot] = error_fn(*moments.mean_se(slot), slot % b).float()

@@ -230,35 +230,28 @@ class Sampling:
         p, args = self.percentile, (gen, self.chunk_size, self.antithetic)
         return predict_percentile_many(f, y, sigmas, self.k, p, *args)
 
-
-def _predict(
-    forward: Forward,
-    y: torch.Tensor,
-    x: torch.Tensor,
-    sigmas: Sequence[float],
-    how: Sampling,
-    norm: Normalization,
-    gen: torch.Generator,
-) -> dict[float, tuple[torch.Tensor, torch.Tensor, list[float]]]:
-    """{sigma: (g_hat, se, k per image)} for y (B, C, H, W) normalized, targets x in pixels."""
-    with torch.no_grad():
-        if how.adaptive is None or how.percentile is not None:
-            preds = how.estimate(forward, y, sigmas, gen)
-            return {
-                s: (p.mean, _se(p.se), [float(how.k if s > 0 else 1)] * y.shape[0])
-                for s, p in preds.items()
-            }
-        ada = predict_adaptive(
-            forward,
-            y,
-            sigmas,
-            mc_share_fn(x, norm),
-            how.adaptive,
-            gen,
-            how.chunk_size,
-            how.antithetic,
-        )
-        return {s: (p.mean, p.se, p.k.float().tolist()) for s, p in ada.items()}
+    def predict(
+        self,
+        f: Forward,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        norm: Normalization,
+        sigmas: Sequence[float],
+        gen: torch.Generator,
+    ) -> dict[float, tuple[torch.Tensor, torch.Tensor, list[float]]]:
+        """{sigma: (g_hat, se, k per image)} for y (B, C, H, W) normalized, targets x (B, C,
+        H', W') in pixels (adaptive k stops on the Monte-Carlo share of their MSE)."""
+        with torch.no_grad():
+            if self.adaptive is None or self.percentile is not None:
+                preds = self.estimate(f, y, sigmas, gen)
+                b = y.shape[0]
+                return {
+                    s: (p.mean, _se(p.se), [float(self.k if s > 0 else 1)] * b)
+                    for s, p in preds.items()
+                }
+            args = (self.adaptive, gen, self.chunk_size, self.antithetic)
+            ada = predict_adaptive(f, y, sigmas, mc_share_fn(x, norm), *args)
+            return {s: (p.mean, p.se, p.k.float().tolist()) for s, p in ada.items()}
 
 
 def _se(se: torch.Tensor | None) -> torch.Tensor:
@@ -287,7 +280,7 @@ def smoothed_metrics(
         assert isinstance(how, Sampling)
         sl = slice(start, start + batch_size)
         gen = make_generator(derived_seed(seed, start), data.y.device)
-        preds = _predict(forward, data.y[sl] + e[sl], data.x[sl], sigmas, how, norm, gen)
+        preds = how.predict(forward, data.y[sl] + e[sl], data.x[sl], norm, sigmas, gen)
         res = {}
         for s, (mean, se, k_used) in preds.items():
             metrics = all_metrics(to_pixels(mean, norm), data.x[sl])
