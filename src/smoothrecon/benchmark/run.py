@@ -46,16 +46,31 @@ def benchmark_settings(p: Protocol, cfg: Config, smoothed: bool) -> EvalSettings
     )  # fmt: skip
 
 
-def code_version() -> str:
-    """`git describe --always --dirty` of the source tree when it is a checkout, else the
-    package version."""
-    root = Path(__file__).resolve().parents[3]
-    try:
+# what computes a card's numbers: a change elsewhere (docs, the committed cards that
+# `make leaderboard-cards` copies in while it runs) leaves the code clean
+CODE_PATHS = ("src", "pyproject.toml")
+
+
+def describe(root: Path) -> str:
+    """`git describe --always --tags` of the checkout at root, with "-dirty" when CODE_PATHS
+    differ from that commit (untracked files under them too). Raises OSError or
+    SubprocessError when root is no checkout."""
+
+    def git(*args: str) -> str:
         done = subprocess.run(
-            ["git", "-C", str(root), "describe", "--always", "--dirty", "--tags"],
-            capture_output=True, text=True, timeout=10, check=True,
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+            check=True,
         )  # fmt: skip
-        return f"{VERSION} ({done.stdout.strip()})"
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", *CODE_PATHS)
+    return git("describe", "--always", "--tags") + ("-dirty" if changed else "")
+
+
+def code_version() -> str:
+    """The package version with `describe` of the source tree when it is a checkout."""
+    try:
+        return f"{VERSION} ({describe(Path(__file__).resolve().parents[3])})"
     except (OSError, subprocess.SubprocessError):
         return VERSION
 
