@@ -11,7 +11,7 @@ crops and from which it is vacuous.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ def summarize(rows: Sequence[Row]) -> Row:
     }
 
 
-def _reach(by_eps: dict[float, list[Row]], holds: Any) -> float | None:
+def _reach(by_eps: dict[float, list[Row]], holds: Callable[[Row], bool]) -> float | None:
     """The largest eps_rel up to which `holds(summary)` is true at every eps_rel measured from
     the smallest on; None if it fails already at the smallest."""
     last = None
